@@ -1,0 +1,104 @@
+"""The VAE itself: likelihoods, KL, architectures, the loss, and training failures."""
+
+import numpy as np
+import pytest
+import torch
+from torch import distributions as D
+
+from vaeguard.errors import TrainingError
+from vaeguard.model import VAE, VAEConfig, bernoulli_nll, gaussian_kl, gaussian_nll
+from vaeguard.scoring import anomaly_scores, feature_scores
+from vaeguard.training import TrainConfig, train_vae
+
+
+def test_likelihoods_match_torch_distributions():
+    torch.manual_seed(0)
+    x = torch.rand(5, 7)
+    mean, logvar = torch.randn(5, 7), torch.randn(7)
+    expected = -D.Normal(mean, torch.exp(0.5 * logvar)).log_prob(x)
+    torch.testing.assert_close(gaussian_nll(x, mean, logvar), expected)
+    binary, logits = (x > 0.5).float(), torch.randn(5, 7)
+    torch.testing.assert_close(bernoulli_nll(binary, logits), -D.Bernoulli(logits=logits).log_prob(binary))
+
+
+def test_kl_matches_torch_closed_form():
+    mu, logvar = torch.randn(4, 3), torch.randn(4, 3)
+    q = D.Normal(mu, torch.exp(0.5 * logvar))
+    p = D.Normal(torch.zeros(3), torch.ones(3))
+    torch.testing.assert_close(gaussian_kl(mu, logvar), D.kl_divergence(q, p).sum(-1))
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 27, 31), (1, 8, 8)])
+def test_conv_vae_round_trips_any_image_shape(shape):
+    cfg = VAEConfig(input_dim=int(np.prod(shape)), architecture="conv", input_shape=shape, latent_dim=4)
+    model = VAE(cfg)
+    x = torch.rand(2, cfg.input_dim)
+    mu, logvar = model.encode(x)
+    assert mu.shape == logvar.shape == (2, 4)
+    assert model.decode(mu).shape == (2, cfg.input_dim)
+
+
+def test_conv_config_rejects_mismatched_shape():
+    with pytest.raises(ValueError, match="input_shape"):
+        VAEConfig(input_dim=100, architecture="conv", input_shape=(1, 8, 8))
+
+
+def _train(X, likelihood="bernoulli", epochs=5, beta=1.0, **kw):
+    model = VAE(VAEConfig(input_dim=X.shape[1], latent_dim=3, hidden_dims=(32,), likelihood=likelihood))
+    cfg = TrainConfig(epochs=epochs, batch_size=32, beta=beta, **kw)
+    history = train_vae(model, X[:-40], X[-40:], cfg, seed=0, device=torch.device("cpu"))
+    return model, history
+
+
+def test_loss_is_reconstruction_plus_beta_kl_and_kl_is_nonzero():
+    X = np.random.default_rng(0).random((200, 10)).astype(np.float32)
+    _, history = _train(X, beta=0.5)
+    kl = np.array(history["train_kl"])
+    assert (kl > 1e-3).all()
+    np.testing.assert_allclose(history["train_loss"], np.array(history["train_recon"]) + 0.5 * kl)
+    np.testing.assert_allclose(history["val_loss"], np.array(history["val_recon"]) + 0.5 * np.array(history["val_kl"]))
+
+
+def test_kl_warmup_ramps_beta():
+    from vaeguard.training import kl_weight
+
+    cfg = TrainConfig(beta=2.0, kl_warmup_epochs=3)
+    assert [kl_weight(e, cfg) for e in range(5)] == [0.5, 1.0, 1.5, 2.0, 2.0]
+
+
+def test_non_finite_loss_stops_training_with_advice():
+    X = np.full((100, 4), 1e30, dtype=np.float32)
+    X[::2] = -1e30
+    with pytest.raises(TrainingError, match="learning_rate"):
+        _train(X, likelihood="gaussian")
+
+
+def test_early_stopping_restores_best_validation_epoch():
+    from vaeguard.training import evaluate_loss
+
+    X = np.random.default_rng(1).random((300, 8)).astype(np.float32)
+    model, history = _train(X, epochs=30, patience=3, learning_rate=5e-2)
+    recon, kl = evaluate_loss(model, torch.as_tensor(X[-40:]), batch_size=1024)
+    assert recon + kl == pytest.approx(min(history["val_loss"]), rel=1e-6)
+    assert history["val_loss"][-1] > min(history["val_loss"])
+
+
+def test_scores_are_deterministic_batch_invariant_and_consistent():
+    X = np.random.default_rng(2).random((120, 10)).astype(np.float32)
+    model, _ = _train(X)
+    elbo = anomaly_scores(model, X, "elbo", batch_size=7)
+    np.testing.assert_array_equal(elbo, anomaly_scores(model, X, "elbo", batch_size=7))
+    np.testing.assert_allclose(elbo, anomaly_scores(model, X, "elbo", batch_size=1000), rtol=1e-5)
+    recon, kl = anomaly_scores(model, X, "recon"), anomaly_scores(model, X, "kl")
+    np.testing.assert_allclose(elbo, recon + kl, rtol=1e-5)
+    np.testing.assert_allclose(feature_scores(model, X).sum(1), recon, rtol=1e-5)
+    iwae = anomaly_scores(model, X, "iwae", n_samples=32, batch_size=5)
+    np.testing.assert_allclose(iwae, anomaly_scores(model, X, "iwae", n_samples=32, batch_size=999), rtol=1e-5)
+
+
+def test_importance_weighting_tightens_the_bound():
+    X = np.random.default_rng(3).random((150, 10)).astype(np.float32)
+    model, _ = _train(X, epochs=10)
+    one = anomaly_scores(model, X, "iwae", n_samples=1).mean()
+    many = anomaly_scores(model, X, "iwae", n_samples=256).mean()
+    assert many < one

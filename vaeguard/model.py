@@ -1,0 +1,207 @@
+"""The variational autoencoder: encoders, decoders, likelihoods and the ELBO terms.
+
+Read top to bottom: the configuration, the two network shapes (MLP for vectors,
+convolutional for images), the likelihoods, then the `VAE` module that ties them together.
+Everything here works on flat inputs of shape (n, input_dim); the convolutional networks
+reshape to (n, C, H, W) internally, so the rest of the package never has to care.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+ARCHITECTURES = ("mlp", "conv")
+LOGVAR_MIN, LOGVAR_MAX = -12.0, 8.0
+
+
+@dataclass
+class VAEConfig:
+    """Everything needed to rebuild a VAE's architecture (stored as JSON in model files)."""
+
+    input_dim: int
+    latent_dim: int = 16
+    hidden_dims: tuple[int, ...] = (512, 256)
+    likelihood: str = "bernoulli"
+    architecture: str = "mlp"
+    input_shape: tuple[int, int, int] | None = None  # (C, H, W), conv only
+    conv_channels: tuple[int, ...] = (32, 64)
+
+    def __post_init__(self) -> None:
+        self.hidden_dims = tuple(int(h) for h in self.hidden_dims)
+        self.conv_channels = tuple(int(c) for c in self.conv_channels)
+        if self.input_shape is not None:
+            self.input_shape = tuple(int(s) for s in self.input_shape)
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}"
+            )
+        if self.latent_dim < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
+        if self.architecture == "conv":
+            if self.input_shape is None or len(self.input_shape) != 3:
+                raise ValueError("the conv architecture needs input_shape=(channels, height, width)")
+            if math.prod(self.input_shape) != self.input_dim:
+                raise ValueError(
+                    f"input_shape {self.input_shape} holds {math.prod(self.input_shape)} values, "
+                    f"but the data has {self.input_dim} features"
+                )
+            if not self.conv_channels:
+                raise ValueError("conv_channels must name at least one layer")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(n_in, n_out), nn.SiLU()]
+    return nn.Sequential(*layers)
+
+
+# ----------------------------------------------------------------------------- MLP
+
+
+class MLPEncoder(nn.Module):
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        self.body = _mlp([cfg.input_dim, *cfg.hidden_dims])
+        width = cfg.hidden_dims[-1] if cfg.hidden_dims else cfg.input_dim
+        self.head = nn.Linear(width, 2 * cfg.latent_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+class MLPDecoder(nn.Module):
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        widths = list(reversed(cfg.hidden_dims))
+        self.body = _mlp([cfg.latent_dim, *widths])
+        self.head = nn.Linear(widths[-1] if widths else cfg.latent_dim, cfg.input_dim)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(z))
+
+
+# ----------------------------------------------------------------------------- conv
+
+
+class ConvEncoder(nn.Module):
+    """Stride-2 3x3 convolutions: each halves H and W (rounding up), so any size works."""
+
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        self.input_shape = cfg.input_shape
+        channels, height, width = cfg.input_shape
+        layers: list[nn.Module] = []
+        for c_out in cfg.conv_channels:
+            layers += [nn.Conv2d(channels, c_out, 3, stride=2, padding=1), nn.SiLU()]
+            channels, height, width = c_out, (height + 1) // 2, (width + 1) // 2
+        self.convs = nn.Sequential(*layers)
+        self.feature_shape = (channels, height, width)
+        flat = channels * height * width
+        hidden = cfg.hidden_dims[0] if cfg.hidden_dims else flat
+        self.fc = nn.Sequential(nn.Flatten(), *(_mlp([flat, hidden]) if cfg.hidden_dims else []))
+        self.head = nn.Linear(hidden, 2 * cfg.latent_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.convs(x.view(-1, *self.input_shape))
+        return self.head(self.fc(h))
+
+
+class ConvDecoder(nn.Module):
+    """Mirror of ConvEncoder: transposed convolutions double H and W, then crop to size."""
+
+    def __init__(self, cfg: VAEConfig, feature_shape: tuple[int, int, int]):
+        super().__init__()
+        self.input_shape = cfg.input_shape
+        self.feature_shape = feature_shape
+        flat = math.prod(feature_shape)
+        hidden = cfg.hidden_dims[0] if cfg.hidden_dims else None
+        self.fc = _mlp([cfg.latent_dim, hidden, flat]) if hidden else _mlp([cfg.latent_dim, flat])
+        layers: list[nn.Module] = []
+        channels = feature_shape[0]
+        for c_out in reversed(cfg.conv_channels[:-1]):
+            layers += [nn.ConvTranspose2d(channels, c_out, 4, stride=2, padding=1), nn.SiLU()]
+            channels = c_out
+        layers.append(nn.ConvTranspose2d(channels, cfg.input_shape[0], 4, stride=2, padding=1))
+        self.deconvs = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.deconvs(self.fc(z).view(-1, *self.feature_shape))
+        _, height, width = self.input_shape
+        return h[:, :, :height, :width].reshape(z.shape[0], -1)
+
+
+# ----------------------------------------------------------------------------- likelihoods
+
+
+def bernoulli_nll(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Per-feature -log p(x | z) for x in [0, 1] (continuous Bernoulli without its normaliser)."""
+    return F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+
+
+def gaussian_nll(x: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Per-feature -log N(x; mean, exp(logvar))."""
+    return 0.5 * (math.log(2 * math.pi) + logvar + (x - mean) ** 2 * torch.exp(-logvar))
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Per-sample KL(N(mu, exp(logvar)) || N(0, I)), in closed form."""
+    return 0.5 * torch.sum(mu**2 + torch.exp(logvar) - 1.0 - logvar, dim=-1)
+
+
+# ----------------------------------------------------------------------------- the VAE
+
+
+class VAE(nn.Module):
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        if cfg.architecture == "conv":
+            self.encoder = ConvEncoder(cfg)
+            self.decoder = ConvDecoder(cfg, self.encoder.feature_shape)
+        else:
+            self.encoder = MLPEncoder(cfg)
+            self.decoder = MLPDecoder(cfg)
+        if cfg.likelihood == "gaussian":
+            self.output_logvar = nn.Parameter(torch.zeros(cfg.input_dim))
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior q(z|x) = N(mu, exp(logvar)); logvar is clamped to keep exp() finite."""
+        mu, logvar = self.encoder(x).chunk(2, dim=-1)
+        return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Decoder output: Bernoulli logits or Gaussian means, shape (..., input_dim)."""
+        return self.decoder(z.reshape(-1, z.shape[-1])).view(*z.shape[:-1], self.cfg.input_dim)
+
+    def mean_output(self, params: torch.Tensor) -> torch.Tensor:
+        """The reconstruction E[x | z] in data space."""
+        return torch.sigmoid(params) if self.cfg.likelihood == "bernoulli" else params
+
+    def feature_nll(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """Per-feature reconstruction negative log-likelihood, shape like x."""
+        if self.cfg.likelihood == "bernoulli":
+            return bernoulli_nll(x, params)
+        logvar = self.output_logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
+        return gaussian_nll(x, params, logvar)
+
+    def loss_terms(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample (reconstruction NLL, KL) with one reparameterised sample of z."""
+        mu, logvar = self.encode(x)
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        z = mu + torch.exp(0.5 * logvar) * eps
+        recon = self.feature_nll(x, self.decode(z)).sum(dim=-1)
+        return recon, gaussian_kl(mu, logvar)

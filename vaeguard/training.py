@@ -1,0 +1,149 @@
+"""Training loop: Adam on the negative ELBO, KL warm-up, early stopping on validation loss."""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from .errors import TrainingError
+from .model import VAE, gaussian_kl
+
+HISTORY_KEYS = ("train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 50
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    beta: float = 1.0
+    kl_warmup_epochs: int = 0
+    patience: int = 10
+    grad_clip: float = 10.0
+    weight_decay: float = 0.0
+    verbose: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' picks CUDA when available; 'cuda' without a GPU is a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was requested but PyTorch sees no CUDA device")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    return torch.device(device)
+
+
+def kl_weight(epoch: int, cfg: TrainConfig) -> float:
+    """beta, ramped linearly from near zero over the first kl_warmup_epochs epochs."""
+    if cfg.kl_warmup_epochs <= 0:
+        return cfg.beta
+    return cfg.beta * min(1.0, (epoch + 1) / (cfg.kl_warmup_epochs + 1))
+
+
+def _check_finite(loss: torch.Tensor, epoch: int, cfg: TrainConfig) -> None:
+    if not torch.isfinite(loss):
+        raise TrainingError(
+            f"the training loss became {loss.item()} in epoch {epoch + 1}. Try a lower "
+            f"learning_rate (now {cfg.learning_rate}), standardising the inputs, or "
+            "likelihood='gaussian' for data outside [0, 1]; check the data for extreme values."
+        )
+
+
+@torch.no_grad()
+def evaluate_loss(model: VAE, data: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """Mean (reconstruction NLL, KL) over `data`, with z at the posterior mean (deterministic)."""
+    model.eval()
+    recon_sum = kl_sum = 0.0
+    for batch in data.split(batch_size):
+        mu, logvar = model.encode(batch)
+        recon_sum += model.feature_nll(batch, model.decode(mu)).sum().item()
+        kl_sum += gaussian_kl(mu, logvar).sum().item()
+    n = max(len(data), 1)
+    return recon_sum / n, kl_sum / n
+
+
+def train_vae(
+    model: VAE,
+    X_train: np.ndarray,
+    X_val: np.ndarray | None,
+    cfg: TrainConfig,
+    seed: int,
+    device: torch.device,
+) -> dict[str, list[float]]:
+    """Train `model` in place; return the per-epoch history.
+
+    With a validation set, the weights of the epoch with the lowest validation negative ELBO
+    (at full beta) are restored at the end, and training stops after `patience` epochs
+    without improvement.
+    """
+    model.to(device)
+    train = torch.as_tensor(X_train, dtype=torch.float32, device=device)
+    val = None if X_val is None or len(X_val) == 0 else torch.as_tensor(X_val, dtype=torch.float32, device=device)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS if val is not None or key.startswith("train")}
+    history["epoch_seconds"] = []
+    best_loss, best_state, stale = math.inf, None, 0
+    batch_size = max(1, min(cfg.batch_size, len(train)))
+
+    for epoch in range(cfg.epochs):
+        start = time.perf_counter()
+        model.train()
+        weight = kl_weight(epoch, cfg)
+        order = torch.randperm(len(train), generator=generator, device=device)
+        recon_sum = kl_sum = 0.0
+        for idx in order.split(batch_size):
+            batch = train[idx]
+            recon, kl = model.loss_terms(batch, generator)
+            loss = (recon + weight * kl).mean()
+            _check_finite(loss, epoch, cfg)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            recon_sum += recon.detach().sum().item()
+            kl_sum += kl.detach().sum().item()
+        history["train_recon"].append(recon_sum / len(train))
+        history["train_kl"].append(kl_sum / len(train))
+        history["train_loss"].append(history["train_recon"][-1] + cfg.beta * history["train_kl"][-1])
+
+        message = f"epoch {epoch + 1:>3}/{cfg.epochs}  train -ELBO {history['train_loss'][-1]:.4f}"
+        if val is not None:
+            recon, kl = evaluate_loss(model, val, batch_size=1024)
+            val_loss = recon + cfg.beta * kl
+            if not math.isfinite(val_loss):
+                raise TrainingError(
+                    f"the validation loss became {val_loss} in epoch {epoch + 1}; "
+                    f"try a lower learning_rate (now {cfg.learning_rate}) or standardised inputs"
+                )
+            history["val_recon"].append(recon)
+            history["val_kl"].append(kl)
+            history["val_loss"].append(val_loss)
+            message += f"  val -ELBO {val_loss:.4f}"
+            # Only epochs at full beta compete: during warm-up the objective is a different one.
+            if epoch + 1 >= cfg.kl_warmup_epochs:
+                if val_loss < best_loss:
+                    best_loss, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
+                else:
+                    stale += 1
+        history["epoch_seconds"].append(time.perf_counter() - start)
+        if cfg.verbose:
+            print(message, file=sys.stderr)
+        if val is not None and stale >= cfg.patience:
+            break
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return history
