@@ -256,8 +256,17 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         threshold is set at `fpr`. With y (1 = anomaly), the threshold maximises F1
         (rule="f1"), Youden's J (rule="youden") or reaches a target recall (rule="recall").
         """
-        scores = self.anomaly_score(X)
+        return self.calibrate_scores(self.anomaly_score(X), y, fpr=fpr, rule=rule, recall=recall)
+
+    def calibrate_scores(
+        self, scores, y=None, *, fpr: float | None = None, rule: str = "f1", recall: float | None = None
+    ) -> "VAEAnomalyDetector":
+        """`calibrate` from anomaly scores already computed (e.g. streamed over a large file)."""
+        check_is_fitted(self)
+        scores = np.asarray(scores, dtype=np.float64)
         if y is None:
+            if len(scores) == 0:
+                raise DataError("no calibration scores: the normal data given is empty")
             self.calibration_scores_ = scores
             return self.set_threshold(fpr)
         threshold = label_threshold(np.asarray(y), scores, rule=rule, recall=recall)

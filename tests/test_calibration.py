@@ -1,0 +1,114 @@
+"""Threshold rules, conformal p-values and the false-positive-rate guarantee."""
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from vaeguard import DataError, VAEAnomalyDetector
+from vaeguard.atomic import atomic_write
+from vaeguard.calibration import conformal_threshold, label_threshold, p_values, threshold_for_contamination
+
+
+def test_conformal_threshold_is_the_ceil_quantile():
+    scores = np.arange(1.0, 100.0)  # 99 scores: 1 .. 99
+    # ceil((99 + 1) * 0.95) = 95 -> the 95th smallest
+    assert conformal_threshold(scores[::-1], 0.05) == 95.0
+    # ceil(100 * 0.99) = 99 -> the largest
+    assert conformal_threshold(scores, 0.01) == 99.0
+
+
+def test_conformal_threshold_needs_enough_scores():
+    with pytest.raises(DataError, match="too few .* at least 99"):
+        conformal_threshold(np.arange(50.0), 0.01)
+    with pytest.raises(ValueError, match="fpr"):
+        conformal_threshold(np.arange(50.0), 1.5)
+
+
+def test_p_values_follow_the_definition():
+    cal = np.array([1.0, 2.0, 2.0, 5.0])
+    got = p_values(cal, [0.0, 2.0, 3.0, 9.0])
+    # (1 + #{cal >= s}) / (n + 1)
+    np.testing.assert_allclose(got, [5 / 5, 4 / 5, 2 / 5, 1 / 5])
+
+
+def test_p_values_are_uniform_for_exchangeable_scores():
+    rng = np.random.default_rng(0)
+    cal, new = rng.normal(size=2000), rng.normal(size=4000)
+    p = p_values(cal, new)
+    assert abs(np.mean(p <= 0.05) - 0.05) < 0.015
+    assert abs(np.mean(p <= 0.5) - 0.5) < 0.03
+
+
+def test_contamination_flags_that_share():
+    scores = np.arange(1000.0)
+    threshold = threshold_for_contamination(scores, 0.1)
+    assert np.mean(scores > threshold) == pytest.approx(0.1, abs=0.002)
+
+
+@pytest.fixture
+def labelled():
+    y = np.array([0, 0, 0, 0, 1, 1, 1])
+    s = np.array([0.1, 0.2, 0.3, 0.7, 0.6, 0.8, 0.9])
+    return y, s
+
+
+def test_label_threshold_f1(labelled):
+    y, s = labelled
+    # flag >= 0.6: tp 3, fp 1 -> F1 6/7; >= 0.8: tp 2, fp 0 -> F1 0.8; >= 0.7 -> 2/3
+    assert label_threshold(y, s, "f1") == 0.6
+
+
+def test_label_threshold_youden(labelled):
+    y, s = labelled
+    # >= 0.8: tpr 2/3, fpr 0 -> J 0.667; >= 0.6: tpr 1, fpr 1/4 -> J 0.75
+    assert label_threshold(y, s, "youden") == 0.6
+
+
+def test_label_threshold_recall(labelled):
+    y, s = labelled
+    assert label_threshold(y, s, "recall", recall=0.6) == 0.8
+    assert label_threshold(y, s, "recall", recall=1.0) == 0.6
+    with pytest.raises(ValueError, match="recall"):
+        label_threshold(y, s, "recall")
+
+
+def test_label_threshold_without_anomalies_says_so():
+    with pytest.raises(DataError, match="no anomaly"):
+        label_threshold(np.zeros(5), np.arange(5.0), "f1")
+    with pytest.raises(ValueError, match="rule"):
+        label_threshold([0, 1], [0.0, 1.0], "best")
+
+
+def test_fpr_target_holds_on_unseen_normals():
+    """5% target: the rate measured on held-out normal digits lies within binomial noise."""
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16.0).astype(np.float32)
+    X_fit, X_held = train_test_split(X, test_size=0.5, stratify=y, random_state=1)
+    detector = VAEAnomalyDetector(
+        hidden_dims=(64,), latent_dim=8, epochs=30, calibration_fraction=0.4, fpr=0.05, random_state=0
+    ).fit(X_fit)
+    n_cal, n_test = len(detector.calibration_scores_), len(X_held)
+    measured = np.mean(detector.predict(X_held) == -1)
+    noise = math.sqrt(0.05 * 0.95 * (1 / n_cal + 1 / n_test))
+    assert abs(measured - 0.05) < 3 * noise, (measured, noise)
+
+    # re-thresholding on the stored calibration scores moves the rate with the target
+    detector.set_threshold(fpr=0.2)
+    assert abs(np.mean(detector.predict(X_held) == -1) - 0.2) < 3 * math.sqrt(0.2 * 0.8 * (1 / n_cal + 1 / n_test))
+
+
+def test_atomic_write_keeps_the_old_file_on_error(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as fh:
+            fh.write("half of the new")
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [target]
+    with atomic_write(target) as fh:
+        fh.write("new")
+    assert target.read_text() == "new"

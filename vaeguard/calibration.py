@@ -1,0 +1,92 @@
+"""Thresholds and p-values from anomaly scores (higher = more anomalous).
+
+From normal data only: the conformal threshold at a target false-positive rate and conformal
+p-values. With labels (1 = anomaly): thresholds maximising F1 or Youden's J, or reaching a
+target recall.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn.metrics import precision_recall_curve, roc_curve
+
+from .errors import DataError
+
+LABEL_RULES = ("f1", "youden", "recall")
+
+
+def _scores(scores, name: str = "scores") -> np.ndarray:
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if scores.size == 0:
+        raise DataError(f"{name} is empty")
+    if not np.all(np.isfinite(scores)):
+        raise DataError(f"{name} holds {int((~np.isfinite(scores)).sum())} NaN or infinite values")
+    return scores
+
+
+def conformal_threshold(calibration_scores, fpr: float) -> float:
+    """The ceil((n + 1)(1 - fpr))-th smallest calibration score.
+
+    A new normal sample exceeds it with probability at most `fpr` (exchangeability). Raises
+    DataError when n is too small for the target, i.e. when (n + 1)(1 - fpr) > n.
+    """
+    if not 0 < fpr < 1:
+        raise ValueError(f"fpr must be in (0, 1), got {fpr!r}")
+    scores = np.sort(_scores(calibration_scores, "calibration scores"))
+    n = len(scores)
+    k = math.ceil((n + 1) * (1 - fpr) - 1e-9)
+    if k > n:
+        raise DataError(
+            f"{n} calibration scores are too few for a false-positive rate of {fpr:g}: "
+            f"at least {math.ceil(1 / fpr - 1)} are needed"
+        )
+    return float(scores[k - 1])
+
+
+def p_values(calibration_scores, scores) -> np.ndarray:
+    """Conformal p-values (1 + #{calibration scores >= s}) / (n + 1); small = unlike normal."""
+    cal = np.sort(_scores(calibration_scores, "calibration scores"))
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    n_at_least = len(cal) - np.searchsorted(cal, scores, side="left")
+    return (1.0 + n_at_least) / (len(cal) + 1.0)
+
+
+def threshold_for_contamination(train_scores, contamination: float) -> float:
+    """The threshold that flags a `contamination` share of the training scores (sklearn's rule)."""
+    if not 0 < contamination <= 0.5:
+        raise ValueError(f"contamination must be 'auto' or a float in (0, 0.5], got {contamination!r}")
+    return float(np.percentile(_scores(train_scores, "training scores"), 100.0 * (1.0 - contamination)))
+
+
+def label_threshold(y_true, scores, rule: str = "f1", recall: float | None = None) -> float:
+    """A threshold chosen with labels (1 = anomaly); samples with score >= threshold are flagged.
+
+    rule="f1" maximises F1, rule="youden" maximises TPR - FPR, rule="recall" returns the
+    largest threshold whose recall reaches `recall`.
+    """
+    scores = _scores(scores)
+    y = np.asarray(y_true).ravel()
+    if y.shape != scores.shape:
+        raise DataError(f"y has {y.size} labels but there are {scores.size} scores")
+    if not np.isin(y, (0, 1)).all():
+        raise DataError(f"labels must be 0 (normal) or 1 (anomaly), got {sorted(set(y.tolist()))[:5]}")
+    if not (y == 1).any():
+        raise DataError("the labelled data holds no anomaly (no y == 1): a label-aware threshold is undefined; use fpr= on normal data instead")
+    if rule == "f1":
+        precision, rec, thresholds = precision_recall_curve(y, scores)
+        f1 = 2 * precision[:-1] * rec[:-1] / np.maximum(precision[:-1] + rec[:-1], 1e-12)
+        return float(thresholds[int(np.argmax(f1))])
+    if not (y == 0).any():
+        raise DataError(f"rule={rule!r} needs normal samples (y == 0) too, but every label is 1")
+    fpr_curve, tpr, thresholds = roc_curve(y, scores)
+    finite = np.isfinite(thresholds)
+    fpr_curve, tpr, thresholds = fpr_curve[finite], tpr[finite], thresholds[finite]
+    if rule == "youden":
+        return float(thresholds[int(np.argmax(tpr - fpr_curve))])
+    if rule == "recall":
+        if recall is None or not 0 < recall <= 1:
+            raise ValueError(f"rule='recall' needs recall in (0, 1], got {recall!r}")
+        return float(thresholds[int(np.argmax(tpr >= recall - 1e-12))])
+    raise ValueError(f"rule must be one of {LABEL_RULES}, got {rule!r}")
