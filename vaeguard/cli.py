@@ -397,6 +397,7 @@ def digits(
     with _errors():
         params, _ = _detector_params(config, epochs=epochs, random_state=seed)
         params.setdefault("epochs", 100)
+        params.setdefault("fpr", 0.05)  # ~90 calibration images: 1% would need at least 99
         data = embedded_digits(random_state=params.get("random_state") or 0)
         _run_digit_job(data, normal, out, params, device, "held out", save_model)
 

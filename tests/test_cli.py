@@ -1,0 +1,325 @@
+"""The command line, end to end through Typer's CliRunner: every command and bad input."""
+
+import csv
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+from typer.testing import CliRunner
+
+from vaeguard.cli import app
+
+runner = CliRunner()
+COLUMNS = ["a", "b", "c", "d", "e"]
+FAST = ["--epochs", "15", "--seed", "0"]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def make_table(n, rng, shift=0.0):
+    z = rng.normal(size=(n, 2))
+    X = np.column_stack([z[:, 0], z[:, 1], z[:, 0] + z[:, 1], z[:, 0] - z[:, 1], 2 * z[:, 0]])
+    return X + rng.normal(scale=0.1, size=X.shape) + shift
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tables")
+    rng = np.random.default_rng(0)
+    normal = pd.DataFrame(make_table(800, rng), columns=COLUMNS)
+    normal.insert(0, "id", [f"n{i}" for i in range(len(normal))])
+    normal.to_csv(root / "normal.csv", index=False)
+    test = pd.DataFrame(np.vstack([make_table(200, rng), make_table(200, rng, shift=np.array([0, 0, 3, -3, 0]))]), columns=COLUMNS)
+    test.insert(0, "id", [f"t{i}" for i in range(len(test))])
+    test["label"] = [0] * 200 + [1] * 200
+    test.to_csv(root / "test.csv", index=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def table_model(tables):
+    model = tables / "model.vgm"
+    result = invoke("train", tables / "normal.csv", "-o", model, "--id-column", "id", "--hidden-dims", "32", "--latent-dim", "2", *FAST)
+    assert result.exit_code == 0, result.output
+    return model
+
+
+def read_csv(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_help_on_every_command_shows_an_example():
+    for command in ("train", "score", "evaluate", "calibrate", "info", "mnist", "digits"):
+        result = invoke(command, "--help")
+        assert result.exit_code == 0
+        assert "Example: vaeguard" in result.output, command
+
+
+def test_train_records_the_schema(table_model):
+    result = invoke("info", table_model)
+    assert result.exit_code == 0, result.output
+    assert "CSV, 5 columns: a, b, c, d, e" in result.output
+    assert "id column    id" in result.output
+    description = json.loads(invoke("info", table_model, "--json").output)
+    assert description["metadata"]["input"]["schema"]["columns"] == COLUMNS
+    assert description["fitted"]["likelihood"] == "gaussian"
+
+
+def test_score_separates_and_keeps_input_order(tables, table_model, tmp_path):
+    out = tmp_path / "scores.csv"
+    result = invoke("score", table_model, tables / "test.csv", "-o", out, "--chunk-size", "64")
+    assert result.exit_code == 0, result.output
+    rows = read_csv(out)
+    assert list(rows[0]) == ["row", "id", "score", "p_value", "is_anomaly", "top_1", "top_2", "top_3", "error"]
+    assert [r["id"] for r in rows] == [f"t{i}" for i in range(400)]
+    assert [int(r["row"]) for r in rows] == list(range(1, 401))
+    scores = np.array([float(r["score"]) for r in rows])
+    labels = np.array([0] * 200 + [1] * 200)
+    assert roc_auc_score(labels, scores) > 0.95
+    assert np.mean([r["is_anomaly"] == "1" for r in rows[200:]]) > 0.8
+    # the shifted columns c and d explain the anomalies
+    assert np.mean([{r["top_1"], r["top_2"]} & {"c", "d"} != set() for r in rows[200:]]) > 0.9
+    assert "scored 400 rows" in result.output
+
+
+def test_score_accepts_reordered_and_extra_columns(tables, table_model, tmp_path):
+    frame = pd.read_csv(tables / "test.csv")
+    frame = frame[["label", "e", "d", "id", "c", "b", "a"]].assign(extra=1.0)
+    shuffled = tmp_path / "shuffled.csv.gz"
+    frame.to_csv(shuffled, index=False)
+    out_a, out_b = tmp_path / "a.csv", tmp_path / "b.csv"
+    assert invoke("score", table_model, tables / "test.csv", "-o", out_a).exit_code == 0
+    result = invoke("score", table_model, shuffled, "-o", out_b)
+    assert result.exit_code == 0, result.output
+    assert "extra" in result.output and "order" in result.output
+    assert [r["score"] for r in read_csv(out_a)] == [r["score"] for r in read_csv(out_b)]
+
+
+def test_missing_column_is_an_error_naming_it(tables, table_model, tmp_path):
+    bad = tmp_path / "missing.csv"
+    pd.read_csv(tables / "test.csv").drop(columns=["c"]).to_csv(bad, index=False)
+    out = tmp_path / "scores.csv"
+    out.write_text("precious\n")
+    result = invoke("score", table_model, bad, "-o", out)
+    assert result.exit_code == 1
+    assert "'c'" in result.output and "Traceback" not in result.output
+    assert out.read_text() == "precious\n"
+
+
+@pytest.mark.parametrize("value", ["abc", "", "nan", "inf"])
+def test_bad_cell_fails_naming_column_and_row_then_skip_policy(tables, table_model, tmp_path, value):
+    frame = pd.read_csv(tables / "test.csv").astype({"d": object})
+    frame.loc[150, "d"] = value  # data row 151, in the third chunk of 64
+    bad = tmp_path / "bad.csv"
+    frame.to_csv(bad, index=False)
+    out = tmp_path / "scores.csv"
+    result = invoke("score", table_model, bad, "-o", out, "--chunk-size", "64")
+    assert result.exit_code == 1
+    assert "'d'" in result.output and "151" in result.output
+    assert not out.exists(), "a failed run must leave no partial output"
+
+    result = invoke("score", table_model, bad, "-o", out, "--chunk-size", "64", "--on-bad-row", "skip")
+    assert result.exit_code == 0, result.output
+    assert "failed 1" in result.output
+    rows = read_csv(out)
+    assert len(rows) == 400 and rows[150]["row"] == "151"
+    assert rows[150]["score"] == "" and rows[150]["error"]
+    assert rows[151]["score"] != ""
+
+
+def test_evaluate_writes_a_report(tables, table_model, tmp_path):
+    out = tmp_path / "report"
+    result = invoke("evaluate", table_model, tables / "test.csv", "--label-column", "label", "-o", out)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["auroc"] > 0.95
+    assert "AUROC" in result.output
+    assert (out / "report.html").stat().st_size > 10_000
+
+
+def test_evaluate_without_label_column_is_an_error(tables, table_model, tmp_path):
+    result = invoke("evaluate", table_model, tables / "test.csv", "-o", tmp_path / "r")
+    assert result.exit_code == 1
+    assert "--label-column" in result.output
+
+
+def test_calibrate_moves_the_threshold(tables, table_model, tmp_path):
+    model = tmp_path / "model.vgm"
+    shutil.copy(table_model, model)
+    normal = tmp_path / "fresh-normal.csv"
+    pd.read_csv(tables / "test.csv").iloc[:200].to_csv(normal, index=False)
+
+    result = invoke("calibrate", model, normal, "--fpr", "0.2")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "scores.csv"
+    invoke("score", model, normal, "-o", out)
+    flagged = np.mean([r["is_anomaly"] == "1" for r in read_csv(out)])
+    assert 0.1 < flagged < 0.3
+
+    result = invoke("calibrate", model, tables / "test.csv", "--label-column", "label", "--rule", "youden")
+    assert result.exit_code == 0, result.output
+    assert "youden" in result.output
+
+
+def test_model_errors_exit_1_without_traceback(tmp_path, tables):
+    result = invoke("score", tmp_path / "nope.vgm", tables / "test.csv", "-o", tmp_path / "s.csv")
+    assert result.exit_code == 1 and "nope.vgm" in result.output and "Traceback" not in result.output
+    corrupt = tmp_path / "corrupt.vgm"
+    corrupt.write_bytes(b"\x80\x04not a model")
+    result = invoke("info", corrupt)
+    assert result.exit_code == 1 and "corrupt.vgm" in result.output
+
+
+def test_debug_shows_the_exception(tmp_path, tables):
+    result = runner.invoke(app, ["--debug", "score", str(tmp_path / "nope.vgm"), str(tables / "test.csv"), "-o", str(tmp_path / "s.csv")])
+    assert result.exit_code != 0 and result.exception is not None
+
+
+def test_usage_errors_exit_2(table_model, tables, tmp_path):
+    assert invoke("score", table_model).exit_code == 2
+    assert invoke("train", tables / "normal.csv", "-o", tmp_path / "m.vgm", "--epochs", "0").exit_code == 2
+    assert invoke("score", table_model, tables / "test.csv", "-o", tmp_path / "s.csv", "--on-bad-row", "maybe").exit_code == 2
+    assert invoke("frobnicate").exit_code == 2
+
+
+def test_data_path_of_unknown_kind(table_model, tmp_path):
+    other = tmp_path / "data.parquet"
+    other.write_bytes(b"x")
+    result = invoke("score", table_model, other, "-o", tmp_path / "s.csv")
+    assert result.exit_code == 1 and "CSV file" in result.output
+
+
+def test_config_file_and_overrides(tables, tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text('[data]\nexclude = ["e"]\n\n[detector]\nhidden_dims = [16]\nlatent_dim = 3\nepochs = 200\n')
+    model = tmp_path / "m.vgm"
+    result = invoke("train", tables / "normal.csv", "-o", model, "--config", config, "--epochs", "3", "--id-column", "id")
+    assert result.exit_code == 0, result.output
+    description = json.loads(invoke("info", model, "--json").output)
+    assert description["params"]["epochs"] == 3  # the option wins over the file
+    assert description["model_config"]["hidden_dims"] == [16]
+    assert description["metadata"]["input"]["schema"]["columns"] == ["a", "b", "c", "d"]
+
+    config.write_text("[detector]\nlatnet_dim = 3\n")
+    result = invoke("train", tables / "normal.csv", "-o", model, "--config", config)
+    assert result.exit_code == 1 and "latnet_dim" in result.output and "run.toml" in result.output
+
+
+def test_shipped_configs_load():
+    from vaeguard.config import load_config
+
+    for path in sorted(Path(__file__).parents[1].joinpath("configs").glob("*.toml")):
+        config = load_config(path)
+        assert config["detector"], path
+
+
+# ---------------------------------------------------------------- image folders
+
+
+def stripe(rng, vertical):
+    image = np.zeros((12, 12), dtype=np.uint8)
+    k = rng.integers(2, 10)
+    if vertical:
+        image[:, k - 1 : k + 1] = 255
+    else:
+        image[k - 1 : k + 1, :] = 255
+    return image
+
+
+@pytest.fixture(scope="module")
+def image_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i in range(300):
+        sub = root / "train" / f"batch{i % 3}"
+        sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(stripe(rng, vertical=False)).save(sub / f"{i:03d}.png")
+    for kind, vertical in (("normal", False), ("vertical", True)):
+        (root / "test" / kind).mkdir(parents=True)
+        for i in range(40):
+            Image.fromarray(stripe(rng, vertical)).convert("RGB").save(root / "test" / kind / f"{i:02d}.jpg", quality=95)
+    (root / "test" / "normal" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    return root
+
+
+@pytest.fixture(scope="module")
+def image_model(image_dirs):
+    model = image_dirs / "images.vgm"
+    result = invoke("train", image_dirs / "train", "-o", model, "--hidden-dims", "64", "--latent-dim", "4", "--epochs", "30", "--seed", "0")
+    assert result.exit_code == 0, result.output
+    return model
+
+
+def test_image_folder_scoring_lists_broken_files(image_dirs, image_model, tmp_path):
+    out, heatmaps = tmp_path / "scores.csv", tmp_path / "maps"
+    result = invoke("score", image_model, image_dirs / "test", "-o", out, "--heatmaps", heatmaps)
+    assert result.exit_code == 0, result.output
+    rows = read_csv(out)
+    assert len(rows) == 81
+    broken = [r for r in rows if r["path"] == "normal/broken.png"]
+    assert broken and broken[0]["error"] and broken[0]["score"] == ""
+    assert "failed 1" in result.output
+    scored = [r for r in rows if r["score"]]
+    labels = [r["path"].startswith("vertical/") for r in scored]
+    assert roc_auc_score(labels, [float(r["score"]) for r in scored]) > 0.9
+    assert len(list(heatmaps.rglob("*.png"))) == 80
+
+
+def test_image_folder_evaluation(image_dirs, image_model, tmp_path):
+    out = tmp_path / "report"
+    result = invoke("evaluate", image_model, image_dirs / "test", "-o", out)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["auroc"] > 0.9
+    assert (out / "worst.png").stat().st_size > 1000
+
+
+def test_image_model_refuses_a_table(image_model, tables, tmp_path):
+    result = invoke("score", image_model, tables / "test.csv", "-o", tmp_path / "s.csv")
+    assert result.exit_code == 1 and "images" in result.output
+
+
+# ---------------------------------------------------------------- the digit jobs
+
+
+def test_digits_job_prints_auroc_per_heldout_digit(tmp_path):
+    result = invoke("digits", "--normal", "0-6", "-o", tmp_path / "r", "--epochs", "20")
+    assert result.exit_code == 0, result.output
+    for digit in "789":
+        assert f"         {digit}  0." in result.output
+    assert (tmp_path / "r" / "report.html").exists()
+
+
+def write_idx(path, array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
+    with gzip.open(path, "wb") as fh:
+        fh.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_mnist_job_on_a_small_local_copy(tmp_path):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.kron(digits.images, np.ones((3, 3)))[:, :, :]  # 24x24
+    images = np.pad(images, ((0, 0), (2, 2), (2, 2))) * 255 / 16
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    write_idx(folder / "train-images-idx3-ubyte.gz", images[:1200])
+    write_idx(folder / "train-labels-idx1-ubyte.gz", digits.target[:1200])
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", images[1200:])
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", digits.target[1200:])
+    result = invoke("mnist", "--normal", "0-8", "--data-dir", folder, "-o", tmp_path / "r", "--epochs", "3", "--no-download")
+    assert result.exit_code == 0, result.output
+    assert "         9  0." in result.output and "overall" in result.output
+
+    result = invoke("mnist", "--data-dir", tmp_path / "empty", "-o", tmp_path / "r")
+    assert result.exit_code == 1 and "empty" in result.output
