@@ -29,7 +29,9 @@ from vaeguard.mnist import (
     resolve_mnist_dir,
 )
 
-SHARED = Path(os.environ.get(mnist.MNIST_DIR_ENV) or Path(__file__).parents[2] / "shared/data/mnist")
+SHARED = Path(
+    os.environ.get(mnist.MNIST_DIR_ENV) or Path(__file__).parents[2] / "shared/data/mnist"
+)
 needs_shared = pytest.mark.skipif(
     not all((SHARED / name).is_file() for name in MD5),
     reason=f"shared MNIST files not found in {SHARED} (set {mnist.MNIST_DIR_ENV} to their folder)",
@@ -171,7 +173,8 @@ def test_load_mnist_scales_and_flattens_tiny_split(tmp_path):
     X, y = load_mnist("test", tmp_path, download=False)
     assert X.shape == (3, 784) and X.dtype == np.float32
     assert y.dtype == np.int64 and y.tolist() == [4, 0, 9]
-    assert X[0, 0] == 1.0 and X[1, 783] == np.float32(0.2) and X[2, 5 * 28 + 6] == np.float32(1 / 255)
+    assert X[0, 0] == 1.0 and X[1, 783] == np.float32(0.2)
+    assert X[2, 5 * 28 + 6] == np.float32(1 / 255)
     assert np.count_nonzero(X) == 3
 
 
@@ -218,7 +221,9 @@ def test_default_cache_dir_precedence(monkeypatch, tmp_path):
     assert mnist.default_cache_dir() == tmp_path / "mine"
 
 
-def test_explicit_dir_lacking_files_is_named_and_never_downloaded_into(clean_env, tmp_path, monkeypatch):
+def test_explicit_dir_lacking_files_is_named_and_never_downloaded_into(
+    clean_env, tmp_path, monkeypatch
+):
     calls = []
     monkeypatch.setattr(mnist, "download_mnist", lambda *a, **k: calls.append((a, k)))
     user_dir = tmp_path / "mine"
@@ -451,7 +456,9 @@ def test_download_gives_up_on_a_mirror_after_its_retries(serve, tmp_path):
 @needs_shared
 def test_corrupted_download_is_discarded_and_next_mirror_used(serve, tmp_path):
     files = _shared(TRAIN_LABELS, TEST_LABELS)
-    corrupt = {name: body[:100] + bytes([body[100] ^ 0xFF]) + body[101:] for name, body in files.items()}
+    corrupt = {
+        name: body[:100] + bytes([body[100] ^ 0xFF]) + body[101:] for name, body in files.items()
+    }
     bad, good = serve(corrupt), serve(files)
     download_mnist(
         tmp_path, mirrors=[bad.url, good.url], files=[TRAIN_LABELS, TEST_LABELS], sleep=_no_sleep,
@@ -496,10 +503,11 @@ def test_present_good_files_are_not_fetched_again(serve, tmp_path):
     shutil.copy(SHARED / TRAIN_LABELS, tmp_path / TRAIN_LABELS)
     (tmp_path / TEST_LABELS).write_bytes(b"stale partial download")
     server = serve(_shared(TRAIN_LABELS, TEST_LABELS))
-    download_mnist(tmp_path, mirrors=[server.url], files=[TRAIN_LABELS, TEST_LABELS], sleep=_no_sleep)
+    both = [TRAIN_LABELS, TEST_LABELS]
+    download_mnist(tmp_path, mirrors=[server.url], files=both, sleep=_no_sleep)
     assert server.requests == [TEST_LABELS]  # the bad copy is replaced, the good one kept
     assert file_md5(tmp_path / TEST_LABELS) in MD5[TEST_LABELS]
-    download_mnist(tmp_path, mirrors=[server.url], files=[TRAIN_LABELS, TEST_LABELS], sleep=_no_sleep)
+    download_mnist(tmp_path, mirrors=[server.url], files=both, sleep=_no_sleep)
     assert server.requests == [TEST_LABELS]
 
 

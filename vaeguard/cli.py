@@ -34,7 +34,15 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML 
 DeviceOpt = Annotated[str, typer.Option(help="Where to run: auto (CUDA when present), cpu or cuda.")]
 EpochsOpt = Annotated[Optional[int], typer.Option(help="Training epochs (maximum; early stopping may end sooner).", min=1)]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed: same seed, same data, same model.")]
-FprOpt = Annotated[Optional[float], typer.Option(help="Target false-positive rate of the threshold on normal data.", min=0.0, max=1.0, min_open=True, max_open=True)]
+
+
+def _check_rate(value: Optional[float]) -> Optional[float]:
+    if value is not None and not 0 < value < 1:
+        raise typer.BadParameter(f"must lie strictly between 0 and 1, got {value}")
+    return value
+
+
+FprOpt = Annotated[Optional[float], typer.Option(help="Target false-positive rate of the threshold on normal data, in (0, 1).", callback=_check_rate)]
 ReportDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Report folder (metrics.json, report.html, PNGs).", file_okay=False)]
 OnBadRowOpt = Annotated[str, typer.Option(help="What to do with a CSV row holding a missing or non-numeric value: fail (stop, naming the row) or skip (count it, score the rest).", case_sensitive=False)]
 ChunkOpt = Annotated[int, typer.Option(help="Rows (or images) read and scored at a time; bounds memory.", min=1)]

@@ -41,7 +41,11 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     likelihood : "bernoulli" (data in [0, 1]), "gaussian" (learned per-feature variance) or
         "auto" (bernoulli when every value lies in [0, 1]).
     architecture : "mlp", or "conv" for images given as flat rows of `input_shape` (C, H, W).
-    score_type : "elbo" (negative ELBO), "recon", "iwae" (importance-weighted -log p(x)), "kl".
+    input_shape : (C, H, W) of image rows; without it, rows whose length is a square of at
+        least 8x8 count as single-channel square images.
+    score_type : "elbo" (negative ELBO), "recon", "iwae" (importance-weighted -log p(x)), "kl",
+        "ratio" (negative ELBO minus -log p(x) under a local pixel-context model; images in
+        [0, 1] only) or "auto": "ratio" for images in [0, 1], otherwise "elbo".
     epochs, batch_size, learning_rate, beta, kl_warmup_epochs, patience : training.
     validation_fraction : share of data for early stopping on the validation negative ELBO.
     calibration_fraction : share of data held out to set the threshold and p-values.
@@ -60,7 +64,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         likelihood: str = "auto",
         architecture: str = "mlp",
         input_shape: tuple[int, int, int] | None = None,
-        score_type: str = "elbo",
+        score_type: str = "auto",
         epochs: int = 50,
         batch_size: int = 128,
         learning_rate: float = 1e-3,
@@ -113,7 +117,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         for name in ("latent_dim", "epochs", "batch_size", "patience", "n_importance_samples"):
             positive_int(name)
         check(self.likelihood in ("auto", "bernoulli", "gaussian"), "likelihood", "'auto', 'bernoulli' or 'gaussian'")
-        check(self.score_type in SCORE_TYPES, "score_type", f"one of {SCORE_TYPES}")
+        check(self.score_type in ("auto", *SCORE_TYPES), "score_type", f"'auto' or one of {SCORE_TYPES}")
         check(isinstance(self.learning_rate, Real) and self.learning_rate > 0, "learning_rate", "> 0")
         check(isinstance(self.beta, Real) and self.beta >= 0, "beta", ">= 0")
         check(isinstance(self.kl_warmup_epochs, Integral) and self.kl_warmup_epochs >= 0, "kl_warmup_epochs", "an integer >= 0")
@@ -157,6 +161,9 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         else:
             self.mean_, self.scale_ = np.zeros(X.shape[1]), np.ones(X.shape[1])
         Xs = self._standardize(X)
+        image_shape = self._image_shape(X.shape[1])
+        context_model = self.likelihood_ == "bernoulli" and image_shape is not None
+        self.score_type_ = self._resolve_score_type(context_model)
 
         self.config_ = VAEConfig(
             input_dim=X.shape[1],
@@ -164,7 +171,10 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             hidden_dims=tuple(self.hidden_dims),
             likelihood=self.likelihood_,
             architecture=self.architecture,
-            input_shape=self._resolve_input_shape(X.shape[1]),
+            input_shape=self._resolve_input_shape(X.shape[1]) if self.architecture == "conv" else (
+                image_shape if context_model else None
+            ),
+            context_model=context_model,
         )
         train_cfg = TrainConfig(
             epochs=self.epochs,
@@ -183,7 +193,6 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             self.model_, Xs[train_idx], Xs[val_idx], train_cfg, seed=self.seed_, device=self.device_
         )
         self.n_epochs_ = len(self.history_["train_loss"])
-        self.score_type_ = self.score_type
 
         self.calibration_scores_ = self._anomaly_score_scaled(Xs[cal_idx])
         if self.contamination == "auto":
@@ -206,6 +215,23 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
                 f"{X.min():g} to {X.max():g}; rescale the data or use likelihood='gaussian'"
             )
         return self.likelihood
+
+    def _image_shape(self, n_features: int) -> tuple[int, int, int] | None:
+        """(C, H, W) when the rows are images: input_shape, or a square of at least 8x8."""
+        if self.input_shape is not None:
+            return tuple(int(s) for s in self.input_shape)
+        side = math.isqrt(n_features)
+        return (1, side, side) if side >= 8 and side * side == n_features else None
+
+    def _resolve_score_type(self, context_model: bool) -> str:
+        if self.score_type == "auto":
+            return "ratio" if context_model else "elbo"
+        if self.score_type == "ratio" and not context_model:
+            raise ValueError(
+                "score_type='ratio' needs images with values in [0, 1]: pass input_shape=(C, H, W) "
+                "(or rows of a square image of at least 8x8) and the bernoulli likelihood"
+            )
+        return self.score_type
 
     def _resolve_input_shape(self, n_features: int) -> tuple[int, int, int] | None:
         if self.architecture != "conv":

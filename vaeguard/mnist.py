@@ -79,7 +79,7 @@ def default_cache_dir() -> Path:
 
 
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (gzip-compressed or raw, told apart by content) into a native-endian array."""
+    """Read an IDX file, gzipped or raw (told apart by content), into a native-endian array."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -401,6 +401,8 @@ def parse_digits(text: str) -> list[int]:
             if value > 9:
                 raise ValueError(f"{value} in digit list {text!r} is not a digit 0-9")
         if high < low:
-            raise ValueError(f"range {part!r} in digit list {text!r} runs backwards; write {high}-{low}")
+            raise ValueError(
+                f"range {part!r} in digit list {text!r} runs backwards; write {high}-{low}"
+            )
         digits.update(range(low, high + 1))
     return sorted(digits)

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .complexity import LocalContextModel
+
 LIKELIHOODS = ("bernoulli", "gaussian")
 ARCHITECTURES = ("mlp", "conv")
 LOGVAR_MIN, LOGVAR_MAX = -12.0, 8.0
@@ -29,8 +31,9 @@ class VAEConfig:
     hidden_dims: tuple[int, ...] = (512, 256)
     likelihood: str = "bernoulli"
     architecture: str = "mlp"
-    input_shape: tuple[int, int, int] | None = None  # (C, H, W), conv only
+    input_shape: tuple[int, int, int] | None = None  # (C, H, W): conv, context model
     conv_channels: tuple[int, ...] = (32, 64)
+    context_model: bool = False  # also hold a LocalContextModel (images, bernoulli only)
 
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(int(h) for h in self.hidden_dims)
@@ -45,16 +48,19 @@ class VAEConfig:
             )
         if self.latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
-        if self.architecture == "conv":
-            if self.input_shape is None or len(self.input_shape) != 3:
-                raise ValueError("the conv architecture needs input_shape=(channels, height, width)")
-            if math.prod(self.input_shape) != self.input_dim:
-                raise ValueError(
-                    f"input_shape {self.input_shape} holds {math.prod(self.input_shape)} values, "
-                    f"but the data has {self.input_dim} features"
-                )
-            if not self.conv_channels:
-                raise ValueError("conv_channels must name at least one layer")
+        if self.architecture == "conv" and (self.input_shape is None or len(self.input_shape) != 3):
+            raise ValueError("the conv architecture needs input_shape=(channels, height, width)")
+        if self.context_model and (self.input_shape is None or len(self.input_shape) != 3):
+            raise ValueError("the context model needs input_shape=(channels, height, width)")
+        if self.context_model and self.likelihood != "bernoulli":
+            raise ValueError("the context model needs the bernoulli likelihood (pixels in [0, 1])")
+        if self.input_shape is not None and math.prod(self.input_shape) != self.input_dim:
+            raise ValueError(
+                f"input_shape {self.input_shape} holds {math.prod(self.input_shape)} values, "
+                f"but the data has {self.input_dim} features"
+            )
+        if self.architecture == "conv" and not self.conv_channels:
+            raise ValueError("conv_channels must name at least one layer")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -175,6 +181,9 @@ class VAE(nn.Module):
             self.decoder = MLPDecoder(cfg)
         if cfg.likelihood == "gaussian":
             self.output_logvar = nn.Parameter(torch.zeros(cfg.input_dim))
+        # A generic model of local pixel statistics, fitted by counting (not by gradient):
+        # the denominator of the "ratio" score.
+        self.context = LocalContextModel(cfg.input_shape) if cfg.context_model else None
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior q(z|x) = N(mu, exp(logvar)); logvar is clamped to keep exp() finite."""

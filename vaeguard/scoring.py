@@ -15,9 +15,11 @@ import torch
 
 from .model import VAE, gaussian_kl
 
-SCORE_TYPES = ("elbo", "recon", "iwae", "kl")
+SCORE_TYPES = ("elbo", "recon", "iwae", "kl", "ratio")
 SCORE_DESCRIPTIONS = {
     "elbo": "negative ELBO at the posterior mean: reconstruction NLL + KL",
+    "ratio": "negative ELBO minus -log p(x) under a local pixel-context model (images only): "
+    "a log-likelihood ratio that discounts how simple the image is",
     "recon": "reconstruction negative log-likelihood at the posterior mean",
     "iwae": "importance-weighted estimate of -log p(x) with K posterior samples",
     "kl": "KL(q(z|x) || p(z)): how far the code sits from the prior",
@@ -62,6 +64,11 @@ def anomaly_scores(
     """Anomaly score per row of X (float64, shape (n,)); see SCORE_DESCRIPTIONS."""
     if score_type not in SCORE_TYPES:
         raise ValueError(f"score_type must be one of {SCORE_TYPES}, got {score_type!r}")
+    if score_type == "ratio" and model.context is None:
+        raise ValueError(
+            "score_type='ratio' needs a model with a context model (VAEConfig(context_model=True)): "
+            "images with a known input_shape and the bernoulli likelihood"
+        )
     model.eval()
     out = []
     if score_type == "iwae":
@@ -74,7 +81,10 @@ def anomaly_scores(
         for x in _batches(model, X, batch_size):
             nll, kl = _elbo_parts(model, x)
             recon = nll.sum(-1)
-            out.append({"elbo": recon + kl, "recon": recon, "kl": kl}[score_type])
+            if score_type == "ratio":
+                out.append(recon + kl - model.context.nll(x))
+            else:
+                out.append({"elbo": recon + kl, "recon": recon, "kl": kl}[score_type])
     if not out:
         return np.empty(0, dtype=np.float64)
     return torch.cat(out).double().cpu().numpy()

@@ -85,10 +85,12 @@ def train_vae(
 
     With a validation set, the weights of the epoch with the lowest validation negative ELBO
     (at full beta) are restored at the end, and training stops after `patience` epochs
-    without improvement.
+    without improvement. A model with a context model gets it fitted on X_train first.
     """
     model.to(device)
     train = torch.as_tensor(X_train, dtype=torch.float32, device=device)
+    if model.context is not None:
+        model.context.fit(train)
     val = None if X_val is None or len(X_val) == 0 else torch.as_tensor(X_val, dtype=torch.float32, device=device)
     generator = torch.Generator(device=device).manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)

@@ -1,0 +1,181 @@
+"""Shared pieces of the benchmark scripts: machine description, timing, tables, JSON output.
+
+Not part of the package. The scripts import it as a sibling module (they run as
+`python benchmarks/<name>.py`, which puts this folder first on sys.path).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    # Lets the scripts import vaeguard from the checkout without installing it.
+    sys.path.insert(0, str(REPO_ROOT))
+
+from vaeguard.atomic import atomic_write  # noqa: E402
+
+
+def optional_version(module: str) -> str | None:
+    """The module's __version__, or None when it cannot be imported."""
+    try:
+        return getattr(__import__(module), "__version__", "unknown")
+    except Exception:  # noqa: BLE001 - any import failure means "not available"
+        return None
+
+
+def git_commit() -> str | None:
+    """HEAD of the checkout, with '+dirty' when the working tree has changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def machine_info() -> dict:
+    """What the numbers were measured on: CPUs, torch threads, GPU, library versions."""
+    import numpy
+    import sklearn
+    import torch
+
+    import vaeguard
+
+    try:
+        usable_cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable_cpus = os.cpu_count()
+    gpu = None
+    if torch.cuda.is_available():
+        gpu = {"name": torch.cuda.get_device_name(0), "count": torch.cuda.device_count(), "cuda": torch.version.cuda}
+    return {
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": usable_cpus,
+        "load_average_1m_5m_15m": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "gpu": gpu,
+        "versions": {
+            "python": platform.python_version(),
+            "vaeguard": vaeguard.__version__,
+            "torch": torch.__version__,
+            "numpy": numpy.__version__,
+            "scikit-learn": sklearn.__version__,
+            "pyod": optional_version("pyod"),
+        },
+        "git_commit": git_commit(),
+    }
+
+
+def run_header(name: str) -> dict:
+    """The start of every results file: benchmark name, exact command line, time, machine."""
+    return {
+        "benchmark": name,
+        "command": shlex.join([sys.executable, *sys.argv]),
+        "argv": list(sys.argv),
+        "cwd": os.getcwd(),
+        "started_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+    }
+
+
+def finish(results: dict) -> dict:
+    """Mark a results dict complete, with the end time and load (to judge how noisy the run was)."""
+    results["finished_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    results["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    results["finished"] = True
+    return results
+
+
+def set_threads(n: int | None) -> None:
+    """Use n torch threads here and in child processes (OMP/MKL env); None keeps torch's default."""
+    if n is None:
+        return
+    import torch
+
+    torch.set_num_threads(n)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+
+
+def write_json(path: str | Path, data: dict) -> Path:
+    """Write `data` as indented JSON, atomically (a crash never leaves half a file)."""
+    path = Path(path)
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, default=_jsonable)
+        fh.write("\n")
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    path = Path(path)
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    return path
+
+
+def _jsonable(value):
+    """numpy scalars/arrays and paths, which json cannot write by itself."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if len(values) else float("nan")
+
+
+def time_repeats(fn: Callable[[], object], repeats: int, sync: Callable[[], None] | None = None) -> list[float]:
+    """Wall seconds of `repeats` calls of fn (sync, e.g. cuda.synchronize, runs inside the clock)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        if sync is not None:
+            sync()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub Markdown table; the first column is left-aligned, the others right-aligned."""
+    cells = [[str(c) for c in header], *[[str(c) for c in row] for row in rows]]
+    align = [":---"] + ["---:"] * (len(header) - 1)
+    lines = ["| " + " | ".join(cells[0]) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in cells[1:]]
+    return "\n".join(lines) + "\n"
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    """Compact number for tables: '-' for missing, thousands separators for big values."""
+    if value is None or value != value:  # None or NaN
+        return "-"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}g}" if abs(value) < 1 else f"{value:.{digits}f}".rstrip("0").rstrip(".")
+
+
+def log(message: str) -> None:
+    """Progress on stderr, so stdout holds only the Markdown tables."""
+    print(message, file=sys.stderr, flush=True)
