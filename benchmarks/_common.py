@@ -107,13 +107,15 @@ def finish(results: dict) -> dict:
 
 
 def set_threads(n: int | None) -> None:
-    """Use n torch threads here and in child processes (OMP/MKL env); None keeps torch's default."""
+    """Use n threads (torch, BLAS) here and in child processes (OMP/MKL/OpenBLAS env); None: defaults."""
     if n is None:
         return
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(n)
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    threadpool_limits(n)  # numpy/scikit-learn BLAS and OpenMP pools, already loaded
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(n)
 
 

@@ -13,7 +13,12 @@ FLOP counting (train and score). For a Linear layer with W = in*out weights, one
 the input and to the weights), so
     training FLOPs  = 6 * W_total * samples      scoring FLOPs = 2 * W_total * samples
 where W_total sums in*out over every nn.Linear of the model. Biases, activations, the
-likelihood and the optimizer step are left out, so achieved FLOP/s is a slight underestimate.
+likelihood, the optimizer step and score extras (the pixel-context model of score_type="ratio")
+are left out, so achieved FLOP/s is an underestimate.
+
+Ratios are paired: the matmul is timed right before and after every train/score repeat, and
+"x matmul" is the median over repeats of achieved FLOP/s over the mean of those two readings.
+On a shared machine use --threads 1 (see benchmarks/README.md).
 
 Run from the repository root:  python benchmarks/throughput.py [--quick]
 """
@@ -77,22 +82,48 @@ def _sync(device: torch.device):
 # ---------------------------------------------------------------------------- (a) matmul
 
 
-def bench_matmul(size: int, inner: int, repeats: int, device: torch.device) -> dict:
-    """Median FLOP/s of `inner` back-to-back size x size float32 matmuls, over `repeats`."""
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    a = torch.randn(size, size, generator=gen).to(device)
-    b = torch.randn(size, size, generator=gen).to(device)
-    out = torch.empty(size, size, device=device)
+class MatmulProbe:
+    """`inner` back-to-back size x size float32 matmuls; `flop_s()` times one batch of them.
 
-    def work():
-        for _ in range(inner):
-            torch.matmul(a, b, out=out)
+    Besides the standalone measurement, the train and score parts call it right before and
+    after each of their repeats, so every "x matmul" ratio compares two numbers taken seconds
+    apart: load from other jobs moves both alike.
+    """
 
-    time_repeats(work, 2, _sync(device))  # warm-up: thread pools, caches, CUDA kernels
-    times = time_repeats(work, repeats, _sync(device))
-    flops = 2.0 * size**3 * inner
-    return {"size": size, "inner": inner, "repeats": repeats, "seconds": times,
-            "flops_per_matmul": 2.0 * size**3, "flop_s": flops / median(times)}
+    def __init__(self, size: int, inner: int, device: torch.device):
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        self.size, self.inner, self.device = size, inner, device
+        self.a = torch.randn(size, size, generator=gen).to(device)
+        self.b = torch.randn(size, size, generator=gen).to(device)
+        self.out = torch.empty(size, size, device=device)
+        self.flops = 2.0 * size**3 * inner
+        self.readings: list[float] = []
+        time_repeats(self._work, 2, _sync(device))  # warm-up: thread pools, caches, CUDA kernels
+
+    def _work(self) -> None:
+        for _ in range(self.inner):
+            torch.matmul(self.a, self.b, out=self.out)
+
+    def flop_s(self) -> float:
+        reading = self.flops / time_repeats(self._work, 1, _sync(self.device))[0]
+        self.readings.append(reading)
+        return reading
+
+
+def bench_matmul(probe: MatmulProbe, repeats: int) -> dict:
+    """Median FLOP/s of the probe over `repeats` (best shown too: the limit on a quiet machine)."""
+    readings = [probe.flop_s() for _ in range(repeats)]
+    return {"size": probe.size, "inner": probe.inner, "repeats": repeats, "flop_s_repeats": readings,
+            "flops_per_repeat": probe.flops, "flop_s": median(readings), "best_flop_s": max(readings)}
+
+
+def _paired(probe: MatmulProbe | None, fn) -> tuple[object, float | None]:
+    """fn() between two probe readings; returns fn's result and the mean of the two readings."""
+    if probe is None:
+        return fn(), None
+    before = probe.flop_s()
+    result = fn()
+    return result, (before + probe.flop_s()) / 2
 
 
 # ---------------------------------------------------------------------------- (b) training
@@ -103,31 +134,36 @@ def default_detector(**overrides) -> VAEAnomalyDetector:
     return VAEAnomalyDetector(random_state=0, **overrides)
 
 
-def bench_train(X: np.ndarray, epochs: int, repeats: int, device: torch.device, matmul_flop_s: float | None) -> dict:
+def bench_train(X: np.ndarray, epochs: int, repeats: int, device: torch.device, probe: MatmulProbe | None) -> dict:
     """Training-loop throughput of the default model: samples/s and FLOP/s per epoch.
 
     The model and optimizer settings come from a default detector fitted for one epoch on a
     small slice (so no architecture is written down here); the loop is the package's
-    `train_vae` without a validation set, so an epoch is pure training.
+    `train_vae` without a validation set, so an epoch is pure training. Each repeat trains a
+    fresh model for `epochs` epochs between two matmul probe readings.
     """
-    probe = default_detector(epochs=1, device=str(device)).fit(X[: min(len(X), 500)])
-    config = probe.config_
-    train_cfg = TrainConfig(epochs=epochs, batch_size=probe.batch_size, learning_rate=probe.learning_rate, beta=probe.beta)
+    probe_det = default_detector(epochs=1, device=str(device)).fit(X[: min(len(X), 500)])
+    config = probe_det.config_
+    train_cfg = TrainConfig(epochs=epochs, batch_size=probe_det.batch_size,
+                            learning_rate=probe_det.learning_rate, beta=probe_det.beta)
     weights = linear_weights(VAE(config))
-    epoch_seconds = []
+    epoch_seconds, flop_s_repeats, ratios = [], [], []
     for rep in range(repeats):
         torch.manual_seed(rep)
         model = VAE(config)
-        history = train_vae(model, X, None, train_cfg, seed=rep, device=device)
-        epoch_seconds += history["epoch_seconds"]
-    seconds = median(epoch_seconds)
-    flop_s = 6.0 * weights * len(X) / seconds
+        history, matmul = _paired(probe, lambda: train_vae(model, X, None, train_cfg, seed=rep, device=device))
+        epoch_seconds.append(history["epoch_seconds"])
+        flop_s_repeats.append(6.0 * weights * len(X) / median(history["epoch_seconds"]))
+        if matmul:
+            ratios.append(flop_s_repeats[-1] / matmul)
+    seconds = median([s for rep in epoch_seconds for s in rep])
     return {
         "n_samples": len(X), "n_features": X.shape[1], "epochs_per_repeat": epochs, "repeats": repeats,
         "model_config": config.to_dict(), "train_config": train_cfg.to_dict(),
         "linear_weights": weights, "epoch_seconds": epoch_seconds, "median_epoch_s": seconds,
-        "samples_s": len(X) / seconds, "flop_s": flop_s,
-        "fraction_of_matmul": flop_s / matmul_flop_s if matmul_flop_s else None,
+        "samples_s": len(X) / seconds, "flop_s": 6.0 * weights * len(X) / seconds,
+        "flop_s_repeats": flop_s_repeats, "matmul_ratio_repeats": ratios,
+        "fraction_of_matmul": median(ratios) if ratios else None,
         "flop_count": "6 * linear_weights * samples per epoch",
         "only_linear_layers_counted": config.architecture != "mlp",
     }
@@ -137,44 +173,55 @@ def bench_train(X: np.ndarray, epochs: int, repeats: int, device: torch.device, 
 
 
 def bench_score(X_fit: np.ndarray, X: np.ndarray, repeats: int, pyod_fit_samples: int,
-                device: torch.device, matmul_flop_s: float | None, use_pyod: bool) -> dict:
-    """anomaly_score samples/s of a default detector, and PyOD VAE's decision_function beside it."""
+                device: torch.device, probe: MatmulProbe | None, use_pyod: bool) -> dict:
+    """anomaly_score samples/s of a default detector, with PyOD VAE's decision_function (and the
+    plain ELBO score when the default is another one) timed in the same repeats, interleaved."""
     det = default_detector(epochs=1, device=str(device)).fit(X_fit)
-    det.anomaly_score(X[:256])  # warm-up
-    times = time_repeats(lambda: det.anomaly_score(X), repeats)
-    weights = linear_weights(det.model_)
-    out = {
-        "n_samples": len(X), "repeats": repeats, "score_type": det.score_type_,
-        "vaeguard": {"seconds": times, "samples_s": len(X) / median(times), "linear_weights": weights,
-                     "flop_s": 2.0 * weights * len(X) / median(times)},
-    }
-    out["vaeguard"]["fraction_of_matmul"] = out["vaeguard"]["flop_s"] / matmul_flop_s if matmul_flop_s else None
+    contenders: dict[str, dict] = {"vaeguard": {"fn": lambda: det.anomaly_score(X), "weights": linear_weights(det.model_)}}
     if det.score_type_ != "elbo":
         # The plain negative ELBO beside the default score shows what the default's extras cost.
         elbo = default_detector(epochs=1, device=str(device), score_type="elbo").fit(X_fit)
-        elbo.anomaly_score(X[:256])
-        times = time_repeats(lambda: elbo.anomaly_score(X), repeats)
-        out["vaeguard_elbo"] = {"seconds": times, "samples_s": len(X) / median(times), "linear_weights": weights,
-                                "flop_s": 2.0 * weights * len(X) / median(times)}
-        out["vaeguard_elbo"]["fraction_of_matmul"] = out["vaeguard_elbo"]["flop_s"] / matmul_flop_s if matmul_flop_s else None
+        contenders["vaeguard_elbo"] = {"fn": lambda: elbo.anomaly_score(X), "weights": linear_weights(elbo.model_)}
+    out: dict = {"n_samples": len(X), "repeats": repeats, "score_type": det.score_type_}
     if use_pyod:
-        out["pyod_vae"] = _bench_pyod_score(X_fit[:pyod_fit_samples], X, repeats)
-        if "samples_s" in out["pyod_vae"]:
-            out["vaeguard_over_pyod_vae"] = out["vaeguard"]["samples_s"] / out["pyod_vae"]["samples_s"]
+        pyod = _fit_pyod_vae(X_fit[:pyod_fit_samples])
+        if "estimator" in pyod:
+            est = pyod.pop("estimator")
+            contenders["pyod_vae"] = {"fn": lambda: est.decision_function(X), "weights": pyod["linear_weights"]}
+        out["pyod_vae"] = pyod
+
+    for c in contenders.values():
+        c["fn"]()  # warm-up
+        c["seconds"], c["ratios"] = [], []
+    for _ in range(repeats):
+        for c in contenders.values():
+            seconds, matmul = _paired(probe, lambda: time_repeats(c["fn"], 1)[0])
+            c["seconds"].append(seconds)
+            if matmul and c["weights"]:
+                c["ratios"].append(2.0 * c["weights"] * len(X) / seconds / matmul)
+    for name, c in contenders.items():
+        t = median(c["seconds"])
+        out.setdefault(name, {}).update(
+            seconds=c["seconds"], samples_s=len(X) / t, linear_weights=c["weights"],
+            flop_s=2.0 * c["weights"] * len(X) / t if c["weights"] else None,
+            matmul_ratio_repeats=c["ratios"], fraction_of_matmul=median(c["ratios"]) if c["ratios"] else None,
+        )
+    if "pyod_vae" in contenders:
+        pairs = zip(contenders["vaeguard"]["seconds"], contenders["pyod_vae"]["seconds"])
+        out["vaeguard_over_pyod_vae"] = median([p / v for v, p in pairs])  # samples/s ratio per repeat
+    out["flop_count"] = "2 * linear_weights * samples (one encoder+decoder pass)"
     return out
 
 
-def _bench_pyod_score(X_fit: np.ndarray, X: np.ndarray, repeats: int) -> dict:
+def _fit_pyod_vae(X_fit: np.ndarray) -> dict:
     try:
         from pyod.models.vae import VAE as PyodVAE
     except Exception as exc:  # noqa: BLE001 - PyOD is optional
         return {"skipped": f"PyOD not usable: {type(exc).__name__}: {exc}"}
     settings = {"epoch_num": 1, "verbose": 0, "random_state": 0}  # a fitted model is all we need
     est = PyodVAE(**settings).fit(X_fit)
-    est.decision_function(X[:256])
-    times = time_repeats(lambda: est.decision_function(X), repeats)
     model = getattr(est, "model", None)
-    return {"settings": settings, "n_fit": len(X_fit), "seconds": times, "samples_s": len(X) / median(times),
+    return {"estimator": est, "settings": settings, "n_fit": len(X_fit),
             "linear_weights": linear_weights(model) if isinstance(model, nn.Module) else None}
 
 
@@ -224,7 +271,7 @@ def ensure_csv(path: Path, keep: bool, **spec) -> dict:
 # with `python -S` so it stays small: Linux carries a process's peak RSS through fork and exec,
 # so a child forked straight from this (torch-laden) process would report at least our own RSS.
 _LAUNCHER = """
-import json, os, resource, subprocess, sys, time
+import json, resource, subprocess, sys, time
 start = time.perf_counter()
 code = subprocess.call(sys.argv[3:], stdout=open(sys.argv[2], "w"), stderr=subprocess.STDOUT)
 wall = time.perf_counter() - start
@@ -258,6 +305,25 @@ def count_lines(path: Path) -> int:
     return n
 
 
+def _score_csv(data: dict, model: Path, work_dir: Path, cli: list[str], device: str, startup_s: float, keep: bool) -> dict:
+    """One `vaeguard score` run over the file `data` describes; checks every row got an output row."""
+    scores = work_dir / (Path(data["path"]).stem + "_scores.csv")
+    cmd = [*cli, "score", str(model), data["path"], "-o", str(scores), "--device", device]
+    log(f"scoring {data['rows']:,} rows ({data['bytes'] / 1e6:,.0f} MB): " + shlex.join(cmd))
+    try:
+        run = run_measured(cmd, work_dir / "score.log")
+        lines = count_lines(scores)
+        if lines != data["rows"] + 1:
+            raise RuntimeError(f"{scores} has {lines - 1} data rows, expected {data['rows']}")
+        run.update(rows=data["rows"], bytes=data["bytes"], output_bytes=scores.stat().st_size,
+                   rows_s=data["rows"] / run["wall_s"], s_per_million_rows=run["wall_s"] / data["rows"] * 1e6,
+                   rows_s_after_startup=data["rows"] / (run["wall_s"] - startup_s) if run["wall_s"] > startup_s else None)
+    finally:
+        if not keep:
+            scores.unlink(missing_ok=True)
+    return run
+
+
 def bench_csv(work_dir: Path, rows: int, gb: float, train_rows: int, train_epochs: int, keep: bool,
               device: str, cli_prefix: list[str]) -> dict:
     """Train a small gaussian detector via the CLI, then stream-score the big files via the CLI."""
@@ -265,40 +331,26 @@ def bench_csv(work_dir: Path, rows: int, gb: float, train_rows: int, train_epoch
     cli = [*cli_prefix, "-q"]
     train_csv = ensure_csv(work_dir / f"train_{train_rows}rows.csv", keep, rows=train_rows, seed=1)
     model = work_dir / "csv_model.vgm"
-    train_cmd = [*cli, "train", train_csv["path"], "-o", str(model), "--id-column", "id",
-                 "--epochs", str(train_epochs), *CSV_TRAIN_OPTIONS, "--device", device]
-    log("training the streaming-test detector: " + shlex.join(train_cmd))
-    out = {"train_file": train_csv, "train": run_measured(train_cmd, work_dir / "train.log")}
-    # Interpreter + torch + vaeguard start-up, for reading the scoring figures below.
-    out["startup"] = run_measured([*cli, "info", str(model)], work_dir / "info.log")
-
-    files = []
-    if rows:
-        files.append(ensure_csv(work_dir / f"data_{rows}rows.csv", keep, rows=rows, seed=2))
-    if gb:
-        files.append(ensure_csv(work_dir / f"data_{gb:g}gb.csv", keep, min_bytes=int(gb * 1e9), seed=3))
-    out["runs"] = []
-    for data in files:
-        scores = work_dir / (Path(data["path"]).stem + "_scores.csv")
-        cmd = [*cli, "score", str(model), data["path"], "-o", str(scores), "--device", device]
-        log(f"scoring {data['rows']:,} rows ({data['bytes'] / 1e6:,.0f} MB): " + shlex.join(cmd))
-        run = run_measured(cmd, work_dir / "score.log")
-        lines = count_lines(scores)
-        if lines != data["rows"] + 1:
-            raise RuntimeError(f"{scores} has {lines - 1} data rows, expected {data['rows']}")
-        streaming_s = run["wall_s"] - out["startup"]["wall_s"]
-        run.update(rows=data["rows"], bytes=data["bytes"], output_bytes=scores.stat().st_size,
-                   rows_s=data["rows"] / run["wall_s"], s_per_million_rows=run["wall_s"] / data["rows"] * 1e6,
-                   rows_s_after_startup=data["rows"] / streaming_s if streaming_s > 0 else None)
-        out["runs"].append(run)
+    files: list[dict] = []
+    try:
+        train_cmd = [*cli, "train", train_csv["path"], "-o", str(model), "--id-column", "id",
+                     "--epochs", str(train_epochs), *CSV_TRAIN_OPTIONS, "--device", device]
+        log("training the streaming-test detector: " + shlex.join(train_cmd))
+        out = {"train_file": train_csv, "train": run_measured(train_cmd, work_dir / "train.log")}
+        # Interpreter + torch + vaeguard start-up, for reading the scoring figures below.
+        out["startup"] = run_measured([*cli, "info", str(model)], work_dir / "info.log")
+        if rows:
+            files.append(ensure_csv(work_dir / f"data_{rows}rows.csv", keep, rows=rows, seed=2))
+        if gb:
+            files.append(ensure_csv(work_dir / f"data_{gb:g}gb.csv", keep, min_bytes=int(gb * 1e9), seed=3))
+        out["runs"] = [_score_csv(data, model, work_dir, cli, device, out["startup"]["wall_s"], keep) for data in files]
+    finally:
         if not keep:
-            scores.unlink()
-    if not keep:
-        for data in [train_csv, *files]:
-            for p in (Path(data["path"]), Path(data["path"] + ".meta.json")):
+            for data in [train_csv, *files]:
+                for p in (Path(data["path"]), Path(data["path"] + ".meta.json")):
+                    p.unlink(missing_ok=True)
+            for p in (model, work_dir / "train.log", work_dir / "info.log", work_dir / "score.log"):
                 p.unlink(missing_ok=True)
-        for p in (model, work_dir / "train.log", work_dir / "info.log", work_dir / "score.log"):
-            p.unlink(missing_ok=True)
     return out
 
 
@@ -311,32 +363,29 @@ def tables(results: dict) -> str:
     rows = []
     mm = results.get("matmul")
     if mm:
-        drift = f"; {fmt(mm['flop_s_before'] / 1e9)} before, {fmt(mm['flop_s_after'] / 1e9)} after" if "flop_s_after" in mm else ""
-        rows.append([f"torch float32 matmul {mm['size']}x{mm['size']} (practical limit{drift})", "-", fmt(mm["flop_s"] / 1e9), "1"])
+        rows.append([f"torch float32 matmul {mm['size']}x{mm['size']} (practical limit; best {fmt(mm['best_flop_s'] / 1e9)})",
+                     "-", fmt(mm["flop_s"] / 1e9), "1"])
     tr = results.get("train")
     if tr:
         rows.append([f"vaeguard training, default model ({tr['linear_weights']:,} linear weights)",
                      fmt(tr["samples_s"]), fmt(tr["flop_s"] / 1e9), fmt(tr["fraction_of_matmul"])])
     sc = results.get("score")
     if sc:
-        v = sc["vaeguard"]
-        rows.append([f"vaeguard scoring ({sc['score_type']}), {sc['n_samples']:,} samples",
-                     fmt(v["samples_s"]), fmt(v["flop_s"] / 1e9), fmt(v["fraction_of_matmul"])])
-        if "vaeguard_elbo" in sc:
-            e = sc["vaeguard_elbo"]
-            rows.append([f"vaeguard scoring (elbo, for reference), {sc['n_samples']:,} samples",
-                         fmt(e["samples_s"]), fmt(e["flop_s"] / 1e9), fmt(e["fraction_of_matmul"])])
-        p = sc.get("pyod_vae", {})
-        if "samples_s" in p:
-            w = p.get("linear_weights")
-            flops = 2.0 * w * sc["n_samples"] / median(p["seconds"]) if w else None
-            rows.append([f"PyOD VAE decision_function ({w:,} linear weights)" if w else "PyOD VAE decision_function",
-                         fmt(p["samples_s"]), fmt(flops / 1e9) if flops else "-",
-                         fmt(flops / mm["flop_s"]) if flops and mm else "-"])
+        labels = {"vaeguard": f"vaeguard scoring ({sc['score_type']})", "vaeguard_elbo": "vaeguard scoring (elbo, for reference)",
+                  "pyod_vae": "PyOD VAE decision_function"}
+        for key, label in labels.items():
+            c = sc.get(key, {})
+            if "samples_s" in c:
+                w = f", {c['linear_weights']:,} linear weights" if c.get("linear_weights") else ""
+                rows.append([f"{label}, {sc['n_samples']:,} samples{w}", fmt(c["samples_s"]),
+                             fmt(c["flop_s"] / 1e9) if c.get("flop_s") else "-", fmt(c.get("fraction_of_matmul"))])
     if rows:
-        parts.append("### Compute throughput (medians)\n\n" + markdown_table(["what", "samples/s", "GFLOP/s", "× matmul"], rows))
+        parts.append("### Compute throughput (medians)\n\n" + markdown_table(["what", "samples/s", "GFLOP/s", "× matmul (paired)"], rows))
         if sc and "vaeguard_over_pyod_vae" in sc:
-            parts.append(f"vaeguard scoring is {sc['vaeguard_over_pyod_vae']:.2f}× PyOD VAE's samples/s in the same run.\n")
+            parts.append(f"vaeguard scoring runs at {sc['vaeguard_over_pyod_vae']:.2f}× PyOD VAE's samples/s "
+                         "(median of per-repeat ratios, interleaved in the same run).\n")
+        parts.append("'× matmul (paired)': median over repeats of achieved FLOP/s divided by the matmul FLOP/s "
+                     "measured just before and after that repeat.\n")
     cs = results.get("csv")
     if cs:
         rows = [["start-up only (`vaeguard info`)", "-", "-", fmt(cs["startup"]["wall_s"]), "-", "-", "-", fmt(cs["startup"]["peak_rss_mb"])]]
@@ -397,32 +446,20 @@ def main(argv: list[str] | None = None) -> int:
     use_pyod = not args.no_pyod
     rng = np.random.default_rng(0)
     mnist_like = lambda n: rng.random((n, N_FEATURES), dtype=np.float32)  # noqa: E731
-    matmul_flop_s = None
-
+    probe = None
     if "matmul" in args.part_list:
         log("matmul ...")
-        results["matmul"] = bench_matmul(args.matmul_size, args.matmul_inner, args.repeats, device)
-        matmul_flop_s = results["matmul"]["flop_s"]
+        probe = MatmulProbe(args.matmul_size, args.matmul_inner, device)
+        results["matmul"] = bench_matmul(probe, args.repeats)
     if "train" in args.part_list:
         log("training ...")
-        results["train"] = bench_train(mnist_like(args.train_samples), args.train_epochs, args.repeats, device, matmul_flop_s)
+        results["train"] = bench_train(mnist_like(args.train_samples), args.train_epochs, args.repeats, device, probe)
     if "score" in args.part_list:
         log("scoring ...")
         results["score"] = bench_score(mnist_like(max(args.pyod_fit_samples, 1000)), mnist_like(args.score_samples),
-                                       args.repeats, args.pyod_fit_samples, device, matmul_flop_s, use_pyod)
-    if "matmul" in args.part_list and ("train" in args.part_list or "score" in args.part_list):
-        # Measured again after the vaeguard parts, so drift in the machine's load shows up;
-        # the ratios use the median over both measurements.
-        log("matmul again ...")
-        again = bench_matmul(args.matmul_size, args.matmul_inner, args.repeats, device)
-        mm = results["matmul"]
-        mm["flop_s_before"], mm["flop_s_after"] = mm["flop_s"], again["flop_s"]
-        mm["seconds"] = mm["seconds"] + again["seconds"]
-        mm["repeats"] = len(mm["seconds"])
-        mm["flop_s"] = mm["flops_per_matmul"] * mm["inner"] / median(mm["seconds"])
-        for part in (results.get("train"), results.get("score", {}).get("vaeguard"), results.get("score", {}).get("vaeguard_elbo")):
-            if part:
-                part["fraction_of_matmul"] = part["flop_s"] / mm["flop_s"]
+                                       args.repeats, args.pyod_fit_samples, device, probe, use_pyod)
+    if probe is not None:
+        results["matmul"]["all_probe_readings"] = probe.readings
     write_json(args.out, results)
     if "csv" in args.part_list:
         log("streaming CSV ...")

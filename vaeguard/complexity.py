@@ -6,9 +6,11 @@ one trained on other shapes. Dividing by the likelihood of a *generic* model tha
 local statistics cancels that term and leaves what the VAE knows about the global shape:
 the likelihood ratio of Ren et al. (NeurIPS 2019), and the input-complexity correction of
 Serra et al. (ICLR 2020), whose compressed length L(x) is a code length under a generic
-model. Here the generic model is the context model of the JBIG binary-image compressor:
-each pixel is Bernoulli given its ten binarised causal neighbours, with the same table for
-every position, fitted by counting on the training data. Its per-pixel negative
+model. Here the generic model is a context model of the kind lossless image compressors
+use: each pixel is Bernoulli given its four binarised causal neighbours (west, north-west,
+north, north-east: the template of JPEG-LS), with the same table for every position,
+fitted by counting on the training data. Four neighbours measured best on MNIST: fewer
+leave stroke texture in the score, more start to model shape and cancel the VAE's signal. Its per-pixel negative
 log-likelihood is measured exactly like the VAE's Bernoulli reconstruction term, so the
 two are in the same units (nats) and their difference is a log-likelihood ratio.
 """
@@ -20,12 +22,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-# (row, column) offsets of the causal neighbours, nearest first; all precede the pixel in
-# raster order, as in JBIG's ten-pixel template.
-CONTEXT_OFFSETS: tuple[tuple[int, int], ...] = (
-    (0, -1), (0, -2), (-1, -1), (-1, 0), (-1, 1), (-2, 0), (-1, -2), (-1, 2), (-2, -1), (-2, 1),
-)
-_PAD = 2  # the largest offset in any direction
+# (row, column) offsets of the causal neighbours W, NW, N, NE: all precede the pixel in
+# raster order.
+CONTEXT_OFFSETS: tuple[tuple[int, int], ...] = ((0, -1), (-1, -1), (-1, 0), (-1, 1))
+assert len(CONTEXT_OFFSETS) <= 8, "context indices are built in uint8"
+_PAD = max(abs(v) for offset in CONTEXT_OFFSETS for v in offset)
 
 
 class LocalContextModel(nn.Module):
@@ -45,13 +46,12 @@ class LocalContextModel(nn.Module):
     def contexts(self, x: torch.Tensor) -> torch.Tensor:
         """Context index of every pixel, shape (n, C*H*W), offset per channel into the table."""
         channels, height, width = self.input_shape
-        on = (x.view(-1, channels, height, width) > 0.5).to(torch.int64)
+        on = (x.view(-1, channels, height, width) > 0.5).to(torch.uint8)  # <= 8 bits fit
         padded = F.pad(on, (_PAD, _PAD, _PAD, 0))  # outside the image counts as background
         index = torch.zeros_like(on)
         for bit, (dr, dc) in enumerate(CONTEXT_OFFSETS):
-            neighbour = padded[:, :, _PAD + dr : _PAD + dr + height, _PAD + dc : _PAD + dc + width]
-            index |= neighbour << bit
-        index += torch.arange(channels, device=x.device).view(1, -1, 1, 1) * self.n_contexts
+            index += padded[:, :, _PAD + dr : _PAD + dr + height, _PAD + dc : _PAD + dc + width] << bit
+        index = index.to(torch.int64) + torch.arange(channels, device=x.device).view(1, -1, 1, 1) * self.n_contexts
         return index.view(x.shape[0], -1)
 
     @torch.no_grad()

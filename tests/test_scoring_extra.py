@@ -1,0 +1,99 @@
+"""The local pixel-context model and the "ratio" score built on it."""
+
+import numpy as np
+import pytest
+import torch
+
+import vaeguard
+from vaeguard import VAEAnomalyDetector
+from vaeguard.complexity import CONTEXT_OFFSETS, LocalContextModel, local_nll
+from vaeguard.model import VAE, VAEConfig
+from vaeguard.scoring import anomaly_scores
+
+FAST = dict(latent_dim=2, hidden_dims=(16,), epochs=2, batch_size=16, fpr=0.1, random_state=0, device="cpu")
+
+
+def _stripes(n: int, side: int = 16, seed: int = 0) -> np.ndarray:
+    """Images of vertical bars of random width and position: simple, local structure."""
+    rng = np.random.default_rng(seed)
+    X = np.zeros((n, side, side), dtype=np.float32)
+    for img in X:
+        start = rng.integers(0, side - 4)
+        img[:, start : start + rng.integers(1, 4)] = 1.0
+    return X.reshape(n, -1)
+
+
+def test_contexts_read_the_causal_neighbours():
+    model = LocalContextModel((1, 3, 3))
+    x = torch.zeros(1, 9)
+    x[0, 4] = 1.0  # the centre pixel (1, 1)
+    ctx = model.contexts(x).view(3, 3)
+    # pixel (r, c) sees the centre through the offset (1 - r, 1 - c) when it is one of its own
+    for bit, (dr, dc) in enumerate(CONTEXT_OFFSETS):
+        assert ctx[1 - dr, 1 - dc] & (1 << bit)
+    assert ctx[0, 0] == ctx[0, 1] == ctx[0, 2] == ctx[1, 0] == 0  # earlier pixels see nothing
+
+
+def test_fit_gives_the_smoothed_mean_pixel_value_per_context():
+    X = torch.tensor([[0.0, 1.0, 0.5, 0.0], [1.0, 1.0, 0.0, 0.2]])  # two 2x2 images
+    model = LocalContextModel((1, 2, 2), smoothing=1.0)
+    ctx = model.contexts(X).flatten()
+    assert len(ctx.unique()) > 1
+    model.fit(X)
+    for c in ctx.unique():
+        seen = X.flatten()[ctx == c]
+        expected = (seen.sum() + 1.0) / (len(seen) + 2.0)
+        assert torch.sigmoid(model.logits.flatten()[c]).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_local_nll_is_lower_for_images_like_the_training_data():
+    train, like = _stripes(300), _stripes(50, seed=1)
+    noise = (np.random.default_rng(2).random((50, 256)) > 0.5).astype(np.float32)
+    scores = local_nll(np.vstack([like, noise]), (1, 16, 16), fit_on=train)
+    assert scores[:50].max() < scores[50:].min()
+
+
+def test_ratio_score_is_elbo_minus_the_context_nll_and_batch_independent():
+    X = _stripes(120)
+    cfg = VAEConfig(input_dim=256, latent_dim=2, hidden_dims=(8,), input_shape=(1, 16, 16), context_model=True)
+    model = VAE(cfg)
+    model.context.fit(torch.as_tensor(X))
+    ratio = anomaly_scores(model, X, "ratio", batch_size=7)
+    expected = anomaly_scores(model, X, "elbo") - local_nll(X, (1, 16, 16))
+    np.testing.assert_allclose(ratio, expected, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(ratio, anomaly_scores(model, X, "ratio", batch_size=1000), rtol=1e-5, atol=1e-4)
+
+
+def test_ratio_score_needs_a_context_model():
+    model = VAE(VAEConfig(input_dim=16, latent_dim=2, hidden_dims=(8,)))
+    with pytest.raises(ValueError, match="context model"):
+        anomaly_scores(model, np.zeros((2, 16), np.float32), "ratio")
+
+
+def test_context_model_config_is_checked():
+    with pytest.raises(ValueError, match="input_shape"):
+        VAEConfig(input_dim=16, context_model=True)
+    with pytest.raises(ValueError, match="bernoulli"):
+        VAEConfig(input_dim=16, input_shape=(1, 4, 4), likelihood="gaussian", context_model=True)
+
+
+def test_auto_score_is_ratio_for_large_images_and_elbo_otherwise():
+    det = VAEAnomalyDetector(**FAST).fit(_stripes(60))
+    assert det.score_type_ == "ratio" and det.config_.context_model
+    small = VAEAnomalyDetector(**FAST).fit(_stripes(60, side=8))  # 8x8: too small for "ratio"
+    assert small.score_type_ == "elbo" and small.config_.context_model
+    table = VAEAnomalyDetector(**FAST).fit(np.random.default_rng(0).random((60, 10)))
+    assert table.score_type_ == "elbo" and not table.config_.context_model
+
+
+def test_explicit_ratio_on_tables_is_a_clear_error():
+    with pytest.raises(ValueError, match="ratio.*images"):
+        VAEAnomalyDetector(**FAST, score_type="ratio").fit(np.random.default_rng(0).random((60, 10)))
+
+
+def test_ratio_detector_survives_save_and_load(tmp_path):
+    X = _stripes(80)
+    det = VAEAnomalyDetector(**FAST, input_shape=(1, 16, 16)).fit(X)
+    loaded = vaeguard.load(det.save(tmp_path / "m.vgm"), device="cpu")
+    assert loaded.score_type_ == "ratio"
+    np.testing.assert_array_equal(loaded.anomaly_score(X[:20]), det.anomaly_score(X[:20]))
