@@ -254,7 +254,7 @@ def image_dirs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def image_model(image_dirs):
     model = image_dirs / "images.vgm"
-    result = invoke("train", image_dirs / "train", "-o", model, "--hidden-dims", "64", "--latent-dim", "4", "--epochs", "30", "--seed", "0", "--score-type", "elbo")
+    result = invoke("train", image_dirs / "train", "-o", model, "--hidden-dims", "64", "--latent-dim", "4", "--epochs", "30", "--seed", "0")
     assert result.exit_code == 0, result.output
     return model
 

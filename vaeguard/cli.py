@@ -152,7 +152,7 @@ def train(
     latent_dim: Annotated[Optional[int], typer.Option(help="Size of the latent code.", min=1)] = None,
     hidden_dims: Annotated[Optional[str], typer.Option(help="Comma-separated hidden layer sizes, e.g. 512,256.")] = None,
     likelihood: Annotated[Optional[str], typer.Option(help="bernoulli (data in [0, 1]), gaussian, or auto.")] = None,
-    score_type: Annotated[Optional[str], typer.Option(help="elbo (negative ELBO), recon, iwae or kl.")] = None,
+    score_type: Annotated[Optional[str], typer.Option(help="auto (ratio for images of at least 16x16 in [0, 1], else elbo), elbo (negative ELBO), ratio, recon, iwae or kl.")] = None,
     epochs: EpochsOpt = None,
     fpr: FprOpt = None,
     seed: SeedOpt = None,
