@@ -106,7 +106,7 @@ def _detector_params(config: Optional[Path], **overrides) -> tuple[dict, dict]:
 
 
 def _print_auroc_table(metrics: dict, label: str) -> None:
-    typer.echo(f"{label:>10}  AUROC")
+    typer.echo(f"{label:>10}  AUROC against the normal test samples")
     for group, auroc in metrics["per_group"].items():
         typer.echo(f"{group:>10}  {auroc:.4f}")
     typer.echo(
@@ -343,7 +343,7 @@ def info(
     typer.echo("versions     " + "  ".join(f"{k} {v}" for k, v in description["versions"].items()))
 
 
-def _run_digit_job(data, normal: str, out: Path, params: dict, device: str, label: str, save_model: Optional[Path]) -> None:
+def _run_digit_job(data, normal: str, out: Path, params: dict, device: str, save_model: Optional[Path]) -> None:
     from .estimator import VAEAnomalyDetector
     from .jobs import run_heldout_digits
     from .mnist import parse_digits
@@ -355,7 +355,7 @@ def _run_digit_job(data, normal: str, out: Path, params: dict, device: str, labe
     metrics = run_heldout_digits(data, normal_digits, detector, out)
     if save_model is not None:
         detector.save(save_model, metadata={"input": {"kind": "images", "shape": [1, *data.image_shape]}})
-    _print_auroc_table(metrics, label)
+    _print_auroc_table(metrics, "digit")
     typer.echo(f"report: {out / 'report.html'}")
 
 
@@ -383,7 +383,7 @@ def mnist(
 
     with _errors():
         params, _ = _detector_params(config, epochs=epochs, random_state=seed)
-        _run_digit_job(mnist_digits(data_dir, download=download), normal, out, params, device, "held out" if "-" in normal or "," in normal else "anomaly", save_model)
+        _run_digit_job(mnist_digits(data_dir, download=download), normal, out, params, device, save_model)
 
 
 @app.command()
@@ -407,7 +407,7 @@ def digits(
         params.setdefault("epochs", 100)
         params.setdefault("fpr", 0.05)  # ~90 calibration images: 1% would need at least 99
         data = embedded_digits(random_state=params.get("random_state") or 0)
-        _run_digit_job(data, normal, out, params, device, "held out", save_model)
+        _run_digit_job(data, normal, out, params, device, save_model)
 
 
 def main() -> None:

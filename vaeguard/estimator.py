@@ -220,12 +220,12 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             )
         return self.likelihood
 
-    def _image_shape(self, n_features: int) -> tuple[int, int, int] | None:
-        """(C, H, W) when the rows are images: input_shape, or a square of at least 8x8."""
+    def _image_shape(self, n_features: int, min_side: int = 8) -> tuple[int, int, int] | None:
+        """(C, H, W) when the rows are images: input_shape, or a square of at least min_side."""
         if self.input_shape is not None:
             return tuple(int(s) for s in self.input_shape)
         side = math.isqrt(n_features)
-        return (1, side, side) if side >= 8 and side * side == n_features else None
+        return (1, side, side) if side >= min_side and side * side == n_features else None
 
     def _resolve_score_type(self, context_model: bool, image_shape: tuple[int, int, int] | None) -> str:
         if self.score_type == "auto":
@@ -240,15 +240,13 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     def _resolve_input_shape(self, n_features: int) -> tuple[int, int, int] | None:
         if self.architecture != "conv":
             return None
-        if self.input_shape is not None:
-            return tuple(int(s) for s in self.input_shape)
-        side = math.isqrt(n_features)
-        if side * side != n_features:
+        shape = self._image_shape(n_features, min_side=1)
+        if shape is None:
             raise ValueError(
                 f"architecture='conv' needs input_shape=(C, H, W): {n_features} features is "
                 "not a square single-channel image"
             )
-        return (1, side, side)
+        return shape
 
     # ------------------------------------------------------------------ thresholds
 

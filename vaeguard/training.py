@@ -140,9 +140,15 @@ def train_vae(
                 else:
                     stale += 1
         history["epoch_seconds"].append(time.perf_counter() - start)
-        if cfg.verbose:
-            print(message, file=sys.stderr)
-        if val is not None and stale >= cfg.patience:
+        stopping = val is not None and stale >= cfg.patience
+        # about ten lines per run: every `log_every`-th epoch, the last, and an early stop
+        log_every = max(1, cfg.epochs // 10)
+        if cfg.verbose and ((epoch + 1) % log_every == 0 or epoch + 1 == cfg.epochs or stopping):
+            seconds = history["epoch_seconds"][-1]
+            print(f"{message}  ({len(X_train) / seconds:,.0f} samples/s)", file=sys.stderr)
+        if stopping:
+            if cfg.verbose:
+                print(f"early stop: no better validation -ELBO for {cfg.patience} epochs", file=sys.stderr)
             break
 
     if best_state is not None:
