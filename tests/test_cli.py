@@ -292,7 +292,7 @@ def test_image_model_refuses_a_table(image_model, tables, tmp_path):
 
 
 def test_digits_job_prints_auroc_per_heldout_digit(tmp_path):
-    result = invoke("digits", "--normal", "0-6", "-o", tmp_path / "r", "--epochs", "20")
+    result = invoke("digits", "--normal", "0-6", "-o", tmp_path / "r", "--epochs", "20", "--latent-map", "tsne")
     assert result.exit_code == 0, result.output
     for digit in "789":
         assert f"         {digit}  0." in result.output

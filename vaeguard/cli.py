@@ -343,7 +343,7 @@ def info(
     typer.echo("versions     " + "  ".join(f"{k} {v}" for k, v in description["versions"].items()))
 
 
-def _run_digit_job(data, normal: str, out: Path, params: dict, device: str, save_model: Optional[Path]) -> None:
+def _run_digit_job(data, normal: str, out: Path, params: dict, device: str, save_model: Optional[Path], latent_map: str) -> None:
     from .estimator import VAEAnomalyDetector
     from .jobs import run_heldout_digits
     from .mnist import parse_digits
@@ -352,7 +352,9 @@ def _run_digit_job(data, normal: str, out: Path, params: dict, device: str, save
     if len(normal_digits) == 10:
         raise typer.BadParameter("every digit is normal: leave at least one out", param_hint="--normal")
     detector = VAEAnomalyDetector(**params, device=device, verbose=not _state["quiet"])
-    metrics = run_heldout_digits(data, normal_digits, detector, out)
+    if latent_map not in ("pca", "tsne"):
+        raise typer.BadParameter("must be pca or tsne", param_hint="--latent-map")
+    metrics = run_heldout_digits(data, normal_digits, detector, out, latent_method=latent_map)
     if save_model is not None:
         detector.save(save_model, metadata={"input": {"kind": "images", "shape": [1, *data.image_shape]}})
     _print_auroc_table(metrics, "digit")
@@ -361,6 +363,7 @@ def _run_digit_job(data, normal: str, out: Path, params: dict, device: str, save
 
 NormalOpt = Annotated[str, typer.Option(help="Digits treated as normal, e.g. 0-8, 3 (one-class) or 1,3,7.")]
 SaveModelOpt = Annotated[Optional[Path], typer.Option(help="Also save the trained model file here.", dir_okay=False)]
+LatentMapOpt = Annotated[str, typer.Option(help="How the report maps the latent means to 2-D: pca, or tsne (slower).")]
 
 
 @app.command()
@@ -373,6 +376,7 @@ def mnist(
     epochs: EpochsOpt = None,
     seed: SeedOpt = None,
     save_model: SaveModelOpt = None,
+    latent_map: LatentMapOpt = "pca",
     device: DeviceOpt = "auto",
 ) -> None:
     """The reference job: fit on normal MNIST digits, flag the held-out ones, write a report.
@@ -383,7 +387,7 @@ def mnist(
 
     with _errors():
         params, _ = _detector_params(config, epochs=epochs, random_state=seed)
-        _run_digit_job(mnist_digits(data_dir, download=download), normal, out, params, device, save_model)
+        _run_digit_job(mnist_digits(data_dir, download=download), normal, out, params, device, save_model, latent_map)
 
 
 @app.command()
@@ -394,6 +398,7 @@ def digits(
     epochs: EpochsOpt = None,
     seed: SeedOpt = None,
     save_model: SaveModelOpt = None,
+    latent_map: LatentMapOpt = "pca",
     device: DeviceOpt = "auto",
 ) -> None:
     """Offline demo: fit on scikit-learn's embedded 8x8 digits, flag the held-out ones, write a report.
@@ -407,7 +412,7 @@ def digits(
         params.setdefault("epochs", 100)
         params.setdefault("fpr", 0.05)  # ~90 calibration images: 1% would need at least 99
         data = embedded_digits(random_state=params.get("random_state") or 0)
-        _run_digit_job(data, normal, out, params, device, save_model)
+        _run_digit_job(data, normal, out, params, device, save_model, latent_map)
 
 
 def main() -> None:

@@ -57,6 +57,7 @@ def run_heldout_digits(
     detector: VAEAnomalyDetector,
     out_dir: str | Path,
     title: str = "vaeguard: held-out digits",
+    latent_method: str = "pca",
 ) -> dict:
     """Fit `detector` on the normal digits of the train split, score the whole test split.
 
@@ -99,6 +100,7 @@ def run_heldout_digits(
         history=detector.history_,
         images=images,
         latent=latent,
+        latent_method=latent_method,
         title=title,
         summary=summary,
         groups=data.y_test,
