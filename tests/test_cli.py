@@ -323,3 +323,13 @@ def test_mnist_job_on_a_small_local_copy(tmp_path):
 
     result = invoke("mnist", "--data-dir", tmp_path / "empty", "-o", tmp_path / "r")
     assert result.exit_code == 1 and "empty" in result.output
+
+
+def test_training_is_reproducible_by_default(tables, tmp_path):
+    outputs = []
+    for name in ("one", "two"):
+        model, scores = tmp_path / f"{name}.vgm", tmp_path / f"{name}.csv"
+        assert invoke("train", tables / "normal.csv", "-o", model, "--id-column", "id", "--hidden-dims", "16", "--epochs", "3").exit_code == 0
+        assert invoke("score", model, tables / "test.csv", "-o", scores).exit_code == 0
+        outputs.append(scores.read_text())
+    assert outputs[0] == outputs[1]

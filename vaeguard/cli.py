@@ -33,7 +33,7 @@ _state = {"debug": False, "quiet": False}
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file with [detector] and [data] tables (see configs/); options given here override it.", dir_okay=False)]
 DeviceOpt = Annotated[str, typer.Option(help="Where to run: auto (CUDA when present), cpu or cuda.")]
 EpochsOpt = Annotated[Optional[int], typer.Option(help="Training epochs (maximum; early stopping may end sooner).", min=1)]
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed: same seed, same data, same model.")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed (default 0, or the config's random_state): same seed, same data, same model.")]
 
 
 def _check_rate(value: Optional[float]) -> Optional[float]:
@@ -102,7 +102,9 @@ def _detector_params(config: Optional[Path], **overrides) -> tuple[dict, dict]:
     from .config import load_config, merge
 
     loaded = load_config(config) if config is not None else {"detector": {}, "data": {}}
-    return merge(loaded["detector"], overrides), loaded["data"]
+    params = merge(loaded["detector"], overrides)
+    params.setdefault("random_state", 0)  # the same command gives the same model
+    return params, loaded["data"]
 
 
 def _print_auroc_table(metrics: dict, label: str) -> None:
@@ -411,7 +413,7 @@ def digits(
         params, _ = _detector_params(config, epochs=epochs, random_state=seed)
         params.setdefault("epochs", 100)
         params.setdefault("fpr", 0.05)  # ~90 calibration images: 1% would need at least 99
-        data = embedded_digits(random_state=params.get("random_state") or 0)
+        data = embedded_digits(random_state=params["random_state"])
         _run_digit_job(data, normal, out, params, device, save_model, latent_map)
 
 
