@@ -46,7 +46,6 @@ class TrainingData:
 
     X: np.ndarray
     input_spec: dict
-    labels: np.ndarray | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -66,11 +65,11 @@ def read_training_data(
     """
     if data_kind(path) == "table":
         table = read_training_table(path, columns=columns, exclude=exclude, id_column=id_column, label_column=label_column)
-        return TrainingData(table.X, {"kind": "table", "schema": table.schema.to_dict()}, table.labels)
+        return TrainingData(table.X, {"kind": "table", "schema": table.schema.to_dict()})
     folder = read_image_folder(path, image_shape)
     if len(folder.X) == 0:
         raise DataError(f"{path}: no readable image ({len(folder.errors)} failed)")
-    return TrainingData(folder.X, {"kind": "images", "shape": list(folder.shape)}, None, folder.errors)
+    return TrainingData(folder.X, {"kind": "images", "shape": list(folder.shape)}, folder.errors)
 
 
 def input_spec_of(detector: VAEAnomalyDetector, path: Path) -> dict:

@@ -180,6 +180,7 @@ def train(
             columns=_split(columns) or data_cfg.get("columns"),
             exclude=_split(exclude) or data_cfg.get("exclude"),
             id_column=id_column or data_cfg.get("id_column"),
+            label_column=data_cfg.get("label_column"),
             image_shape=shape,
         )
         if training.input_spec["kind"] == "images":
