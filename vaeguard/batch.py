@@ -20,7 +20,7 @@ from .calibration import p_values
 from .errors import DataError
 from .estimator import VAEAnomalyDetector
 from .images import iter_image_batches, read_image_folder, save_heatmap_png
-from .tabular import TableSchema, header_report, is_table_path, iter_table_chunks, read_training_table
+from .tabular import CHUNK_ROWS, TableSchema, header_report, is_table_path, iter_table_chunks, read_training_table
 
 Progress = Callable[[int], None]
 TOP_K = 3
@@ -122,7 +122,7 @@ def iter_scored_table(
     detector: VAEAnomalyDetector,
     path: str | Path,
     *,
-    chunksize: int = 50_000,
+    chunksize: int = CHUNK_ROWS,
     on_bad_row: str = "fail",
     label_column: str | None = None,
     notes: list[str] | None = None,
@@ -155,7 +155,7 @@ def score_table(
     path: str | Path,
     output: str | Path,
     *,
-    chunksize: int = 50_000,
+    chunksize: int = CHUNK_ROWS,
     on_bad_row: str = "fail",
     progress: Progress | None = None,
 ) -> BatchSummary:
@@ -271,7 +271,7 @@ def score_labelled(
     label_column: str | None = None,
     normal_label: str | None = None,
     on_bad_row: str = "fail",
-    chunksize: int = 50_000,
+    chunksize: int = CHUNK_ROWS,
     batch_size: int = 256,
 ) -> LabelledScores:
     """Score labelled data: a CSV with a label column, or an image folder whose top-level
@@ -303,7 +303,7 @@ def score_labelled(
     return LabelledScores(scores_all, anomaly_labels(groups_all, normal_label, source), groups_all, keys, failed)
 
 
-def score_normal(detector: VAEAnomalyDetector, path: str | Path, *, on_bad_row: str = "fail", chunksize: int = 50_000) -> np.ndarray:
+def score_normal(detector: VAEAnomalyDetector, path: str | Path, *, on_bad_row: str = "fail", chunksize: int = CHUNK_ROWS) -> np.ndarray:
     """Anomaly scores of unlabelled (normal) data, streamed; unreadable images are left out."""
     path = Path(path)
     if data_kind(path) == "table":

@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from .errors import VaeguardError
+from .tabular import CHUNK_ROWS
 
 app = typer.Typer(
     name="vaeguard",
@@ -204,7 +205,7 @@ def score(
     out: Annotated[Path, typer.Option("--out", "-o", help="Scores CSV to write.", dir_okay=False)],
     heatmaps: Annotated[Optional[Path], typer.Option(help="Images: write per-pixel score maps as PNGs into this folder.", file_okay=False)] = None,
     on_bad_row: OnBadRowOpt = "fail",
-    chunk_size: ChunkOpt = 50_000,
+    chunk_size: ChunkOpt = CHUNK_ROWS,
     device: DeviceOpt = "auto",
 ) -> None:
     """Score every row of a CSV file or every image of a folder, streaming.
