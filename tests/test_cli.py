@@ -297,6 +297,8 @@ def test_digits_job_prints_auroc_per_heldout_digit(tmp_path):
     for digit in "789":
         assert f"         {digit}  0." in result.output
     assert (tmp_path / "r" / "report.html").exists()
+    summary = json.loads((tmp_path / "r" / "metrics.json").read_text())["summary"]
+    assert summary["threshold rule"].startswith("5% false-positive target (conformal) on ")
 
 
 def write_idx(path, array):

@@ -34,6 +34,14 @@ def test_contexts_read_the_causal_neighbours():
     assert ctx[0, 0] == ctx[0, 1] == ctx[0, 2] == ctx[1, 0] == 0  # earlier pixels see nothing
 
 
+def test_each_channel_has_its_own_table():
+    model = LocalContextModel((2, 3, 3))
+    x = torch.zeros(1, 18)
+    x[0, 4] = x[0, 9 + 4] = 1.0  # the centre pixel of both channels
+    ctx = model.contexts(x).view(2, 9)
+    assert torch.equal(ctx[1], ctx[0] + model.n_contexts)
+
+
 def test_fit_gives_the_smoothed_mean_pixel_value_per_context():
     X = torch.tensor([[0.0, 1.0, 0.5, 0.0], [1.0, 1.0, 0.0, 0.2]])  # two 2x2 images
     model = LocalContextModel((1, 2, 2), smoothing=1.0)

@@ -153,7 +153,7 @@ def train(
     channels: Annotated[Optional[int], typer.Option(help="Images: 1 (grayscale) or 3 (RGB).", min=1, max=3)] = None,
     architecture: Annotated[Optional[str], typer.Option(help="mlp, or conv for images.")] = None,
     latent_dim: Annotated[Optional[int], typer.Option(help="Size of the latent code.", min=1)] = None,
-    hidden_dims: Annotated[Optional[str], typer.Option(help="Comma-separated hidden layer sizes, e.g. 512,256.")] = None,
+    hidden_dims: Annotated[Optional[str], typer.Option(help="Comma-separated hidden layer sizes, e.g. 256,128.")] = None,
     likelihood: Annotated[Optional[str], typer.Option(help="bernoulli (data in [0, 1]), gaussian, or auto.")] = None,
     score_type: Annotated[Optional[str], typer.Option(help="auto (ratio for images of at least 16x16 in [0, 1], else elbo), elbo (negative ELBO), ratio, recon, iwae or kl.")] = None,
     epochs: EpochsOpt = None,

@@ -17,6 +17,7 @@ two are in the same units (nats) and their difference is a log-likelihood ratio.
 
 from __future__ import annotations
 
+import functools
 import numpy as np
 import torch
 from torch import nn
@@ -48,10 +49,13 @@ class LocalContextModel(nn.Module):
         channels, height, width = self.input_shape
         on = (x.view(-1, channels, height, width) > 0.5).to(torch.uint8)  # <= 8 bits fit
         padded = F.pad(on, (_PAD, _PAD, _PAD, 0))  # outside the image counts as background
-        index = torch.zeros_like(on)
-        for bit, (dr, dc) in enumerate(CONTEXT_OFFSETS):
-            index += padded[:, :, _PAD + dr : _PAD + dr + height, _PAD + dc : _PAD + dc + width] << bit
-        index = index.to(torch.int64) + torch.arange(channels, device=x.device).view(1, -1, 1, 1) * self.n_contexts
+        shifted = (
+            padded[:, :, _PAD + dr : _PAD + dr + height, _PAD + dc : _PAD + dc + width] << bit
+            for bit, (dr, dc) in enumerate(CONTEXT_OFFSETS)
+        )
+        index = functools.reduce(torch.bitwise_or, shifted).to(torch.int64)
+        if channels > 1:
+            index += torch.arange(channels, device=x.device).view(1, -1, 1, 1) * self.n_contexts
         return index.view(x.shape[0], -1)
 
     @torch.no_grad()

@@ -64,7 +64,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         self,
         *,
         latent_dim: int = 16,
-        hidden_dims: tuple[int, ...] = (512, 256),
+        hidden_dims: tuple[int, ...] = (256, 128),
         likelihood: str = "auto",
         architecture: str = "mlp",
         input_shape: tuple[int, int, int] | None = None,
@@ -314,7 +314,12 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             )
         return self._standardize(X)
 
+    def _standardizes(self) -> bool:
+        return bool(np.any(self.scale_ != 1) or np.any(self.mean_ != 0))
+
     def _standardize(self, X: np.ndarray) -> np.ndarray:
+        if not self._standardizes():
+            return X.astype(np.float32, copy=False)  # [0, 1] data: nothing to do, no copy
         return ((X - self.mean_) / self.scale_).astype(np.float32)
 
     def _anomaly_score_scaled(self, Xs: np.ndarray) -> np.ndarray:
@@ -374,7 +379,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
                 "threshold_rule": self.threshold_rule_,
                 "n_epochs": self.n_epochs_,
             },
-            "preprocessing": {"standardize": bool(np.any(self.scale_ != 1) or np.any(self.mean_ != 0))},
+            "preprocessing": {"standardize": self._standardizes()},
             "history": self.history_,
             "metadata": metadata or {},
             "versions": {

@@ -23,6 +23,19 @@ N_WORST = 12
 N_LATENT = 2000
 
 
+def describe_threshold_rule(rule: dict) -> str:
+    """One line a report reader understands, e.g. '1% false-positive target (conformal) on 90 calibration scores'."""
+    kind = rule.get("rule")
+    if kind == "fpr":
+        return f"{100 * rule['fpr']:.3g}% false-positive target (conformal) on {rule['n_calibration']} calibration scores"
+    if kind == "contamination":
+        return f"flags {100 * rule['contamination']:.3g}% of the training data (contamination)"
+    if kind == "recall":
+        return f"reaches recall {rule['recall']:.3g} on {rule['n_labelled']} labelled samples"
+    names = {"f1": "maximises F1", "youden": "maximises Youden's J"}
+    return f"{names.get(kind, kind)} on {rule.get('n_labelled')} labelled samples"
+
+
 @dataclass
 class DigitData:
     """Flat images in [0, 1] with their digit labels, split into train and test."""
@@ -90,7 +103,7 @@ def run_heldout_digits(
         "test images": len(scores),
         "epochs trained": detector.n_epochs_,
         "score": detector.score_type_,
-        "threshold rule": str(detector.threshold_rule_),
+        "threshold rule": describe_threshold_rule(detector.threshold_rule_),
     }
     return write_report(
         out_dir,
@@ -148,7 +161,7 @@ def evaluate_data(
         "failed rows or files": len(scored.failed),
         "score": detector.score_type_,
         "threshold": detector.threshold_,
-        "threshold rule": str(detector.threshold_rule_),
+        "threshold rule": describe_threshold_rule(detector.threshold_rule_),
     }
     metrics = write_report(
         out_dir,

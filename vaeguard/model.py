@@ -28,7 +28,7 @@ class VAEConfig:
 
     input_dim: int
     latent_dim: int = 16
-    hidden_dims: tuple[int, ...] = (512, 256)
+    hidden_dims: tuple[int, ...] = (256, 128)
     likelihood: str = "bernoulli"
     architecture: str = "mlp"
     input_shape: tuple[int, int, int] | None = None  # (C, H, W): conv, context model
