@@ -13,6 +13,7 @@ Run from the repository root (see benchmarks/README.md):
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -245,6 +246,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (also OMP/MKL_NUM_THREADS for child processes); default: torch's own choice")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "mnist_protocols.json", help="JSON results file (default: benchmarks/results/mnist_protocols.json)")
     parser.add_argument("--markdown", type=Path, default=None, help="also save the Markdown tables to this file")
+    parser.add_argument("--join", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="run nothing: join the JSON files of runs over different digits (e.g. two halves run side by side) into one table")
     args = parser.parse_args(argv)
     args.digit_list = parse_digits(args.digits)
     args.protocol_list = [p.strip() for p in args.protocols.split(",") if p.strip()]
@@ -258,8 +261,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def join_results(paths: list[Path]) -> str:
+    """Markdown tables of several results files whose runs split the digits between them."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    tables = []
+    for protocol in PROTOCOLS:
+        parts = [run["protocols"][protocol]["methods"] for run in runs if protocol in run["protocols"]]
+        if not parts:
+            continue
+        methods_out = {name: {"per_digit": {}} for name in parts[0]}
+        for part in parts:
+            for name, out in part.items():
+                methods_out.setdefault(name, {"per_digit": {}})["per_digit"].update(out["per_digit"])
+        digits = sorted({int(d) for out in methods_out.values() for d in out["per_digit"]})
+        reference = runs[0]["settings"]["reference_method"]
+        summarise(methods_out, reference)
+        tables.append(protocol_table(protocol, digits, methods_out, reference))
+    sources = ", ".join(f"{Path(p).name} ({run['started_utc']})" for p, run in zip(paths, runs))
+    return "\n".join(tables) + "\n" + _notes(runs[0]["settings"], runs[0]["machine"]) + f"Joined from {sources}.\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.join:
+        text = join_results(args.join)
+        print(text)
+        if args.markdown is not None:
+            write_text(args.markdown, text)
+        return 0
     set_threads(args.threads)
     methods = all_methods(use_pyod=not args.no_pyod)
     if args.methods:

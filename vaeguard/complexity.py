@@ -10,9 +10,10 @@ model. Here the generic model is a context model of the kind lossless image comp
 use: each pixel is Bernoulli given its four binarised causal neighbours (west, north-west,
 north, north-east: the template of JPEG-LS), with the same table for every position,
 fitted by counting on the training data. Four neighbours measured best on MNIST: fewer
-leave stroke texture in the score, more start to model shape and cancel the VAE's signal. Its per-pixel negative
-log-likelihood is measured exactly like the VAE's Bernoulli reconstruction term, so the
-two are in the same units (nats) and their difference is a log-likelihood ratio.
+leave stroke texture in the score, more start to model shape and cancel the VAE's signal.
+Its per-pixel negative log-likelihood is measured exactly like the VAE's Bernoulli
+reconstruction term, so the two are in the same units (nats) and their difference is a
+log-likelihood ratio.
 """
 
 from __future__ import annotations
