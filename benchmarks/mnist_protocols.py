@@ -37,7 +37,7 @@ from vaeguard.mnist import MNIST_DIR_ENV, load_mnist, parse_digits
 # package defaults as they are at run time; random_state=0 is added to every variant.
 VAEGUARD_VARIANTS: list[tuple[str, dict]] = [
     ("vaeguard default", {}),
-    ("vaeguard fast", {"epochs": 5}),
+    ("vaeguard fast", {"epochs": 15}),
 ]
 PCA_COMPONENTS = 32
 # PyOD detectors: keyword arguments on top of PyOD's defaults (epoch_num is left at PyOD's

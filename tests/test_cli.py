@@ -160,6 +160,7 @@ def test_calibrate_moves_the_threshold(tables, table_model, tmp_path):
 
     result = invoke("calibrate", model, normal, "--fpr", "0.2")
     assert result.exit_code == 0, result.output
+    assert "20% false-positive target (conformal) on 200 calibration scores" in result.output
     out = tmp_path / "scores.csv"
     invoke("score", model, normal, "-o", out)
     flagged = np.mean([r["is_anomaly"] == "1" for r in read_csv(out)])
@@ -167,7 +168,16 @@ def test_calibrate_moves_the_threshold(tables, table_model, tmp_path):
 
     result = invoke("calibrate", model, tables / "test.csv", "--label-column", "label", "--rule", "youden")
     assert result.exit_code == 0, result.output
-    assert "youden" in result.output
+    assert "maximises Youden's J on " in result.output
+
+
+def test_warnings_are_one_line_without_source(tables, tmp_path):
+    small = tmp_path / "small.csv"
+    pd.read_csv(tables / "normal.csv").iloc[:150].to_csv(small, index=False)
+    result = invoke("train", small, "-o", tmp_path / "m.vgm", "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    assert "warning: 30 calibration scores are too few for a false-positive rate of 0.01" in result.output
+    assert "UserWarning" not in result.output and "set_threshold(" not in result.output
 
 
 def test_model_errors_exit_1_without_traceback(tmp_path, tables):

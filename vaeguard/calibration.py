@@ -90,3 +90,16 @@ def label_threshold(y_true, scores, rule: str = "f1", recall: float | None = Non
             raise ValueError(f"rule='recall' needs recall in (0, 1], got {recall!r}")
         return float(thresholds[int(np.argmax(tpr >= recall - 1e-12))])
     raise ValueError(f"rule must be one of {LABEL_RULES}, got {rule!r}")
+
+
+def describe_threshold_rule(rule: dict) -> str:
+    """One line a report reader understands, e.g. '1% false-positive target (conformal) on 90 calibration scores'."""
+    kind = rule.get("rule")
+    if kind == "fpr":
+        return f"{100 * rule['fpr']:.3g}% false-positive target (conformal) on {rule['n_calibration']} calibration scores"
+    if kind == "contamination":
+        return f"flags {100 * rule['contamination']:.3g}% of the training data (contamination)"
+    if kind == "recall":
+        return f"reaches recall {rule['recall']:.3g} on {rule['n_labelled']} labelled samples"
+    names = {"f1": "maximises F1", "youden": "maximises Youden's J"}
+    return f"{names.get(kind, kind)} on {rule.get('n_labelled')} labelled samples"

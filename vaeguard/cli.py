@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Optional
@@ -57,6 +58,13 @@ def _main(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or training log.")] = False,
 ) -> None:
     _state.update(debug=debug, quiet=quiet)
+    if not debug:
+        warnings.showwarning = _show_warning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Library warnings as one 'warning: ...' line on stderr, without the source line."""
+    typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
 
 
 @contextlib.contextmanager
@@ -166,6 +174,7 @@ def train(
     Example: vaeguard train normal.csv -o model.vgm --config configs/tabular.toml --epochs 50
     """
     from .batch import read_training_data
+    from .calibration import describe_threshold_rule
     from .estimator import VAEAnomalyDetector
 
     with _errors():
@@ -193,7 +202,7 @@ def train(
     for where, reason in training.skipped:
         typer.echo(f"  skipped {where}: {reason}", err=True)
     typer.echo(
-        f"trained {detector.n_epochs_} epochs, threshold {detector.threshold_:.6g} ({detector.threshold_rule_['rule']}); "
+        f"trained {detector.n_epochs_} epochs, threshold {detector.threshold_:.6g} ({describe_threshold_rule(detector.threshold_rule_)}); "
         f"wrote {out}"
     )
 
@@ -287,6 +296,7 @@ def calibrate(
     Example: vaeguard calibrate model.vgm recent-normal.csv --fpr 0.001
     """
     from .batch import score_labelled, score_normal
+    from .calibration import describe_threshold_rule
     from .estimator import load
 
     with _errors():
@@ -300,7 +310,10 @@ def calibrate(
         else:
             detector.calibrate_scores(score_normal(detector, data, on_bad_row=on_bad_row), fpr=fpr)
         detector.save(out or model, metadata=detector.metadata_)
-    typer.echo(f"threshold {before:.6g} -> {detector.threshold_:.6g} ({detector.threshold_rule_}); wrote {out or model}")
+    typer.echo(
+        f"threshold {before:.6g} -> {detector.threshold_:.6g} ({describe_threshold_rule(detector.threshold_rule_)}); "
+        f"wrote {out or model}"
+    )
 
 
 @app.command()
@@ -312,6 +325,7 @@ def info(
 
     Example: vaeguard info model.vgm
     """
+    from .calibration import describe_threshold_rule
     from .modelfile import read_model_file
 
     with _errors():
@@ -336,7 +350,8 @@ def info(
         typer.echo(f"input        images, {h}x{w}, {c} channel{'s' if c > 1 else ''}")
     typer.echo(f"preprocess   standardize={description['preprocessing']['standardize']}")
     typer.echo(f"score        {fitted['score_type']}")
-    typer.echo(f"threshold    {fitted['threshold']:.6g}  {fitted['threshold_rule']}  ({len(arrays['calibration_scores'])} calibration scores)")
+    rule = describe_threshold_rule(fitted["threshold_rule"])
+    typer.echo(f"threshold    {fitted['threshold']:.6g}: {rule}; {len(arrays['calibration_scores'])} calibration scores stored")
     history = description["history"]
     n = len(history.get("train_loss", []))
     typer.echo(f"training     {n} epochs, {sum(history.get('epoch_seconds', [])):.1f} s, batch {params['batch_size']}, lr {params['learning_rate']}, beta {params['beta']}")

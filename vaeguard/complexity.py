@@ -19,6 +19,7 @@ log-likelihood ratio.
 from __future__ import annotations
 
 import functools
+
 import numpy as np
 import torch
 from torch import nn

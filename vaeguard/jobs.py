@@ -14,6 +14,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from .batch import score_labelled
+from .calibration import describe_threshold_rule
 from .estimator import VAEAnomalyDetector
 from .images import load_image
 from .mnist import load_mnist
@@ -21,19 +22,6 @@ from .report import write_report
 
 N_WORST = 12
 N_LATENT = 2000
-
-
-def describe_threshold_rule(rule: dict) -> str:
-    """One line a report reader understands, e.g. '1% false-positive target (conformal) on 90 calibration scores'."""
-    kind = rule.get("rule")
-    if kind == "fpr":
-        return f"{100 * rule['fpr']:.3g}% false-positive target (conformal) on {rule['n_calibration']} calibration scores"
-    if kind == "contamination":
-        return f"flags {100 * rule['contamination']:.3g}% of the training data (contamination)"
-    if kind == "recall":
-        return f"reaches recall {rule['recall']:.3g} on {rule['n_labelled']} labelled samples"
-    names = {"f1": "maximises F1", "youden": "maximises Youden's J"}
-    return f"{names.get(kind, kind)} on {rule.get('n_labelled')} labelled samples"
 
 
 @dataclass
