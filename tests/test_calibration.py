@@ -9,7 +9,13 @@ from sklearn.model_selection import train_test_split
 
 from vaeguard import DataError, VAEAnomalyDetector
 from vaeguard.atomic import atomic_write
-from vaeguard.calibration import conformal_threshold, label_threshold, p_values, threshold_for_contamination
+from vaeguard.calibration import (
+    conformal_threshold,
+    describe_threshold_rule,
+    label_threshold,
+    p_values,
+    threshold_for_contamination,
+)
 
 
 def test_conformal_threshold_is_the_ceil_quantile():
@@ -80,6 +86,20 @@ def test_label_threshold_without_anomalies_says_so():
         label_threshold(np.zeros(5), np.arange(5.0), "f1")
     with pytest.raises(ValueError, match="rule"):
         label_threshold([0, 1], [0.0, 1.0], "best")
+
+
+@pytest.mark.parametrize(
+    ("rule", "text"),
+    [
+        ({"rule": "fpr", "fpr": 0.01, "n_calibration": 90}, "1% false-positive target (conformal) on 90 calibration scores"),
+        ({"rule": "contamination", "contamination": 0.05}, "flags 5% of the training data (contamination)"),
+        ({"rule": "f1", "recall": None, "n_labelled": 40}, "maximises F1 on 40 labelled samples"),
+        ({"rule": "youden", "recall": None, "n_labelled": 40}, "maximises Youden's J on 40 labelled samples"),
+        ({"rule": "recall", "recall": 0.9, "n_labelled": 40}, "reaches recall 0.9 on 40 labelled samples"),
+    ],
+)
+def test_threshold_rules_read_as_sentences(rule, text):
+    assert describe_threshold_rule(rule) == text
 
 
 def test_fpr_target_holds_on_unseen_normals():
