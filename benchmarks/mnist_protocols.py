@@ -269,7 +269,7 @@ def join_results(paths: list[Path]) -> str:
         parts = [run["protocols"][protocol]["methods"] for run in runs if protocol in run["protocols"]]
         if not parts:
             continue
-        methods_out = {name: {"per_digit": {}} for name in parts[0]}
+        methods_out: dict = {}
         for part in parts:
             for name, out in part.items():
                 methods_out.setdefault(name, {"per_digit": {}})["per_digit"].update(out["per_digit"])
