@@ -11,6 +11,7 @@ from vaeguard import DataError, VAEAnomalyDetector
 from vaeguard.atomic import atomic_write
 from vaeguard.calibration import (
     conformal_threshold,
+    is_flagged,
     describe_threshold_rule,
     label_threshold,
     p_values,
@@ -61,22 +62,27 @@ def labelled():
     return y, s
 
 
+def flags_from(scores, lowest_flagged: float):
+    """A label threshold flags (score > threshold) exactly the scores >= lowest_flagged."""
+    return lambda threshold: is_flagged(scores, threshold).tolist() == (scores >= lowest_flagged).tolist()
+
+
 def test_label_threshold_f1(labelled):
     y, s = labelled
     # flag >= 0.6: tp 3, fp 1 -> F1 6/7; >= 0.8: tp 2, fp 0 -> F1 0.8; >= 0.7 -> 2/3
-    assert label_threshold(y, s, "f1") == 0.6
+    assert flags_from(s, 0.6)(label_threshold(y, s, "f1"))
 
 
 def test_label_threshold_youden(labelled):
     y, s = labelled
     # >= 0.8: tpr 2/3, fpr 0 -> J 0.667; >= 0.6: tpr 1, fpr 1/4 -> J 0.75
-    assert label_threshold(y, s, "youden") == 0.6
+    assert flags_from(s, 0.6)(label_threshold(y, s, "youden"))
 
 
 def test_label_threshold_recall(labelled):
     y, s = labelled
-    assert label_threshold(y, s, "recall", recall=0.6) == 0.8
-    assert label_threshold(y, s, "recall", recall=1.0) == 0.6
+    assert flags_from(s, 0.8)(label_threshold(y, s, "recall", recall=0.6))
+    assert flags_from(s, 0.6)(label_threshold(y, s, "recall", recall=1.0))
     with pytest.raises(ValueError, match="recall"):
         label_threshold(y, s, "recall")
 

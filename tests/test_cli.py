@@ -67,10 +67,10 @@ def test_help_on_every_command_shows_an_example():
 def test_train_records_the_schema(table_model):
     result = invoke("info", table_model)
     assert result.exit_code == 0, result.output
-    assert "CSV, 5 columns: a, b, c, d, e" in result.output
+    assert "table, 5 columns: a, b, c, d, e" in result.output
     assert "id column    id" in result.output
     description = json.loads(invoke("info", table_model, "--json").output)
-    assert description["metadata"]["input"]["schema"]["columns"] == COLUMNS
+    assert description["input"]["columns"] == COLUMNS
     assert description["fitted"]["likelihood"] == "gaussian"
 
 
@@ -217,7 +217,7 @@ def test_config_file_and_overrides(tables, tmp_path):
     description = json.loads(invoke("info", model, "--json").output)
     assert description["params"]["epochs"] == 3  # the option wins over the file
     assert description["model_config"]["hidden_dims"] == [16]
-    assert description["metadata"]["input"]["schema"]["columns"] == ["a", "b", "c", "d"]
+    assert description["input"]["columns"] == ["a", "b", "c", "d"]
 
     config.write_text("[detector]\nlatnet_dim = 3\n")
     result = invoke("train", tables / "normal.csv", "-o", model, "--config", config)

@@ -12,7 +12,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import vaeguard
 from vaeguard import DataError, VAEAnomalyDetector
-from vaeguard.jobs import embedded_digits
+from vaeguard.digits import embedded_digits
 
 FAST = dict(latent_dim=4, hidden_dims=(32,), epochs=3, batch_size=16, random_state=0, device="cpu")
 

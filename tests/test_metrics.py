@@ -37,13 +37,16 @@ def test_operating_points():
 
 
 def test_threshold_metrics_and_confusion():
-    m = evaluate(Y, S, threshold=0.35)  # flags .4 (normal), .35 and .8 (anomalies); >= is inclusive
+    m = evaluate(Y, S, threshold=0.3)  # flags .4 (normal), .35 and .8 (anomalies)
     assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (2, 1, 1, 0)
     assert m["precision"] == pytest.approx(2 / 3)
     assert m["recall"] == pytest.approx(1.0)
     assert m["f1"] == pytest.approx(0.8)
     assert m["fpr"] == pytest.approx(0.5)
-    assert m["threshold"] == 0.35
+    assert m["threshold"] == 0.3
+
+    at = evaluate(Y, S, threshold=0.35)  # a score equal to the threshold is not flagged
+    assert (at["tp"], at["fp"], at["tn"], at["fn"]) == (1, 1, 1, 1)
 
     nothing = evaluate(Y, S, threshold=5.0)
     assert (nothing["tp"], nothing["fp"], nothing["tn"], nothing["fn"]) == (0, 0, 2, 2)
@@ -51,7 +54,7 @@ def test_threshold_metrics_and_confusion():
 
 
 def test_booleans_and_json_types():
-    m = evaluate(np.array(Y, dtype=bool), np.array(S, dtype=np.float32), threshold=np.float32(0.35))
+    m = evaluate(np.array(Y, dtype=bool), np.array(S, dtype=np.float32), threshold=np.float32(0.3))
     assert m["auroc"] == pytest.approx(0.75) and m["tp"] == 2
     assert json.loads(json.dumps(m)) == m
     for key, value in m.items():

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 from vaeguard.errors import DataError
+from vaeguard.inputs import TableInput
 from vaeguard.tabular import (
-    TableSchema,
     header_report,
     is_table_path,
     iter_table_chunks,
     read_training_table,
 )
 
-SCHEMA = TableSchema(["x1", "x2"], ["float64", "float64"], "id")
+SCHEMA = TableInput(("x1", "x2"), ("float64", "float64"), "id")
 
 
 def write(tmp_path, text: str, name: str = "data.csv"):
@@ -34,23 +34,10 @@ def test_is_table_path():
     assert not is_table_path("a.tsv") and not is_table_path("a.gz") and not is_table_path("images/")
 
 
-def test_schema_round_trip_and_validation():
-    assert TableSchema.from_dict(SCHEMA.to_dict()) == SCHEMA
-    assert TableSchema.from_dict({"columns": ["a"], "dtypes": ["int64"]}).id_column is None
-    with pytest.raises(DataError, match="'dtypes' is missing"):
-        TableSchema.from_dict({"columns": ["a"]})
-    with pytest.raises(DataError, match="'columns' must be a list of strings"):
-        TableSchema.from_dict({"columns": "a", "dtypes": ["int64"]})
-    with pytest.raises(DataError, match="'dtypes' has 2 entries for 1 columns"):
-        TableSchema.from_dict({"columns": ["a"], "dtypes": ["int64", "int64"]})
-    with pytest.raises(DataError, match="'id_column'"):
-        TableSchema.from_dict({"columns": ["a"], "dtypes": ["int64"], "id_column": 3})
-
-
 def test_training_defaults_to_numeric_columns(tmp_path):
     path = write(tmp_path, "id,x1,name,x2,label\n7,1,a,0.5,0\n8,2,b,1.5,1\n9,3,c,2.5,0\n")
     table = read_training_table(path, id_column="id", label_column="label")
-    assert table.schema == TableSchema(["x1", "x2"], ["int64", "float64"], "id")
+    assert table.schema == TableInput(("x1", "x2"), ("int64", "float64"), "id", "label")
     np.testing.assert_array_equal(table.X, [[1, 0.5], [2, 1.5], [3, 2.5]])
     assert table.X.dtype == np.float64
     assert table.ids.tolist() == ["7", "8", "9"] and table.labels.tolist() == ["0", "1", "0"]
@@ -58,9 +45,9 @@ def test_training_defaults_to_numeric_columns(tmp_path):
 
 def test_training_explicit_and_excluded_columns(tmp_path):
     path = write(tmp_path, "a,b,c\n1,2,3\n4,5,6\n")
-    assert read_training_table(path, columns=["c", "a"]).schema.columns == ["c", "a"]
+    assert read_training_table(path, columns=["c", "a"]).schema.columns == ("c", "a")
     np.testing.assert_array_equal(read_training_table(path, columns=["c", "a"]).X, [[3, 1], [6, 4]])
-    assert read_training_table(path, exclude=["b"]).schema.columns == ["a", "c"]
+    assert read_training_table(path, exclude=["b"]).schema.columns == ("a", "c")
     with pytest.raises(DataError, match=r"no column 'zz'; the file has columns 'a', 'b', 'c'"):
         read_training_table(path, columns=["a", "zz"])
     with pytest.raises(DataError, match="'zz'"):
@@ -69,7 +56,7 @@ def test_training_explicit_and_excluded_columns(tmp_path):
 
 def test_training_pandas_index_column_is_not_a_feature(tmp_path):
     path = write(tmp_path, ",a,b\n0,1,2\n1,3,4\n")
-    assert read_training_table(path).schema.columns == ["a", "b"]
+    assert read_training_table(path).schema.columns == ("a", "b")
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,8 @@
 
 From normal data only: the conformal threshold at a target false-positive rate and conformal
 p-values. With labels (1 = anomaly): thresholds maximising F1 or Youden's J, or reaching a
-target recall.
+target recall. `is_flagged` is the one definition of what a threshold flags, used by the
+estimator, bulk scoring, metrics and reports alike.
 """
 
 from __future__ import annotations
@@ -26,14 +27,30 @@ def _scores(scores, name: str = "scores") -> np.ndarray:
     return scores
 
 
+def check_rate(value, name: str = "fpr") -> float:
+    """`value` as a float strictly between 0 and 1; ValueError naming `name` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) or not 0 < value < 1:
+        raise ValueError(f"{name} must be a number strictly between 0 and 1, got {value}")
+    return float(value)
+
+
+def is_flagged(scores, threshold: float) -> np.ndarray:
+    """True where a sample is flagged: its score exceeds the threshold, or is not finite.
+
+    A score equal to the threshold is not flagged (scikit-learn's decision_function < 0), and
+    a NaN or infinite score is never reported as normal.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    return (scores > threshold) | ~np.isfinite(scores)
+
+
 def conformal_threshold(calibration_scores, fpr: float) -> float:
     """The ceil((n + 1)(1 - fpr))-th smallest calibration score.
 
     A new normal sample exceeds it with probability at most `fpr` (exchangeability). Raises
     DataError when n is too small for the target, i.e. when (n + 1)(1 - fpr) > n.
     """
-    if not 0 < fpr < 1:
-        raise ValueError(f"fpr must be in (0, 1), got {fpr!r}")
+    fpr = check_rate(fpr)
     scores = np.sort(_scores(calibration_scores, "calibration scores"))
     n = len(scores)
     k = math.ceil((n + 1) * (1 - fpr) - 1e-9)
@@ -61,11 +78,16 @@ def threshold_for_contamination(train_scores, contamination: float) -> float:
 
 
 def label_threshold(y_true, scores, rule: str = "f1", recall: float | None = None) -> float:
-    """A threshold chosen with labels (1 = anomaly); samples with score >= threshold are flagged.
+    """A threshold chosen with labels (1 = anomaly), for `is_flagged` (score > threshold).
 
     rule="f1" maximises F1, rule="youden" maximises TPR - FPR, rule="recall" returns the
-    largest threshold whose recall reaches `recall`.
+    largest threshold whose recall reaches `recall`. scikit-learn's curves flag
+    score >= t; the threshold returned is the float just below t, which flags the same samples.
     """
+    return float(np.nextafter(_curve_threshold(y_true, scores, rule, recall), -np.inf))
+
+
+def _curve_threshold(y_true, scores, rule: str, recall: float | None) -> float:
     scores = _scores(scores)
     y = np.asarray(y_true).ravel()
     if y.shape != scores.shape:
@@ -89,7 +111,7 @@ def label_threshold(y_true, scores, rule: str = "f1", recall: float | None = Non
         if recall is None or not 0 < recall <= 1:
             raise ValueError(f"rule='recall' needs recall in (0, 1], got {recall!r}")
         return float(thresholds[int(np.argmax(tpr >= recall - 1e-12))])
-    raise ValueError(f"rule must be one of {LABEL_RULES}, got {rule!r}")
+    raise ValueError(f"rule must be one of {', '.join(LABEL_RULES)}; got {rule!r}")
 
 
 def describe_threshold_rule(rule: dict) -> str:

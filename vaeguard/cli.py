@@ -17,7 +17,7 @@ from typing import Annotated, Optional
 import typer
 
 from .errors import VaeguardError
-from .tabular import CHUNK_ROWS
+from .inputs import CHUNK_ROWS
 
 app = typer.Typer(
     name="vaeguard",
@@ -173,9 +173,9 @@ def train(
 
     Example: vaeguard train normal.csv -o model.vgm --config configs/tabular.toml --epochs 50
     """
-    from .batch import read_training_data
     from .calibration import describe_threshold_rule
     from .estimator import VAEAnomalyDetector
+    from .sources import read_training_data
 
     with _errors():
         params, data_cfg = _detector_params(
@@ -193,12 +193,10 @@ def train(
             label_column=data_cfg.get("label_column"),
             image_shape=shape,
         )
-        if training.input_spec["kind"] == "images":
-            params["input_shape"] = tuple(training.input_spec["shape"])
         detector = VAEAnomalyDetector(**params, device=device, verbose=not _state["quiet"])
         typer.echo(f"training on {len(training.X):,} samples x {training.X.shape[1]:,} features from {data}", err=True)
-        detector.fit(training.X)
-        detector.save(out, metadata={"input": training.input_spec, "trained_on": str(data)})
+        detector.fit(training.X, input_spec=training.input_spec)
+        detector.save(out, metadata={"trained_on": str(data)})
     for where, reason in training.skipped:
         typer.echo(f"  skipped {where}: {reason}", err=True)
     typer.echo(
@@ -224,21 +222,19 @@ def score(
 
     Example: vaeguard score model.vgm new.csv -o scores.csv --on-bad-row skip
     """
-    from .batch import data_kind, score_images, score_table
+    from .bulk import score_file
     from .estimator import load
 
     with _errors():
         if on_bad_row not in ("fail", "skip"):
             raise typer.BadParameter("must be fail or skip", param_hint="--on-bad-row")
         detector = load(model, device=device)
-        if data_kind(data) == "table":
-            with _progress(f"scoring {data.name}", "rows") as advance:
-                summary = score_table(detector, data, out, chunksize=chunk_size, on_bad_row=on_bad_row, progress=advance)
-            _print_summary(summary, "rows")
-        else:
-            with _progress(f"scoring {data.name}/", "images") as advance:
-                summary = score_images(detector, data, out, batch_size=min(chunk_size, 1024), heatmap_dir=heatmaps, progress=advance)
-            _print_summary(summary, "images")
+        unit = "rows" if detector.input_spec_.kind == "table" else "images"
+        with _progress(f"scoring {data.name}", unit) as advance:
+            summary = score_file(
+                detector, data, out, chunk_size=chunk_size, on_bad_row=on_bad_row, heatmap_dir=heatmaps, progress=advance
+            )
+        _print_summary(summary, unit)
 
 
 @app.command()
@@ -256,7 +252,7 @@ def evaluate(
     Example: vaeguard evaluate model.vgm test.csv --label-column is_fraud -o report/
     """
     from .estimator import load
-    from .jobs import evaluate_data
+    from .evaluation import evaluate_data
 
     with _errors():
         detector = load(model, device=device)
@@ -295,7 +291,7 @@ def calibrate(
 
     Example: vaeguard calibrate model.vgm recent-normal.csv --fpr 0.001
     """
-    from .batch import score_labelled, score_normal
+    from .bulk import score_labelled, score_normal
     from .calibration import describe_threshold_rule
     from .estimator import load
 
@@ -309,7 +305,7 @@ def calibrate(
             detector.calibrate_scores(scored.scores, scored.is_anomaly, rule=rule, recall=recall)
         else:
             detector.calibrate_scores(score_normal(detector, data, on_bad_row=on_bad_row), fpr=fpr)
-        detector.save(out or model, metadata=detector.metadata_)
+        detector.save(out or model)
     typer.echo(
         f"threshold {before:.6g} -> {detector.threshold_:.6g} ({describe_threshold_rule(detector.threshold_rule_)}); "
         f"wrote {out or model}"
@@ -326,45 +322,39 @@ def info(
     Example: vaeguard info model.vgm
     """
     from .calibration import describe_threshold_rule
-    from .modelfile import read_model_file
+    from .modelfile import FittedState, read_model_file
 
     with _errors():
-        description, arrays = read_model_file(model)
-    if as_json:
-        typer.echo(json.dumps(description, indent=2))
-        return
-    cfg, fitted, params = description["model_config"], description["fitted"], description["params"]
-    spec = description.get("metadata", {}).get("input", {})
+        if as_json:
+            typer.echo(json.dumps(read_model_file(model)[0], indent=2))
+            return
+        state = FittedState.load(model)
+    cfg, params, history = state.model_config, state.params, state.history
     typer.echo(f"model        {model}")
     typer.echo(
-        f"architecture {cfg['architecture']}  input {cfg['input_dim']}  hidden {list(cfg['hidden_dims'])}  "
-        f"latent {cfg['latent_dim']}  likelihood {cfg['likelihood']}"
+        f"architecture {cfg.get('architecture')}  input {cfg.get('input_dim')}  hidden {list(cfg.get('hidden_dims', []))}  "
+        f"latent {cfg.get('latent_dim')}  likelihood {state.likelihood}"
     )
-    if spec.get("kind") == "table":
-        schema = spec["schema"]
-        typer.echo(f"input        CSV, {len(schema['columns'])} columns: {', '.join(schema['columns'][:12])}{' ...' if len(schema['columns']) > 12 else ''}")
-        if schema.get("id_column"):
-            typer.echo(f"id column    {schema['id_column']}")
-    elif spec.get("kind") == "images":
-        c, h, w = spec["shape"]
-        typer.echo(f"input        images, {h}x{w}, {c} channel{'s' if c > 1 else ''}")
-    typer.echo(f"preprocess   standardize={description['preprocessing']['standardize']}")
-    typer.echo(f"score        {fitted['score_type']}")
-    rule = describe_threshold_rule(fitted["threshold_rule"])
-    typer.echo(f"threshold    {fitted['threshold']:.6g}: {rule}; {len(arrays['calibration_scores'])} calibration scores stored")
-    history = description["history"]
+    typer.echo(f"input        {state.input.describe()}")
+    for role in ("id_column", "label_column"):
+        if getattr(state.input, role, None):
+            typer.echo(f"{role.replace('_', ' '):<12} {getattr(state.input, role)}")
+    typer.echo(f"preprocess   standardize={state.standardizes}")
+    typer.echo(f"score        {state.score_type}")
+    rule = describe_threshold_rule(state.threshold_rule)
+    typer.echo(f"threshold    {state.threshold:.6g}: {rule}; {len(state.calibration_scores)} calibration scores stored")
     n = len(history.get("train_loss", []))
-    typer.echo(f"training     {n} epochs, {sum(history.get('epoch_seconds', [])):.1f} s, batch {params['batch_size']}, lr {params['learning_rate']}, beta {params['beta']}")
+    typer.echo(f"training     {n} epochs, {sum(history.get('epoch_seconds', [])):.1f} s, batch {params.get('batch_size')}, lr {params.get('learning_rate')}, beta {params.get('beta')}")
     typer.echo(f"{'epoch':>7} {'train -ELBO':>12} {'val -ELBO':>10} {'val recon':>10} {'val KL':>8}")
     for i in sorted({0, *range(max(0, n - 5), n)} if n else []):
         val = [history[k][i] if i < len(history.get(k, [])) else float("nan") for k in ("val_loss", "val_recon", "val_kl")]
         typer.echo(f"{i + 1:>7} {history['train_loss'][i]:>12.4f} {val[0]:>10.4f} {val[1]:>10.4f} {val[2]:>8.4f}")
-    typer.echo("versions     " + "  ".join(f"{k} {v}" for k, v in description["versions"].items()))
+    typer.echo("versions     " + "  ".join(f"{k} {v}" for k, v in state.versions.items()))
 
 
 def _run_digit_job(data, normal: str, out: Path, params: dict, device: str, save_model: Optional[Path], latent_map: str) -> None:
     from .estimator import VAEAnomalyDetector
-    from .jobs import run_heldout_digits
+    from .digits import run_heldout_digits
     from .mnist import parse_digits
 
     normal_digits = parse_digits(normal)
@@ -375,7 +365,7 @@ def _run_digit_job(data, normal: str, out: Path, params: dict, device: str, save
         raise typer.BadParameter("must be pca or tsne", param_hint="--latent-map")
     metrics = run_heldout_digits(data, normal_digits, detector, out, latent_method=latent_map)
     if save_model is not None:
-        detector.save(save_model, metadata={"input": {"kind": "images", "shape": [1, *data.image_shape]}})
+        detector.save(save_model)
     _print_auroc_table(metrics, "digit")
     typer.echo(f"report: {out / 'report.html'}")
 
@@ -402,7 +392,7 @@ def mnist(
 
     Example: vaeguard mnist --normal 0-8 --data-dir ../shared/data/mnist -o mnist-report
     """
-    from .jobs import mnist_digits
+    from .digits import mnist_digits
 
     with _errors():
         params, _ = _detector_params(config, epochs=epochs, random_state=seed)
@@ -424,7 +414,7 @@ def digits(
 
     Runs in seconds with no download. Example: vaeguard digits --normal 0-4 -o digits-report
     """
-    from .jobs import embedded_digits
+    from .digits import embedded_digits
 
     with _errors():
         params, _ = _detector_params(config, epochs=epochs, random_state=seed)

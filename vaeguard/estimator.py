@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import platform
 import warnings
 from numbers import Integral, Real
@@ -13,20 +14,29 @@ import sklearn
 import torch
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import __version__
-from .calibration import conformal_threshold, label_threshold, p_values, threshold_for_contamination
+from ._version import __version__
+from .calibration import (
+    check_rate,
+    conformal_threshold,
+    is_flagged,
+    label_threshold,
+    p_values,
+    threshold_for_contamination,
+)
 from .errors import DataError, ModelFileError
+from .inputs import ImageInput, InputSpec, TableInput, default_columns
 from .model import VAE, VAEConfig
-from .modelfile import read_model_file, write_model_file
-from .scoring import SCORE_TYPES, anomaly_scores, encode_means, feature_scores, reconstruct
+from .modelfile import FittedState
+from .scoring import SCORE_TYPES, encode_means, reconstruct, score_and_explain
 from .training import TrainConfig, resolve_device, train_vae
 
-_MODEL_PREFIX = "model."
 # score_type="auto" picks "ratio" from this image height and width up: measured better than
 # "elbo" on 28x28 MNIST, worse on scikit-learn's 8x8 digits.
 _RATIO_MIN_SIDE = 16
+_POSITIVE_INT = [Interval(Integral, 1, None, closed="left")]
 
 
 class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
@@ -58,23 +68,51 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     standardize : scale features to zero mean, unit variance ("auto": for gaussian only).
     n_importance_samples : K for score_type="iwae".
     random_state, device ("auto", "cpu", "cuda"), verbose.
+
+    `fit` also records what the model reads (`input_spec_`): a table's columns, or an image
+    shape; bulk scoring of files goes through it (see vaeguard.bulk).
     """
 
+    _parameter_constraints: dict = {
+        "latent_dim": _POSITIVE_INT,
+        "hidden_dims": [tuple, list],
+        "likelihood": [StrOptions({"auto", "bernoulli", "gaussian"})],
+        "architecture": [StrOptions({"mlp", "conv"})],
+        "input_shape": [None, tuple, list],
+        "score_type": [StrOptions({"auto", *SCORE_TYPES})],
+        "epochs": _POSITIVE_INT,
+        "batch_size": _POSITIVE_INT,
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "beta": [Interval(Real, 0, None, closed="left")],
+        "kl_warmup_epochs": [Interval(Integral, 0, None, closed="left")],
+        "patience": _POSITIVE_INT,
+        "validation_fraction": [Interval(Real, 0, 0.5, closed="left")],
+        "calibration_fraction": [Interval(Real, 0, 0.5, closed="neither")],
+        "fpr": [Interval(Real, 0, 1, closed="neither")],
+        "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
+        "standardize": [StrOptions({"auto"}), "boolean"],
+        "n_importance_samples": _POSITIVE_INT,
+        "random_state": ["random_state"],
+        "device": [str],
+        "verbose": ["verbose"],
+    }
+
+    # Defaults live in VAEConfig and TrainConfig; the estimator reads them from there.
     def __init__(
         self,
         *,
-        latent_dim: int = 16,
-        hidden_dims: tuple[int, ...] = (256, 128),
+        latent_dim: int = VAEConfig.latent_dim,
+        hidden_dims: tuple[int, ...] = VAEConfig.hidden_dims,
         likelihood: str = "auto",
-        architecture: str = "mlp",
+        architecture: str = VAEConfig.architecture,
         input_shape: tuple[int, int, int] | None = None,
         score_type: str = "auto",
-        epochs: int = 50,
-        batch_size: int = 128,
-        learning_rate: float = 1e-3,
-        beta: float = 1.0,
-        kl_warmup_epochs: int = 0,
-        patience: int = 10,
+        epochs: int = TrainConfig.epochs,
+        batch_size: int = TrainConfig.batch_size,
+        learning_rate: float = TrainConfig.learning_rate,
+        beta: float = TrainConfig.beta,
+        kl_warmup_epochs: int = TrainConfig.kl_warmup_epochs,
+        patience: int = TrainConfig.patience,
         validation_fraction: float = 0.1,
         calibration_fraction: float = 0.2,
         fpr: float = 0.01,
@@ -109,36 +147,20 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fitting
 
-    def _check_params(self) -> None:
-        def check(ok: bool, name: str, rule: str) -> None:
-            if not ok:
-                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+    def fit(self, X, y=None, *, input_spec: InputSpec | None = None) -> "VAEAnomalyDetector":
+        """Train on X (normal data; y is ignored) and set the threshold. Returns self.
 
-        def positive_int(name: str) -> None:
-            value = getattr(self, name)
-            check(isinstance(value, Integral) and value >= 1, name, "an integer >= 1")
+        X is an array, a DataFrame, or the path of a CSV file or an image folder (read with
+        vaeguard.sources.read_training_data's defaults). `input_spec` says what the columns
+        are when X comes from a file read by other means; by default it is inferred: an image
+        shape for `input_shape` (or square rows in [0, 1]), else the table's column names.
+        """
+        self._validate_params()
+        if isinstance(X, (str, os.PathLike)):
+            from .sources import read_training_data
 
-        for name in ("latent_dim", "epochs", "batch_size", "patience", "n_importance_samples"):
-            positive_int(name)
-        check(self.likelihood in ("auto", "bernoulli", "gaussian"), "likelihood", "'auto', 'bernoulli' or 'gaussian'")
-        check(self.score_type in ("auto", *SCORE_TYPES), "score_type", f"'auto' or one of {SCORE_TYPES}")
-        check(isinstance(self.learning_rate, Real) and self.learning_rate > 0, "learning_rate", "> 0")
-        check(isinstance(self.beta, Real) and self.beta >= 0, "beta", ">= 0")
-        check(isinstance(self.kl_warmup_epochs, Integral) and self.kl_warmup_epochs >= 0, "kl_warmup_epochs", "an integer >= 0")
-        check(0 <= self.validation_fraction < 0.5, "validation_fraction", "in [0, 0.5)")
-        check(0 < self.calibration_fraction < 0.5, "calibration_fraction", "in (0, 0.5)")
-        check(isinstance(self.fpr, Real) and 0 < self.fpr < 1, "fpr", "in (0, 1)")
-        check(
-            self.contamination == "auto"
-            or (isinstance(self.contamination, Real) and 0 < self.contamination <= 0.5),
-            "contamination",
-            "'auto' or a float in (0, 0.5]",
-        )
-        check(self.standardize in ("auto", True, False), "standardize", "'auto', True or False")
-
-    def fit(self, X, y=None) -> "VAEAnomalyDetector":
-        """Train on X (normal data; y is ignored) and set the threshold. Returns self."""
-        self._check_params()
+            data = read_training_data(X, image_shape=self.input_shape)
+            X, input_spec = data.X, data.input_spec
         X = validate_data(self, X, dtype=[np.float64, np.float32])
         n = len(X)
         if n < 3:
@@ -146,6 +168,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
                 f"{type(self).__name__} needs at least 3 samples (training, validation and "
                 f"calibration), got {n} sample{'s' if n != 1 else ''}"
             )
+        self.input_spec_ = self._resolve_input_spec(X, input_spec)
         rng = check_random_state(self.random_state)
         self.seed_ = int(rng.randint(np.iinfo(np.int32).max))
         order = rng.permutation(n)
@@ -165,7 +188,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         else:
             self.mean_, self.scale_ = np.zeros(X.shape[1]), np.ones(X.shape[1])
         Xs = self._standardize(X)
-        image_shape = self._image_shape(X.shape[1])
+        image_shape = self._image_shape(X.shape[1], self.input_spec_)
         context_model = self.likelihood_ == "bernoulli" and image_shape is not None
         self.score_type_ = self._resolve_score_type(context_model, image_shape)
 
@@ -193,21 +216,34 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed_)
             self.model_ = VAE(self.config_)
+        if self.model_.context is not None:
+            self.model_.context.fit(torch.as_tensor(Xs[train_idx], dtype=torch.float32))
         self.history_ = train_vae(
             self.model_, Xs[train_idx], Xs[val_idx], train_cfg, seed=self.seed_, device=self.device_
         )
         self.n_epochs_ = len(self.history_["train_loss"])
 
-        self.calibration_scores_ = self._anomaly_score_scaled(Xs[cal_idx])
+        self.calibration_scores_ = self._scores(Xs[cal_idx])[0]
         if self.contamination == "auto":
             self.set_threshold(fpr=self.fpr)
         else:
-            train_scores = self._anomaly_score_scaled(Xs)
             self._store_threshold(
-                threshold_for_contamination(train_scores, self.contamination),
+                threshold_for_contamination(self._scores(Xs)[0], self.contamination),
                 {"rule": "contamination", "contamination": float(self.contamination)},
             )
         return self
+
+    def _resolve_input_spec(self, X: np.ndarray, spec: InputSpec | None) -> InputSpec:
+        if spec is not None:
+            if spec.n_features != X.shape[1]:
+                raise DataError(f"the input description has {spec.n_features} features but X has {X.shape[1]}")
+            return spec
+        if hasattr(self, "feature_names_in_"):
+            return TableInput(tuple(str(c) for c in self.feature_names_in_), ("float64",) * X.shape[1])
+        shape = self._image_shape(X.shape[1], None)
+        if self.input_shape is not None or (shape is not None and X.min() >= 0.0 and X.max() <= 1.0):
+            return ImageInput(shape)
+        return TableInput(default_columns(X.shape[1]), ("float64",) * X.shape[1])
 
     def _resolve_likelihood(self, X: np.ndarray) -> str:
         in_unit_range = bool(X.min() >= 0.0 and X.max() <= 1.0)
@@ -220,10 +256,14 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             )
         return self.likelihood
 
-    def _image_shape(self, n_features: int, min_side: int = 8) -> tuple[int, int, int] | None:
-        """(C, H, W) when the rows are images: input_shape, or a square of at least min_side."""
+    def _image_shape(
+        self, n_features: int, spec: InputSpec | None, min_side: int = 8
+    ) -> tuple[int, int, int] | None:
+        """(C, H, W) when the rows are images: input_shape, an image input, or a square of at least min_side."""
         if self.input_shape is not None:
             return tuple(int(s) for s in self.input_shape)
+        if isinstance(spec, ImageInput):
+            return spec.shape
         side = math.isqrt(n_features)
         return (1, side, side) if side >= min_side and side * side == n_features else None
 
@@ -240,7 +280,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     def _resolve_input_shape(self, n_features: int) -> tuple[int, int, int] | None:
         if self.architecture != "conv":
             return None
-        shape = self._image_shape(n_features, min_side=1)
+        shape = self._image_shape(n_features, self.input_spec_, min_side=1)
         if shape is None:
             raise ValueError(
                 f"architecture='conv' needs input_shape=(C, H, W): {n_features} features is "
@@ -258,9 +298,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     def set_threshold(self, fpr: float | None = None) -> "VAEAnomalyDetector":
         """Re-threshold at a target false-positive rate on the stored calibration scores."""
         check_is_fitted(self)
-        fpr = self.fpr if fpr is None else fpr
-        if not 0 < fpr < 1:
-            raise ValueError(f"fpr must be in (0, 1), got {fpr!r}")
+        fpr = check_rate(self.fpr if fpr is None else fpr)
         scores = self.calibration_scores_
         try:
             threshold = conformal_threshold(scores, fpr)
@@ -322,14 +360,18 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             return X.astype(np.float32, copy=False)  # [0, 1] data: nothing to do, no copy
         return ((X - self.mean_) / self.scale_).astype(np.float32)
 
-    def _anomaly_score_scaled(self, Xs: np.ndarray) -> np.ndarray:
-        return anomaly_scores(
-            self.model_, Xs, self.score_type_, n_samples=self.n_importance_samples, seed=self.seed_
+    def _scores(self, Xs: np.ndarray, explain: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        return score_and_explain(
+            self.model_, Xs, self.score_type_, n_samples=self.n_importance_samples, seed=self.seed_, explain=explain
         )
 
     def anomaly_score(self, X) -> np.ndarray:
         """Higher = more anomalous (PyOD's convention): the fitted score_type per sample."""
-        return self._anomaly_score_scaled(self._validated(X))
+        return self._scores(self._validated(X))[0]
+
+    def score_and_explain(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """`anomaly_score(X)` and `feature_scores(X)` from one forward pass: what bulk scoring uses."""
+        return self._scores(self._validated(X), explain=True)
 
     def score_samples(self, X) -> np.ndarray:
         """Higher = more normal (scikit-learn's convention): minus the anomaly score."""
@@ -340,8 +382,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         return self.score_samples(X) - self.offset_
 
     def predict(self, X) -> np.ndarray:
-        """+1 for normal samples, -1 for anomalies."""
-        return np.where(self.decision_function(X) < 0, -1, 1)
+        """+1 for normal samples, -1 for anomalies (vaeguard.calibration.is_flagged)."""
+        return np.where(is_flagged(self.anomaly_score(X), self.threshold_), -1, 1)
 
     def p_values(self, X) -> np.ndarray:
         """Conformal p-values against the calibration scores: small = unlike normal data."""
@@ -349,7 +391,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
 
     def feature_scores(self, X) -> np.ndarray:
         """Per-feature reconstruction NLL (n, d); rows sum to the reconstruction part of the score."""
-        return feature_scores(self.model_, self._validated(X))
+        return score_and_explain(self.model_, self._validated(X), "recon")[1]
 
     def encode(self, X) -> np.ndarray:
         """Posterior means of the latent code, shape (n, latent_dim)."""
@@ -366,65 +408,66 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         check_is_fitted(self)
         params = self.get_params()
         params["hidden_dims"] = list(params["hidden_dims"])
-        description = {
-            "params": params,
-            "model_config": self.config_.to_dict(),
-            "fitted": {
-                "likelihood": self.likelihood_,
-                "score_type": self.score_type_,
-                "seed": self.seed_,
-                "n_features_in": int(self.n_features_in_),
-                "feature_names_in": [str(c) for c in getattr(self, "feature_names_in_", [])] or None,
-                "threshold": self.threshold_,
-                "threshold_rule": self.threshold_rule_,
-                "n_epochs": self.n_epochs_,
-            },
-            "preprocessing": {"standardize": self._standardizes()},
-            "history": self.history_,
-            "metadata": metadata or {},
-            "versions": {
+        if params["input_shape"] is not None:
+            params["input_shape"] = list(params["input_shape"])
+        state = FittedState(
+            params=params,
+            model_config=self.config_.to_dict(),
+            input=self.input_spec_,
+            likelihood=self.likelihood_,
+            score_type=self.score_type_,
+            seed=self.seed_,
+            n_features_in=int(self.n_features_in_),
+            feature_names_in=[str(c) for c in self.feature_names_in_] if hasattr(self, "feature_names_in_") else None,
+            threshold=self.threshold_,
+            threshold_rule=self.threshold_rule_,
+            n_epochs=self.n_epochs_,
+            history=self.history_,
+            weights={k: v.detach().cpu().numpy() for k, v in self.model_.state_dict().items()},
+            calibration_scores=np.asarray(self.calibration_scores_, dtype=np.float64),
+            mean=np.asarray(self.mean_, dtype=np.float64),
+            scale=np.asarray(self.scale_, dtype=np.float64),
+            metadata=metadata if metadata is not None else getattr(self, "metadata_", {}),
+            versions={
                 "vaeguard": __version__,
                 "torch": torch.__version__,
                 "numpy": np.__version__,
                 "scikit-learn": sklearn.__version__,
                 "python": platform.python_version(),
             },
-        }
-        arrays = {_MODEL_PREFIX + k: v.detach().cpu().numpy() for k, v in self.model_.state_dict().items()}
-        arrays["calibration_scores"] = np.asarray(self.calibration_scores_, dtype=np.float64)
-        arrays["mean"] = np.asarray(self.mean_, dtype=np.float64)
-        arrays["scale"] = np.asarray(self.scale_, dtype=np.float64)
-        return write_model_file(path, description, arrays)
+        )
+        return state.save(path)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> "VAEAnomalyDetector":
         """Rebuild a detector from a model file written by `save` (never unpickles)."""
-        description, arrays = read_model_file(path)
+        state = FittedState.load(path)
         try:
-            params = dict(description["params"], device=device)
+            params = dict(state.params, device=device)
             params["hidden_dims"] = tuple(params["hidden_dims"])
-            fitted = description["fitted"]
+            if params.get("input_shape") is not None:
+                params["input_shape"] = tuple(params["input_shape"])
             detector = cls(**params)
-            detector.config_ = VAEConfig(**description["model_config"])
+            detector.config_ = VAEConfig(**state.model_config)
             detector.device_ = resolve_device(device)
             detector.model_ = VAE(detector.config_)
-            state = {k[len(_MODEL_PREFIX):]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith(_MODEL_PREFIX)}
-            detector.model_.load_state_dict(state)
-            detector.model_.to(detector.device_).eval()
-            detector.likelihood_ = fitted["likelihood"]
-            detector.score_type_ = fitted["score_type"]
-            detector.seed_ = fitted["seed"]
-            detector.n_features_in_ = fitted["n_features_in"]
-            if fitted["feature_names_in"] is not None:
-                detector.feature_names_in_ = np.asarray(fitted["feature_names_in"], dtype=object)
-            detector.n_epochs_ = fitted["n_epochs"]
-            detector.history_ = description["history"]
-            detector.metadata_ = description["metadata"]
-            detector.calibration_scores_ = arrays["calibration_scores"]
-            detector.mean_, detector.scale_ = arrays["mean"], arrays["scale"]
-            detector._store_threshold(fitted["threshold"], fitted["threshold_rule"])
+            detector.model_.load_state_dict({k: torch.from_numpy(v) for k, v in state.weights.items()})
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise ModelFileError(f"{path} does not describe a valid vaeguard model: {exc}") from None
+        detector.model_.to(detector.device_).eval()
+        detector.input_spec_ = state.input
+        detector.likelihood_ = state.likelihood
+        detector.score_type_ = state.score_type
+        detector.seed_ = state.seed
+        detector.n_features_in_ = state.n_features_in
+        if state.feature_names_in is not None:
+            detector.feature_names_in_ = np.asarray(state.feature_names_in, dtype=object)
+        detector.n_epochs_ = state.n_epochs
+        detector.history_ = state.history
+        detector.metadata_ = state.metadata
+        detector.calibration_scores_ = state.calibration_scores
+        detector.mean_, detector.scale_ = state.mean, state.scale
+        detector._store_threshold(state.threshold, state.threshold_rule)
         return detector
 
 

@@ -14,6 +14,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from .calibration import is_flagged
 from .errors import DataError
 
 TARGET_TPR = 0.95
@@ -105,8 +106,8 @@ def bootstrap_auroc_ci(
 
 
 def threshold_metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
-    """Precision, recall, F1, false-positive rate and confusion counts when score >= threshold flags."""
-    flagged = (scores >= threshold).astype(np.int64)
+    """Precision, recall, F1, false-positive rate and confusion counts of `is_flagged`."""
+    flagged = is_flagged(scores, threshold).astype(np.int64)
     tn, fp, fn, tp = (int(v) for v in confusion_matrix(y, flagged, labels=[0, 1]).ravel())
     precision, recall, f1, _ = precision_recall_fscore_support(y, flagged, average="binary", zero_division=0)
     return {
@@ -125,7 +126,7 @@ def threshold_metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> di
 def evaluate(y_true, anomaly_scores, threshold: float | None = None, *, n_bootstrap: int = 1000, random_state: int | None = 0) -> dict:
     """Ranking metrics (AUROC with a bootstrap CI, AUPRC, FPR at 95% TPR, TPR at 1% FPR).
 
-    With a threshold, also the metrics of flagging score >= threshold. `y_true` holds
+    With a threshold, also the metrics of flagging score > threshold (`is_flagged`). `y_true` holds
     1 (or True) for anomalies and 0 for normal samples; both classes must be present.
     """
     y, scores = check_labels_scores(y_true, anomaly_scores)

@@ -48,6 +48,8 @@ class VAEConfig:
             )
         if self.latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
+        if any(h < 1 for h in self.hidden_dims):
+            raise ValueError(f"hidden_dims must be positive layer sizes, got {list(self.hidden_dims)}")
         if self.architecture == "conv" and (self.input_shape is None or len(self.input_shape) != 3):
             raise ValueError("the conv architecture needs input_shape=(channels, height, width)")
         if self.context_model and (self.input_shape is None or len(self.input_shape) != 3):
@@ -169,6 +171,23 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- the VAE
 
 
+@dataclass
+class ELBOTerms:
+    """The negative ELBO of a batch, term by term: what training minimises and scoring reads."""
+
+    feature_nll: torch.Tensor  # (n, input_dim): reconstruction -log p(x_i | z) per feature
+    kl: torch.Tensor  # (n,): KL(q(z | x) || N(0, I))
+
+    @property
+    def recon(self) -> torch.Tensor:
+        """Per-sample reconstruction negative log-likelihood, shape (n,)."""
+        return self.feature_nll.sum(dim=-1)
+
+    def loss(self, beta: float = 1.0) -> torch.Tensor:
+        """Per-sample reconstruction NLL + beta * KL (beta = 1: the negative ELBO)."""
+        return self.recon + beta * self.kl
+
+
 class VAE(nn.Module):
     def __init__(self, cfg: VAEConfig):
         super().__init__()
@@ -205,12 +224,15 @@ class VAE(nn.Module):
         logvar = self.output_logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
         return gaussian_nll(x, params, logvar)
 
-    def loss_terms(
-        self, x: torch.Tensor, generator: torch.Generator | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-sample (reconstruction NLL, KL) with one reparameterised sample of z."""
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> ELBOTerms:
+        """The negative ELBO of each row of x, in its terms.
+
+        Without a generator z is the posterior mean, so the result is deterministic (scoring,
+        validation); with one, z is a single reparameterised sample (training).
+        """
         mu, logvar = self.encode(x)
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-        z = mu + torch.exp(0.5 * logvar) * eps
-        recon = self.feature_nll(x, self.decode(z)).sum(dim=-1)
-        return recon, gaussian_kl(mu, logvar)
+        z = mu
+        if generator is not None:
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+            z = mu + torch.exp(0.5 * logvar) * eps
+        return ELBOTerms(self.feature_nll(x, self.decode(z)), gaussian_kl(mu, logvar))

@@ -1,13 +1,17 @@
 """The model file: one safetensors file holding arrays plus a JSON description.
 
 safetensors stores raw tensors behind a JSON header and never unpickles, so opening a model
-file from an untrusted source cannot run code. The description (architecture, preprocessing,
+file from an untrusted source cannot run code. The description (architecture, input,
 threshold, library versions, training history) travels in the header's metadata.
+
+`FittedState` is the one list of what a fitted detector is: the estimator's `save` and `load`
+and `vaeguard info` all go through it, and it imports no torch.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +19,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save as safetensors_bytes
 
 from .atomic import atomic_write
-from .errors import ModelFileError
+from .errors import DataError, ModelFileError
+from .inputs import InputSpec, input_from_dict
 
 FORMAT = "vaeguard-model"
-FORMAT_VERSION = 1
+# 2: the input description is a field of its own ("input"); version 1 kept it in metadata.
+FORMAT_VERSION = 2
+_READABLE_VERSIONS = ("1", "2")
+WEIGHT_PREFIX = "model."
 
 
 def write_model_file(path: str | Path, description: dict, arrays: dict[str, np.ndarray]) -> Path:
@@ -53,13 +61,130 @@ def read_model_file(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
     if metadata.get("format") != FORMAT:
         raise ModelFileError(f"{path} is a safetensors file but not a vaeguard model file")
     version = metadata.get("format_version", "?")
-    if version != str(FORMAT_VERSION):
+    if version not in _READABLE_VERSIONS:
         raise ModelFileError(
-            f"{path} uses model file format version {version}; this vaeguard reads version "
-            f"{FORMAT_VERSION}. Upgrade vaeguard or retrain the model."
+            f"{path} uses model file format version {version}; this vaeguard reads versions "
+            f"{', '.join(_READABLE_VERSIONS)}. Upgrade vaeguard or retrain the model."
         )
     try:
         description = json.loads(metadata["description"])
-    except (KeyError, json.JSONDecodeError) as exc:
+    except (KeyError, json.JSONDecodeError, RecursionError) as exc:
         raise ModelFileError(f"{path} has a damaged model description: {exc}") from None
+    if version == "1" and isinstance(description, dict):
+        description = _upgrade_from_version_1(description)
     return description, arrays
+
+
+def _upgrade_from_version_1(description: dict) -> dict:
+    """Version 1 kept the input description in metadata["input"], a table's columns under "schema"."""
+    metadata = dict(description.get("metadata") or {})
+    old = metadata.pop("input", None)
+    if isinstance(old, dict) and old.get("kind") == "table" and isinstance(old.get("schema"), dict):
+        old = {"kind": "table", **old["schema"]}
+    return {**description, "metadata": metadata, "input": old}
+
+
+def _field(description: dict, key: str, kind: type | tuple[type, ...], where: str = "description"):
+    value = description.get(key) if isinstance(description, dict) else None
+    if not isinstance(value, kind) or isinstance(value, bool) and kind in (int, float, (int, float)):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ModelFileError(f"field {where}.{key} is missing or not a {names} (got {type(value).__name__})")
+    return value
+
+
+def _array(arrays: dict[str, np.ndarray], key: str, length: int | None = None) -> np.ndarray:
+    if key not in arrays:
+        raise ModelFileError(f"tensor {key!r} is missing")
+    value = np.asarray(arrays[key], dtype=np.float64)
+    if value.ndim != 1 or (length is not None and len(value) != length):
+        raise ModelFileError(f"tensor {key!r} has shape {value.shape}, expected ({length},)")
+    return value
+
+
+@dataclass
+class FittedState:
+    """Everything a fitted detector is, as JSON-able fields and named arrays."""
+
+    params: dict  # the estimator's constructor parameters
+    model_config: dict  # VAEConfig fields
+    input: InputSpec
+    likelihood: str
+    score_type: str
+    seed: int
+    n_features_in: int
+    feature_names_in: list[str] | None
+    threshold: float
+    threshold_rule: dict
+    n_epochs: int
+    history: dict
+    weights: dict[str, np.ndarray]  # the VAE's state_dict
+    calibration_scores: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+    metadata: dict = field(default_factory=dict)
+    versions: dict = field(default_factory=dict)
+
+    _FITTED = (
+        ("likelihood", str), ("score_type", str), ("seed", int), ("n_features_in", int),
+        ("threshold", (int, float)), ("threshold_rule", dict), ("n_epochs", int),
+    )
+
+    @property
+    def standardizes(self) -> bool:
+        """Whether features are standardised before the network sees them."""
+        return bool(np.any(self.scale != 1) or np.any(self.mean != 0))
+
+    def save(self, path: str | Path) -> Path:
+        fitted = {name: getattr(self, name) for name, _ in self._FITTED}
+        fitted["feature_names_in"] = self.feature_names_in
+        description = {
+            "params": self.params,
+            "model_config": self.model_config,
+            "input": self.input.to_dict(),
+            "fitted": fitted,
+            "history": self.history,
+            "metadata": self.metadata,
+            "versions": self.versions,
+        }
+        arrays = {WEIGHT_PREFIX + k: v for k, v in self.weights.items()}
+        arrays.update(calibration_scores=self.calibration_scores, mean=self.mean, scale=self.scale)
+        return write_model_file(path, description, arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FittedState":
+        """Read and check a model file; ModelFileError naming the file and the bad field."""
+        description, arrays = read_model_file(path)
+        try:
+            return cls._from_description(description, arrays)
+        except (ModelFileError, DataError) as exc:
+            raise ModelFileError(f"{path} does not describe a valid vaeguard model: {exc}") from None
+
+    @classmethod
+    def _from_description(cls, description, arrays: dict[str, np.ndarray]) -> "FittedState":
+        if not isinstance(description, dict):
+            raise ModelFileError(f"the description is a {type(description).__name__}, not a mapping")
+        fitted = _field(description, "fitted", dict)
+        values = {name: _field(fitted, name, kind, "fitted") for name, kind in cls._FITTED}
+        names = fitted.get("feature_names_in")
+        if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise ModelFileError("field fitted.feature_names_in must be a list of strings or null")
+        if description.get("input") is None:
+            raise ModelFileError("field description.input is missing: train the model with this vaeguard")
+        spec = input_from_dict(description["input"], "field description.input")
+        n = values["n_features_in"]
+        if spec.n_features != n:
+            raise ModelFileError(f"field description.input describes {spec.n_features} features, the model has {n}")
+        return cls(
+            params=_field(description, "params", dict),
+            model_config=_field(description, "model_config", dict),
+            input=spec,
+            feature_names_in=names,
+            history=_field(description, "history", dict),
+            weights={k[len(WEIGHT_PREFIX):]: v for k, v in arrays.items() if k.startswith(WEIGHT_PREFIX)},
+            calibration_scores=_array(arrays, "calibration_scores"),
+            mean=_array(arrays, "mean", n),
+            scale=_array(arrays, "scale", n),
+            metadata=description.get("metadata") if isinstance(description.get("metadata"), dict) else {},
+            versions=description.get("versions") if isinstance(description.get("versions"), dict) else {},
+            **values,
+        )

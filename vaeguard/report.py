@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .atomic import atomic_write
 from .metrics import evaluate, per_group_auroc
 from .plots import (
@@ -22,6 +22,8 @@ from .plots import (
     score_histogram_figure,
     training_curves_figure,
 )
+
+N_WORST = 12  # the most anomalous inputs a report shows beside their reconstructions
 
 CAPTIONS = {
     "roc.png": "ROC curve: how many anomalies are caught (up) for how many normals flagged (right); "
@@ -97,7 +99,7 @@ def _headline(metrics: dict) -> str:
     ]
     parts = [f'<div class="headline">{"".join(cards)}</div>']
     if "threshold" in metrics:
-        parts.append(f'<h2>At the threshold {_fmt(metrics["threshold"])} (score &ge; threshold is flagged)</h2>')
+        parts.append(f'<h2>At the threshold {_fmt(metrics["threshold"])} (score &gt; threshold is flagged)</h2>')
         parts.append('<div class="headline">' + "".join([
             _card("precision", f"{metrics['precision']:.3f}"),
             _card("recall", f"{metrics['recall']:.3f}"),

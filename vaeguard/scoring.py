@@ -13,7 +13,7 @@ import math
 import numpy as np
 import torch
 
-from .model import VAE, gaussian_kl
+from .model import VAE
 
 SCORE_TYPES = ("elbo", "recon", "iwae", "kl", "ratio")
 SCORE_DESCRIPTIONS = {
@@ -33,12 +33,6 @@ def _batches(model: VAE, X: np.ndarray, batch_size: int):
 
 
 @torch.no_grad()
-def _elbo_parts(model: VAE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    mu, logvar = model.encode(x)
-    return model.feature_nll(x, model.decode(mu)), gaussian_kl(mu, logvar)
-
-
-@torch.no_grad()
 def _iwae_nll(model: VAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     mu, logvar = model.encode(x)
     std = torch.exp(0.5 * logvar)
@@ -52,7 +46,61 @@ def _iwae_nll(model: VAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     return -(torch.logsumexp(log_w, dim=1) - math.log(eps.shape[0]))
 
 
+def check_score_type(model: VAE, score_type: str) -> None:
+    """ValueError unless `model` can compute `score_type`."""
+    if score_type not in SCORE_TYPES:
+        raise ValueError(f"score_type must be one of {', '.join(SCORE_TYPES)}; got {score_type!r}")
+    if score_type == "ratio" and model.context is None:
+        raise ValueError(
+            "score_type='ratio' needs a model with a context model (VAEConfig(context_model=True)): "
+            "images with a known input_shape and the bernoulli likelihood"
+        )
+
+
 @torch.no_grad()
+def score_and_explain(
+    model: VAE,
+    X: np.ndarray,
+    score_type: str = "elbo",
+    batch_size: int = 1024,
+    n_samples: int = 64,
+    seed: int = 0,
+    *,
+    explain: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Anomaly score per row of X (float64, (n,)) and, with `explain`, the per-feature
+    reconstruction NLL at the posterior mean (float64, (n, d)) from the same forward pass.
+
+    Feature rows sum to the 'recon' score, and to the 'elbo' score minus its KL part.
+    """
+    check_score_type(model, score_type)
+    model.eval()
+    scores, features = [], []
+    if score_type == "iwae":
+        device = next(model.parameters()).device
+        generator = torch.Generator().manual_seed(seed)
+        eps = torch.randn(n_samples, model.cfg.latent_dim, generator=generator).to(device)
+        rows = max(1, min(batch_size, 65536 // n_samples))
+        scores = [_iwae_nll(model, x, eps) for x in _batches(model, X, rows)]
+        if explain:
+            features = [model(x).feature_nll for x in _batches(model, X, batch_size)]
+    else:
+        for x in _batches(model, X, batch_size):
+            terms = model(x)
+            recon = terms.recon
+            if score_type == "ratio":
+                scores.append(recon + terms.kl - model.context.nll(x))
+            else:
+                scores.append({"elbo": recon + terms.kl, "recon": recon, "kl": terms.kl}[score_type])
+            if explain:
+                features.append(terms.feature_nll)
+    n, d = X.shape
+    score_array = torch.cat(scores).double().cpu().numpy() if scores else np.empty(0, dtype=np.float64)
+    if not explain:
+        return score_array, None
+    return score_array, torch.cat(features).double().cpu().numpy() if features else np.empty((0, d))
+
+
 def anomaly_scores(
     model: VAE,
     X: np.ndarray,
@@ -62,43 +110,15 @@ def anomaly_scores(
     seed: int = 0,
 ) -> np.ndarray:
     """Anomaly score per row of X (float64, shape (n,)); see SCORE_DESCRIPTIONS."""
-    if score_type not in SCORE_TYPES:
-        raise ValueError(f"score_type must be one of {SCORE_TYPES}, got {score_type!r}")
-    if score_type == "ratio" and model.context is None:
-        raise ValueError(
-            "score_type='ratio' needs a model with a context model (VAEConfig(context_model=True)): "
-            "images with a known input_shape and the bernoulli likelihood"
-        )
-    model.eval()
-    out = []
-    if score_type == "iwae":
-        device = next(model.parameters()).device
-        generator = torch.Generator().manual_seed(seed)
-        eps = torch.randn(n_samples, model.cfg.latent_dim, generator=generator).to(device)
-        rows = max(1, min(batch_size, 65536 // n_samples))
-        out = [_iwae_nll(model, x, eps) for x in _batches(model, X, rows)]
-    else:
-        for x in _batches(model, X, batch_size):
-            nll, kl = _elbo_parts(model, x)
-            recon = nll.sum(-1)
-            if score_type == "ratio":
-                out.append(recon + kl - model.context.nll(x))
-            else:
-                out.append({"elbo": recon + kl, "recon": recon, "kl": kl}[score_type])
-    if not out:
-        return np.empty(0, dtype=np.float64)
-    return torch.cat(out).double().cpu().numpy()
+    return score_and_explain(model, X, score_type, batch_size, n_samples, seed, explain=False)[0]
 
 
-@torch.no_grad()
 def feature_scores(model: VAE, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """Per-feature reconstruction NLL at the posterior mean, shape (n, d).
 
     Rows sum to the 'recon' score, and to the 'elbo' score minus its KL part.
     """
-    model.eval()
-    parts = [_elbo_parts(model, x)[0] for x in _batches(model, X, batch_size)]
-    return torch.cat(parts).double().cpu().numpy() if parts else np.empty((0, X.shape[1]))
+    return score_and_explain(model, X, "recon", batch_size)[1]
 
 
 @torch.no_grad()

@@ -12,7 +12,7 @@ import csv
 import gzip
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,15 +20,13 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
+from .inputs import CHUNK_ROWS, TableInput
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _SKIPPED_LINE = re.compile(r"Skipping line (\d+): ([^\n]*)")
 _FIELD_COUNT = re.compile(r"saw (\d+)")
 _MAX_SHOWN = 40
 
-# Rows read per chunk: with 20 columns, 20,000 rows keep a scoring run near 425 MB peak,
-# 50,000 rows near 505 MB (measured), and cost no speed.
-CHUNK_ROWS = 20_000
 
 
 def is_table_path(path: str | Path) -> bool:
@@ -38,48 +36,11 @@ def is_table_path(path: str | Path) -> bool:
 
 
 @dataclass
-class TableSchema:
-    """The feature columns a model was trained on, in model order, and the optional id column."""
-
-    columns: list[str]
-    dtypes: list[str]
-    id_column: str | None = None
-
-    def to_dict(self) -> dict:
-        return {"columns": list(self.columns), "dtypes": list(self.dtypes), "id_column": self.id_column}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TableSchema:
-        """Rebuild a schema from `to_dict()` output; DataError naming the field that is wrong."""
-        if not isinstance(d, dict):
-            raise DataError(f"table schema: expected a mapping, got {type(d).__name__}")
-        for key in ("columns", "dtypes"):
-            if key not in d:
-                raise DataError(f"table schema: field {key!r} is missing")
-            value = d[key]
-            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                raise DataError(f"table schema: field {key!r} must be a list of strings")
-        if not d["columns"]:
-            raise DataError("table schema: field 'columns' is empty")
-        if len(d["dtypes"]) != len(d["columns"]):
-            raise DataError(
-                f"table schema: field 'dtypes' has {len(d['dtypes'])} entries for {len(d['columns'])} columns"
-            )
-        duplicates = sorted({c for c in d["columns"] if d["columns"].count(c) > 1})
-        if duplicates:
-            raise DataError(f"table schema: field 'columns' repeats {duplicates}")
-        id_column = d.get("id_column")
-        if id_column is not None and not isinstance(id_column, str):
-            raise DataError("table schema: field 'id_column' must be a string or null")
-        return cls(list(d["columns"]), list(d["dtypes"]), id_column)
-
-
-@dataclass
 class TrainingTable:
     """A whole CSV file as features (float64), with its schema and optional labels and ids."""
 
     X: np.ndarray
-    schema: TableSchema
+    schema: TableInput
     labels: np.ndarray | None = None
     ids: np.ndarray | None = None
 
@@ -388,8 +349,11 @@ def read_training_table(
         hint = "; fix the value or leave the column out with exclude" if columns is None and first.column else ""
         raise DataError(f"{first.error(path)}{hint}")
     X = np.column_stack([np.concatenate(values[k]) for k in chosen]).astype(np.float64, copy=False)
-    schema = TableSchema(
-        [candidates[k] for k in chosen], ["int64" if integral[k] else "float64" for k in chosen], id_column
+    schema = TableInput(
+        tuple(candidates[k] for k in chosen),
+        tuple("int64" if integral[k] else "float64" for k in chosen),
+        id_column,
+        label_column,
     )
     return TrainingTable(
         X,
@@ -399,15 +363,17 @@ def read_training_table(
     )
 
 
-def header_report(path: str | Path, schema: TableSchema, *, label_column: str | None = None) -> dict:
+def header_report(path: str | Path, schema: TableInput, *, label_column: str | None = None) -> dict:
     """How a file's header compares with a schema.
 
     `missing`: feature columns absent from the file; `extra`: columns the model does not use
     (other than the id and label columns); `reordered`: features present in another order;
     `missing_id`: the schema has an id column the file lacks (scoring goes on without ids).
     """
-    path = Path(path)
-    header = _read_header(path)
+    return _compare_header(_read_header(Path(path)), schema, label_column)
+
+
+def _compare_header(header: list[str], schema: TableInput, label_column: str | None) -> dict:
     used = set(schema.columns) | {c for c in (schema.id_column, label_column) if c is not None}
     present = [c for c in header if c in set(schema.columns)]
     return {
@@ -418,15 +384,46 @@ def header_report(path: str | Path, schema: TableSchema, *, label_column: str | 
     }
 
 
+def frame_features(frame: pd.DataFrame, keys: Sequence, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[list[tuple[str, str]]]]:
+    """The feature matrix of `frame[keys]` as float32, which rows are unusable, and why.
+
+    A cell is unusable when it is empty, not a number, not finite or beyond float32. Returns
+    (X, bad, problems): X has a row for every frame row (bad rows hold garbage), and
+    problems[k] lists (column name, reason) for the k-th bad row. Shared by the CSV reader
+    and `vaeguard.bulk.score_frame`, so every engine reports a bad cell in the same words.
+    """
+    m = len(frame)
+    X = np.empty((m, len(keys)), dtype=np.float32)
+    bad = np.zeros(m, dtype=bool)
+    cells = []
+    for j, key in enumerate(keys):
+        vals, raw = _numbers(frame[key])
+        with np.errstate(over="ignore", invalid="ignore"):
+            X[:, j] = vals
+        col_bad = ~_usable(vals)
+        if col_bad.any():
+            bad |= col_bad
+            cells.append((j, vals, raw, col_bad))
+    problems = [
+        [(names[j], _why(vals[i], None if raw is None else raw[i])) for j, vals, raw, col_bad in cells if col_bad[i]]
+        for i in np.flatnonzero(bad)
+    ]
+    return X, bad, problems
+
+
 def iter_table_chunks(
     path: str | Path,
-    schema: TableSchema,
+    schema: TableInput,
     *,
     chunksize: int = CHUNK_ROWS,
     on_bad_row: str = "fail",
     label_column: str | None = None,
+    notes: list[str] | None = None,
 ) -> Iterator[TableChunk]:
     """Stream a CSV file as float32 feature chunks in schema order, matching columns by name.
+
+    `notes`, when given, receives what the header says beyond the schema: extra columns
+    ignored, features in another order.
 
     Missing feature columns are always a DataError. A bad row (a cell that is not a finite
     number, or a line with the wrong number of fields) is a DataError with `on_bad_row="fail"`
@@ -440,7 +437,12 @@ def iter_table_chunks(
         raise ValueError(f"chunksize must be at least 1, not {chunksize}")
     path = Path(path)
     header = _read_header(path)
-    report = header_report(path, schema, label_column=label_column)
+    report = _compare_header(header, schema, label_column)
+    if notes is not None:
+        if report["extra"]:
+            notes.append(f"ignored {len(report['extra'])} extra column(s): {', '.join(map(str, report['extra']))}")
+        if report["reordered"]:
+            notes.append("columns are in another order than at training: matched by name")
     if report["missing"]:
         raise DataError(
             f"{path}: missing column{'s' if len(report['missing']) > 1 else ''} "
@@ -454,25 +456,9 @@ def iter_table_chunks(
     text_positions = [p for p in (id_pos, label_pos) if p is not None]
 
     for chunk in _raw_chunks(path, header, text_positions, chunksize):
-        m = len(chunk.rows)
-        X = np.empty((m, len(positions)), dtype=np.float32)
-        bad = np.zeros(m, dtype=bool)
-        cells = []
-        for j, pos in enumerate(positions):
-            vals, raw = _numbers(chunk.frame[pos])
-            with np.errstate(over="ignore", invalid="ignore"):
-                X[:, j] = vals
-            col_bad = ~_usable(vals)
-            if col_bad.any():
-                bad |= col_bad
-                cells.append((j, vals, raw, col_bad))
+        X, bad, cell_problems = frame_features(chunk.frame, positions, schema.columns)
         problems = list(chunk.malformed)
-        for i in np.flatnonzero(bad):
-            found = [
-                (schema.columns[j], _why(vals[i], None if raw is None else raw[i]))
-                for j, vals, raw, col_bad in cells
-                if col_bad[i]
-            ]
+        for i, found in zip(np.flatnonzero(bad), cell_problems):
             more = "; ".join(f"column {c!r}: {why}" for c, why in found[1:])
             problems.append(_Bad(int(chunk.rows[i]), int(chunk.lines[i]), found[0][0], found[0][1], more))
         if problems and on_bad_row == "fail":

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .errors import TrainingError
-from .model import VAE, gaussian_kl
+from .model import VAE
 
 HISTORY_KEYS = ("train_loss", "train_recon", "train_kl", "val_loss", "val_recon", "val_kl")
 
@@ -66,9 +66,9 @@ def evaluate_loss(model: VAE, data: torch.Tensor, batch_size: int) -> tuple[floa
     model.eval()
     recon_sum = kl_sum = 0.0
     for batch in data.split(batch_size):
-        mu, logvar = model.encode(batch)
-        recon_sum += model.feature_nll(batch, model.decode(mu)).sum().item()
-        kl_sum += gaussian_kl(mu, logvar).sum().item()
+        terms = model(batch)
+        recon_sum += terms.feature_nll.sum().item()
+        kl_sum += terms.kl.sum().item()
     n = max(len(data), 1)
     return recon_sum / n, kl_sum / n
 
@@ -85,12 +85,10 @@ def train_vae(
 
     With a validation set, the weights of the epoch with the lowest validation negative ELBO
     (at full beta) are restored at the end, and training stops after `patience` epochs
-    without improvement. A model with a context model gets it fitted on X_train first.
+    without improvement.
     """
     model.to(device)
     train = torch.as_tensor(X_train, dtype=torch.float32, device=device)
-    if model.context is not None:
-        model.context.fit(train)
     val = None if X_val is None or len(X_val) == 0 else torch.as_tensor(X_val, dtype=torch.float32, device=device)
     generator = torch.Generator(device=device).manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -107,15 +105,15 @@ def train_vae(
         recon_sum = kl_sum = 0.0
         for idx in order.split(batch_size):
             batch = train[idx]
-            recon, kl = model.loss_terms(batch, generator)
-            loss = (recon + weight * kl).mean()
+            terms = model(batch, generator)
+            loss = terms.loss(weight).mean()
             _check_finite(loss, epoch, cfg)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
-            recon_sum += recon.detach().sum().item()
-            kl_sum += kl.detach().sum().item()
+            recon_sum += terms.recon.detach().sum().item()
+            kl_sum += terms.kl.detach().sum().item()
         history["train_recon"].append(recon_sum / len(train))
         history["train_kl"].append(kl_sum / len(train))
         history["train_loss"].append(history["train_recon"][-1] + cfg.beta * history["train_kl"][-1])

@@ -13,14 +13,11 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from .batch import score_labelled
 from .calibration import describe_threshold_rule
 from .estimator import VAEAnomalyDetector
-from .images import load_image
 from .mnist import load_mnist
-from .report import write_report
+from .report import N_WORST, write_report
 
-N_WORST = 12
 N_LATENT = 2000
 
 
@@ -106,61 +103,3 @@ def run_heldout_digits(
         summary=summary,
         groups=data.y_test,
     )
-
-
-def evaluate_data(
-    detector: VAEAnomalyDetector,
-    path: str | Path,
-    out_dir: str | Path,
-    *,
-    label_column: str | None = None,
-    normal_label: str | None = None,
-    on_bad_row: str = "fail",
-) -> dict:
-    """Score labelled data (see batch.score_labelled) and write a report into `out_dir`.
-
-    Per-group AUROC compares each anomalous label value with all normal samples. For image
-    folders the report also shows the most anomalous images beside their reconstructions.
-    """
-    path = Path(path)
-    scored = score_labelled(detector, path, label_column=label_column, normal_label=normal_label, on_bad_row=on_bad_row)
-    images = None
-    spec = detector.metadata_.get("input", {})
-    if spec.get("kind") == "images" and len(scored.scores):
-        worst = np.argsort(scored.scores)[::-1][:N_WORST]
-        shape = tuple(spec["shape"])
-        X = np.stack([load_image(path / scored.keys[i], shape) for i in worst])
-        channels_last = (-1, shape[1], shape[2], shape[0]) if shape[0] > 1 else (-1, shape[1], shape[2])
-
-        def as_images(flat: np.ndarray) -> np.ndarray:
-            return np.moveaxis(flat.reshape(-1, *shape), 1, -1).reshape(channels_last)
-
-        images = {
-            "inputs": as_images(X),
-            "reconstructions": np.clip(as_images(detector.reconstruct(X)), 0, 1),
-            "heatmaps": detector.feature_scores(X).reshape(-1, *shape).sum(axis=1),
-            "scores": scored.scores[worst],
-            "labels": scored.groups[worst],
-        }
-    summary = {
-        "data": str(path),
-        "samples scored": len(scored.scores),
-        "anomalies (labelled)": int(scored.is_anomaly.sum()),
-        "failed rows or files": len(scored.failed),
-        "score": detector.score_type_,
-        "threshold": detector.threshold_,
-        "threshold rule": describe_threshold_rule(detector.threshold_rule_),
-    }
-    metrics = write_report(
-        out_dir,
-        scored.is_anomaly,
-        scored.scores,
-        threshold=detector.threshold_,
-        history=detector.history_,
-        images=images,
-        title=f"vaeguard: evaluation on {path.name}",
-        summary=summary,
-        groups=scored.groups,
-    )
-    metrics["n_failed"] = len(scored.failed)
-    return metrics

@@ -1,0 +1,52 @@
+"""The typed input description: round trips, validation, and what `fit` records."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vaeguard import DataError, VAEAnomalyDetector
+from vaeguard.inputs import ImageInput, TableInput, input_from_dict
+
+FAST = dict(latent_dim=2, hidden_dims=(8,), epochs=1, random_state=0, device="cpu")
+
+
+def test_round_trips():
+    table = TableInput(("x1", "x2"), ("float64", "int64"), "id", "label")
+    assert input_from_dict(table.to_dict()) == table
+    image = ImageInput((3, 20, 30))
+    assert input_from_dict(image.to_dict()) == image
+    assert image.n_features == 1800 and table.n_features == 2
+
+
+@pytest.mark.parametrize(
+    "d, message",
+    [
+        ({"kind": "table", "columns": ["a"]}, "'dtypes' must be a list of strings"),
+        ({"kind": "table", "columns": "a", "dtypes": ["int64"]}, "'columns' must be a list of strings"),
+        ({"kind": "table", "columns": ["a"], "dtypes": ["int64", "int64"]}, "'dtypes' has 2 entries for 1 columns"),
+        ({"kind": "table", "columns": ["a"], "dtypes": ["int64"], "id_column": 3}, "'id_column'"),
+        ({"kind": "table", "columns": ["a", "a"], "dtypes": ["int64"] * 2}, "repeats"),
+        ({"kind": "images", "shape": [2, 8, 8]}, "1 or 3 channels"),
+        ({"kind": "images", "shape": [1, 0, 8]}, "positive integers"),
+        ({"kind": "sound"}, "'kind'"),
+        ([1, 2], "mapping"),
+    ],
+)
+def test_invalid_descriptions_name_the_field(d, message):
+    with pytest.raises(DataError, match=message):
+        input_from_dict(d)
+
+
+def test_fit_records_what_it_read():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(60, 3)), columns=["a", "b", "c"])
+    assert VAEAnomalyDetector(**FAST).fit(frame).input_spec_ == TableInput(("a", "b", "c"), ("float64",) * 3)
+    assert VAEAnomalyDetector(**FAST).fit(frame.to_numpy()).input_spec_.columns == ("x0", "x1", "x2")
+    # square rows in [0, 1] are images; the same rows beyond [0, 1] are a table
+    pixels = rng.random((60, 64))
+    assert VAEAnomalyDetector(**FAST).fit(pixels).input_spec_ == ImageInput((1, 8, 8))
+    assert isinstance(VAEAnomalyDetector(**FAST).fit(pixels * 3).input_spec_, TableInput)
+    given = ImageInput((1, 4, 16))
+    assert VAEAnomalyDetector(**FAST).fit(pixels, input_spec=given).input_spec_ == given
+    with pytest.raises(DataError, match="3 features but X has 64"):
+        VAEAnomalyDetector(**FAST).fit(pixels, input_spec=TableInput(("a", "b", "c"), ("float64",) * 3))

@@ -1,0 +1,284 @@
+"""Bulk scoring: files and data frames in, one row of scores per sample out.
+
+Every path through here ends in `score_rows`, the one function that scores a chunk: one
+forward pass gives the anomaly scores and the per-feature scores, then the conformal p-values,
+the flags (`calibration.is_flagged`) and the top contributing features follow. Around it:
+
+- `score_frame`: pandas DataFrame -> DataFrame, pure; what the Dask and Spark engines map;
+- `score_file`: a CSV file or an image folder (vaeguard.sources) -> a scores CSV, streamed
+  in chunks and written atomically, in input order;
+- `score_labelled` / `score_normal`: scores of labelled or normal data for evaluation and
+  calibration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .atomic import atomic_write
+from .calibration import is_flagged, p_values
+from .errors import DataError
+from .estimator import VAEAnomalyDetector
+from .images import save_heatmap_png
+from .inputs import ImageInput, TableInput
+from .sources import describe_key, iter_chunks
+from .tabular import CHUNK_ROWS, frame_features
+
+Progress = Callable[[int], None]
+TOP_K = 3
+TOP_COLUMNS = tuple(f"top_{i + 1}" for i in range(TOP_K))
+SCORE_COLUMNS = ("score", "p_value", "is_anomaly", *TOP_COLUMNS, "error")
+IMAGE_COLUMNS = ("path", "score", "p_value", "is_anomaly", "error")
+FLOAT_FORMAT = "%.6g"
+LINE_END = "\r\n"  # RFC 4180, as the csv module writes
+
+
+@dataclass
+class RowScores:
+    """Scores of a chunk's rows: anomaly score, conformal p-value, flag, per-feature scores."""
+
+    scores: np.ndarray
+    p_values: np.ndarray
+    is_anomaly: np.ndarray
+    feature_scores: np.ndarray | None
+
+
+def score_rows(detector: VAEAnomalyDetector, X: np.ndarray, *, explain: bool = True) -> RowScores:
+    """Score a chunk of rows (in the units the model was fitted on) with one forward pass."""
+    if len(X) == 0:
+        width = X.shape[1] if X.ndim == 2 else 0
+        return RowScores(np.empty(0), np.empty(0), np.empty(0, dtype=bool), np.empty((0, width)) if explain else None)
+    if explain:
+        scores, features = detector.score_and_explain(X)
+    else:
+        scores, features = detector.anomaly_score(X), None
+    return RowScores(
+        scores, p_values(detector.calibration_scores_, scores), is_flagged(scores, detector.threshold_), features
+    )
+
+
+def top_features(feature_scores: np.ndarray, names) -> np.ndarray:
+    """Names of the TOP_K features contributing most to each row's score, (n, TOP_K), "" padded."""
+    names = np.asarray(names, dtype=object)
+    k = min(TOP_K, len(names))
+    top = np.full((len(feature_scores), TOP_K), "", dtype=object)
+    top[:, :k] = names[np.argsort(-feature_scores, axis=1)[:, :k]]
+    return top
+
+
+def _table_frame(rows: RowScores, names, good: np.ndarray, errors: list[str]) -> pd.DataFrame:
+    """The score columns for a chunk whose rows are `good` (scored, in order) or failed (with `errors`)."""
+    n = len(good)
+    score = np.full(n, np.nan)
+    score[good] = rows.scores
+    pv = np.full(n, np.nan)
+    pv[good] = rows.p_values
+    flag = pd.array(np.zeros(n, dtype=np.int8), dtype="Int8")
+    flag[good] = rows.is_anomaly.astype(np.int8)
+    flag[~good] = pd.NA
+    top = np.full((n, TOP_K), "", dtype=object)
+    top[good] = top_features(rows.feature_scores, names)
+    error = np.full(n, "", dtype=object)
+    error[~good] = errors
+    columns = {"score": score, "p_value": pv, "is_anomaly": flag}
+    columns.update({name: top[:, i] for i, name in enumerate(TOP_COLUMNS)})
+    columns["error"] = error
+    return pd.DataFrame(columns)
+
+
+def table_input_of(detector: VAEAnomalyDetector) -> TableInput:
+    """The fitted detector's table description; DataError for a model of images."""
+    spec = detector.input_spec_
+    if not isinstance(spec, TableInput):
+        raise DataError("this model was trained on images: it scores image folders, not tables")
+    return spec
+
+
+def score_frame(detector: VAEAnomalyDetector, frame: pd.DataFrame) -> pd.DataFrame:
+    """Score every row of a DataFrame; pure, so any engine can map it over partitions.
+
+    Feature columns are matched by name; extra columns are ignored. The result has the
+    frame's index and the columns of the CLI's score output: the id column (when the model
+    has one and the frame holds it), score, p_value, is_anomaly, top_1..top_3 and error. A row
+    with a cell that is not a finite number gets NaN scores, a missing flag and an error
+    naming the column.
+    """
+    spec = table_input_of(detector)
+    missing = [c for c in spec.columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"missing column(s) {', '.join(map(repr, missing))} that the model needs")
+    X, bad, problems = frame_features(frame, list(spec.columns), spec.columns)
+    good = ~bad
+    errors = ["; ".join(f"column {c!r}: {why}" for c, why in found) for found in problems]
+    out = _table_frame(score_rows(detector, X[good] if bad.any() else X), spec.columns, good, errors)
+    if spec.id_column is not None and spec.id_column in frame.columns:
+        out.insert(0, spec.id_column, frame[spec.id_column].to_numpy())
+    out.index = frame.index
+    return out
+
+
+@dataclass
+class ScoringSummary:
+    """What a bulk scoring run did: counts, notes and the output path."""
+
+    output: Path
+    n_scored: int = 0
+    n_anomalies: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_failed(self) -> int:
+        return len(self.failed)
+
+
+def _table_output(spec: TableInput, chunk, rows: RowScores) -> pd.DataFrame:
+    """A chunk's scored rows and failed rows, as score columns after `row` and the id, in row order."""
+    n_ok, n_failed = len(rows.scores), len(chunk.failed)
+    good = np.r_[np.ones(n_ok, dtype=bool), np.zeros(n_failed, dtype=bool)]
+    frame = _table_frame(rows, spec.columns, good, [reason for _, reason in chunk.failed])
+    if spec.id_column is not None:
+        ids = list(chunk.ids) if chunk.ids is not None else [None] * n_ok
+        frame.insert(0, spec.id_column, ids + [None] * n_failed)
+    frame.insert(0, "row", [*chunk.keys, *(key for key, _ in chunk.failed)])
+    return frame.sort_values("row", kind="stable") if n_failed else frame
+
+
+def _image_output(chunk, rows: RowScores) -> pd.DataFrame:
+    """A chunk's scored and unreadable images, in path order."""
+    n_failed = len(chunk.failed)
+    frame = pd.DataFrame(
+        {
+            "path": [*chunk.keys, *(key for key, _ in chunk.failed)],
+            "score": np.r_[rows.scores, np.full(n_failed, np.nan)],
+            "p_value": np.r_[rows.p_values, np.full(n_failed, np.nan)],
+            "is_anomaly": pd.array([*rows.is_anomaly.astype(np.int8), *[pd.NA] * n_failed], dtype="Int8"),
+            "error": [""] * len(chunk.keys) + [reason for _, reason in chunk.failed],
+        }
+    )
+    return frame.sort_values("path", kind="stable") if n_failed else frame
+
+
+def score_file(
+    detector: VAEAnomalyDetector,
+    path: str | Path,
+    output: str | Path,
+    *,
+    chunk_size: int = CHUNK_ROWS,
+    on_bad_row: str = "fail",
+    heatmap_dir: str | Path | None = None,
+    progress: Progress | None = None,
+) -> ScoringSummary:
+    """Score every row of a CSV file or every image of a folder into the CSV `output`.
+
+    Table output: row (1-based data row), the id column when the model has one, score,
+    p_value, is_anomaly, top_1..top_3 (the columns contributing most to the reconstruction
+    part of the score) and error (why a skipped row has no score). Image output: path, score,
+    p_value, is_anomaly, error; with `heatmap_dir`, each image's per-pixel contributions are
+    written as a PNG there. Rows keep the input order; memory is bounded by `chunk_size`.
+    """
+    summary = ScoringSummary(Path(output))
+    spec = detector.input_spec_
+    images = isinstance(spec, ImageInput)
+    chunks = iter_chunks(path, spec, chunk_size=chunk_size, on_bad_row=on_bad_row, notes=summary.notes)
+    with atomic_write(output, "w", newline="") as fh:
+        header = True
+        for chunk in chunks:
+            rows = score_rows(detector, chunk.X, explain=not images or heatmap_dir is not None)
+            frame = _image_output(chunk, rows) if images else _table_output(spec, chunk, rows)
+            frame.to_csv(fh, header=header, index=False, float_format=FLOAT_FORMAT, lineterminator=LINE_END)
+            header = False
+            if images and heatmap_dir is not None:
+                maps = rows.feature_scores.reshape(len(chunk.X), *spec.shape).sum(axis=1)
+                for rel, heatmap in zip(chunk.keys, maps):
+                    save_heatmap_png(heatmap, Path(heatmap_dir) / f"{rel}.png")
+            summary.n_scored += len(rows.scores)
+            summary.n_anomalies += int(rows.is_anomaly.sum())
+            summary.failed += [(describe_key(key), reason) for key, reason in chunk.failed]
+            if progress is not None:
+                progress(len(rows.scores) + len(chunk.failed))
+        if header:  # an empty source still gets a header line
+            columns = IMAGE_COLUMNS if images else ("row", *([spec.id_column] if spec.id_column else []), *SCORE_COLUMNS)
+            pd.DataFrame(columns=list(columns)).to_csv(fh, index=False, lineterminator=LINE_END)
+    return summary
+
+
+_TRUE, _FALSE = {"1", "1.0", "true", "yes", "anomaly"}, {"0", "0.0", "false", "no", "normal"}
+
+
+def anomaly_labels(raw, normal_label: str | None = None, source: str = "labels") -> np.ndarray:
+    """Turn raw labels into 1 (anomaly) / 0 (normal).
+
+    With `normal_label`, every other value is an anomaly; without it, labels must read as
+    0/1 or true/false.
+    """
+    text = np.asarray([str(v).strip() for v in raw], dtype=object)
+    if normal_label is not None:
+        return (text != str(normal_label)).astype(int)
+    lowered = np.char.lower(text.astype(str))
+    unknown = sorted(set(lowered.tolist()) - _TRUE - _FALSE)
+    if unknown:
+        raise DataError(
+            f"{source}: labels must be 0/1 (1 = anomaly) or true/false, found {unknown[:5]}; "
+            "pass --normal-label VALUE to name the normal class instead"
+        )
+    return np.isin(lowered, list(_TRUE)).astype(int)
+
+
+@dataclass
+class LabelledScores:
+    """Anomaly scores of labelled data, ready for metrics and a report."""
+
+    scores: np.ndarray
+    is_anomaly: np.ndarray
+    groups: np.ndarray
+    keys: list
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def score_labelled(
+    detector: VAEAnomalyDetector,
+    path: str | Path,
+    *,
+    label_column: str | None = None,
+    normal_label: str | None = None,
+    on_bad_row: str = "fail",
+    chunk_size: int = CHUNK_ROWS,
+) -> LabelledScores:
+    """Score labelled data: a CSV with a label column, or an image folder whose top-level
+    subfolders name the class (e.g. normal/, scratch/, dent/; `normal_label` names the normal one).
+    """
+    path = Path(path)
+    if isinstance(detector.input_spec_, TableInput):
+        label_column = label_column or detector.input_spec_.label_column
+        if label_column is None:
+            raise DataError(f"{path}: name the column holding the labels with --label-column")
+        source = f"{path}: column {label_column!r}"
+    else:
+        normal_label = "normal" if normal_label is None else normal_label
+        source = f"{path}: subfolder names"
+    scores, groups, keys, failed = [], [], [], []
+    for chunk in iter_chunks(path, detector.input_spec_, chunk_size=chunk_size, on_bad_row=on_bad_row, label_column=label_column):
+        scores.append(score_rows(detector, chunk.X, explain=False).scores)
+        groups.append(np.asarray([str(v) for v in chunk.labels], dtype=object))
+        keys += chunk.keys
+        failed += [(describe_key(key), reason) for key, reason in chunk.failed]
+    scores_all = np.concatenate(scores) if scores else np.empty(0)
+    groups_all = np.concatenate(groups) if groups else np.empty(0, dtype=object)
+    return LabelledScores(scores_all, anomaly_labels(groups_all, normal_label, source), groups_all, keys, failed)
+
+
+def score_normal(
+    detector: VAEAnomalyDetector, path: str | Path, *, on_bad_row: str = "fail", chunk_size: int = CHUNK_ROWS
+) -> np.ndarray:
+    """Anomaly scores of unlabelled (normal) data, streamed; unreadable images are left out."""
+    parts = [
+        score_rows(detector, chunk.X, explain=False).scores
+        for chunk in iter_chunks(path, detector.input_spec_, chunk_size=chunk_size, on_bad_row=on_bad_row)
+    ]
+    return np.concatenate(parts) if parts else np.empty(0)
