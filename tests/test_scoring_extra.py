@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-import vaeguard
 from vaeguard import VAEAnomalyDetector
 from vaeguard.complexity import CONTEXT_OFFSETS, LocalContextModel, local_nll
 from vaeguard.model import VAE, VAEConfig
@@ -97,11 +96,3 @@ def test_auto_score_is_ratio_for_large_images_and_elbo_otherwise():
 def test_explicit_ratio_on_tables_is_a_clear_error():
     with pytest.raises(ValueError, match="ratio.*images"):
         VAEAnomalyDetector(**FAST, score_type="ratio").fit(np.random.default_rng(0).random((60, 10)))
-
-
-def test_ratio_detector_survives_save_and_load(tmp_path):
-    X = _stripes(80)
-    det = VAEAnomalyDetector(**FAST, input_shape=(1, 16, 16)).fit(X)
-    loaded = vaeguard.load(det.save(tmp_path / "m.vgm"), device="cpu")
-    assert loaded.score_type_ == "ratio"
-    np.testing.assert_array_equal(loaded.anomaly_score(X[:20]), det.anomaly_score(X[:20]))

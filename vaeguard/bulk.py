@@ -53,6 +53,8 @@ def score_rows(detector: VAEAnomalyDetector, X: np.ndarray, *, explain: bool = T
     if len(X) == 0:
         width = X.shape[1] if X.ndim == 2 else 0
         return RowScores(np.empty(0), np.empty(0), np.empty(0, dtype=bool), np.empty((0, width)) if explain else None)
+    if hasattr(detector, "feature_names_in_"):  # fitted on a DataFrame: X's columns are already in its order
+        X = pd.DataFrame(X, columns=detector.feature_names_in_, copy=False)
     if explain:
         scores, features = detector.score_and_explain(X)
     else:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.metrics import precision_recall_curve, roc_curve
-
 from .errors import DataError
 
 LABEL_RULES = ("f1", "youden", "recall")
@@ -88,6 +86,7 @@ def label_threshold(y_true, scores, rule: str = "f1", recall: float | None = Non
 
 
 def _curve_threshold(y_true, scores, rule: str, recall: float | None) -> float:
+    from sklearn.metrics import precision_recall_curve, roc_curve  # here: `vaeguard info` needs no sklearn
     scores = _scores(scores)
     y = np.asarray(y_true).ravel()
     if y.shape != scores.shape:
