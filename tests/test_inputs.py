@@ -50,3 +50,17 @@ def test_fit_records_what_it_read():
     assert VAEAnomalyDetector(**FAST).fit(pixels, input_spec=given).input_spec_ == given
     with pytest.raises(DataError, match="3 features but X has 64"):
         VAEAnomalyDetector(**FAST).fit(pixels, input_spec=TableInput(("a", "b", "c"), ("float64",) * 3))
+
+
+def test_fit_reads_a_csv_file_or_an_image_folder(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pd.DataFrame(rng.normal(size=(60, 2)), columns=["u", "v"]).to_csv(tmp_path / "t.csv", index=False)
+    assert VAEAnomalyDetector(**FAST).fit(str(tmp_path / "t.csv")).input_spec_.columns == ("u", "v")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(30):
+        Image.fromarray((rng.random((6, 10)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
+    det = VAEAnomalyDetector(**FAST).fit(folder)
+    assert det.input_spec_ == ImageInput((1, 6, 10)) and det.n_features_in_ == 60

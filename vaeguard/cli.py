@@ -39,9 +39,12 @@ SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed (def
 
 
 def _check_rate(value: Optional[float]) -> Optional[float]:
-    if value is not None and not 0 < value < 1:
-        raise typer.BadParameter(f"must lie strictly between 0 and 1, got {value}")
-    return value
+    from .calibration import check_rate
+
+    try:
+        return None if value is None else check_rate(value, "the rate")
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 FprOpt = Annotated[Optional[float], typer.Option(help="Target false-positive rate of the threshold on normal data, in (0, 1).", callback=_check_rate)]
