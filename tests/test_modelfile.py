@@ -58,3 +58,27 @@ def test_missing_truncated_and_foreign_files(tmp_path):
     save_file({"x": np.zeros(2)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ModelFileError, match="not a vaeguard model file"):
         read_model_file(tmp_path / "other.safetensors")
+
+
+def test_version_1_files_still_load(tmp_path):
+    """Version 1 kept the input description in metadata["input"] (a table's under "schema")."""
+    import json
+
+    import pandas as pd
+    from safetensors.numpy import save_file
+
+    X = pd.DataFrame(np.random.default_rng(0).normal(size=(60, 2)), columns=["u", "v"])
+    det = vaeguard.VAEAnomalyDetector(latent_dim=2, hidden_dims=(4,), epochs=2, random_state=0, device="cpu").fit(X)
+    description, arrays = read_model_file(det.save(tmp_path / "v2.vgm"))
+    spec = description.pop("input")
+    spec.pop("kind")
+    description["metadata"] = {"input": {"kind": "table", "schema": spec}, "trained_on": "x.csv"}
+    meta = {"format": "vaeguard-model", "format_version": "1", "description": json.dumps(description)}
+    save_file(arrays, str(tmp_path / "v1.vgm"), metadata=meta)
+    old = vaeguard.load(tmp_path / "v1.vgm", device="cpu")
+    assert old.input_spec_ == det.input_spec_ and old.metadata_ == {"trained_on": "x.csv"}
+    np.testing.assert_array_equal(old.anomaly_score(X), det.anomaly_score(X))
+    meta["format_version"] = "7"
+    save_file(arrays, str(tmp_path / "v7.vgm"), metadata=meta)
+    with pytest.raises(ModelFileError, match="format version 7"):
+        vaeguard.load(tmp_path / "v7.vgm")
