@@ -231,3 +231,169 @@ def test_header_only_and_empty_files(tmp_path):
 def test_bad_policy_argument(tmp_path):
     with pytest.raises(ValueError, match="on_bad_row"):
         chunks(write(tmp_path, "x1,x2\n1,2\n"), on_bad_row="ignore")
+
+
+# The reader cuts records itself (no pandas warning text): these pin what it must agree on.
+
+
+def flat(path, schema=SCHEMA, **kwargs):
+    """Good rows, their ids and features, and the bad rows, over all chunks (skip policy)."""
+    got = chunks(path, schema, on_bad_row="skip", **kwargs)
+    ids = [i for c in got for i in (c.ids.tolist() if c.ids is not None else [])]
+    X = np.concatenate([c.X for c in got]) if got else np.empty((0, len(schema.columns)))
+    return [r for c in got for r in c.row_numbers.tolist()], ids, X.tolist(), [b for c in got for b in c.bad_rows]
+
+
+QUOTED = (
+    "id,x1,x2\n"
+    '"a\nb",1,2\n'  # row 1, lines 2-3: a quoted newline
+    '"c,d",3,4\n'  # row 2, line 4: a quoted comma
+    "\n"  # line 5: blank
+    '"e ""q""\n\nf",5,6\n'  # row 3, lines 6-8: doubled quotes, a blank line inside quotes
+    "g,7\n"  # row 4, line 9: too few fields
+    "h,8,x\n"  # row 5, line 10: not a number
+)
+
+
+@pytest.mark.parametrize("chunksize", [1, 2, 3, 4, 7, 20_000])
+def test_quoted_fields_spanning_lines_keep_rows_and_lines(tmp_path, chunksize):
+    path = write(tmp_path, QUOTED)
+    rows, ids, X, bad = flat(path, chunksize=chunksize)
+    assert rows == [1, 2, 3] and ids == ["a\nb", "c,d", 'e "q"\n\nf'] and X == [[1, 2], [3, 4], [5, 6]]
+    assert bad == [(4, "expected 3 fields, saw 2"), (5, "column 'x2': 'x' is not a number")]
+    with pytest.raises(DataError, match=r"data.csv: row 4 \(line 9\): expected 3 fields, saw 2"):
+        chunks(path, chunksize=chunksize)
+    with pytest.raises(DataError, match=r"row 4 \(line 9\): expected 3 fields, saw 2"):
+        read_training_table(path, id_column="id")
+
+
+def test_literal_quotes_inside_unquoted_fields(tmp_path):
+    # A quote that neither opens nor closes a field is text to pandas and the csv module alike.
+    path = write(tmp_path, 'id,x1,x2\n5",1,2\nab"c,3,4\n"q,r",5,6\n7,7\n8,8,8\n')
+    for chunksize in (1, 2, 100):
+        rows, ids, X, bad = flat(path, chunksize=chunksize)
+        assert rows == [1, 2, 3, 5] and ids == ['5"', 'ab"c', "q,r", "8"]
+        assert bad == [(4, "expected 3 fields, saw 2")]
+    with pytest.raises(DataError, match=r"row 4 \(line 5\): expected 3 fields, saw 2"):
+        chunks(path)
+
+
+def test_short_lines_are_malformed_and_trailing_empty_fields_tolerated_anywhere(tmp_path):
+    path = write(tmp_path, 'x1,x2\n1,2\n3\n4,5,,\n6,7,8,\n9,10,""\n  \n')
+    rows, _, X, bad = flat(path)
+    assert rows == [1, 3, 5] and X == [[1, 2], [4, 5], [9, 10]]
+    assert bad == [(2, "expected 2 fields, saw 1"), (4, "expected 2 fields, saw 4"), (6, "expected 2 fields, saw 1")]
+
+
+def test_unclosed_quote_at_end_of_file(tmp_path):
+    path = write(tmp_path, 'id,x1,x2\n1,1,2\n"open,3,4\n5,5,5\n')
+    assert flat(path, chunksize=1)[3] == [(2, "a quoted field is not closed before the end of the file")]
+    with pytest.raises(DataError, match=r"row 2 \(line 3\): a quoted field is not closed"):
+        chunks(path)
+
+
+def test_header_spanning_lines_counts_its_lines(tmp_path):
+    path = write(tmp_path, '"x\n1",x2\n1,2\n3,abc\n')
+    with pytest.raises(DataError, match=r"column 'x2', row 2 \(line 4\): 'abc' is not a number"):
+        read_training_table(path)
+
+
+@pytest.mark.parametrize("chunksize", [1, 2, 20_000])
+def test_line_endings(tmp_path, chunksize):
+    crlf = tmp_path / "crlf.csv"
+    crlf.write_bytes(b"id,x1,x2\r\na,1,2\r\n\r\nb,3,x\r\nc,5,6")  # a blank line, no final newline
+    assert flat(crlf, chunksize=chunksize) == ([1, 3], ["a", "c"], [[1, 2], [5, 6]], [(2, "column 'x2': 'x' is not a number")])
+    mac = tmp_path / "mac.csv"
+    mac.write_bytes(b"id,x1,x2\ra,1,2\r\rb,3,x\rc,5,6\r")
+    assert flat(mac, chunksize=chunksize) == flat(crlf, chunksize=chunksize)
+    with pytest.raises(DataError, match=r"row 2 \(line 4\)"):
+        chunks(mac, chunksize=chunksize)
+    lone = tmp_path / "lone.csv"
+    lone.write_bytes(b'id,x1,x2\na,1,2\nb,3\r4,5\n"c\rd",6,7\n')
+    with pytest.raises(DataError, match=r"lone.csv: line 3: a carriage return"):
+        chunks(lone, chunksize=chunksize)
+
+
+def test_byte_order_mark_gzip_and_no_final_newline(tmp_path):
+    path = tmp_path / "bom.csv.gz"
+    with gzip.open(path, "wb") as fh:
+        fh.write("\ufeffid,x1,x2\na,1,2\nb,3,x".encode())
+    assert header_report(path, SCHEMA)["missing"] == []
+    assert flat(path) == ([1], ["a"], [[1, 2]], [(2, "column 'x2': 'x' is not a number")])
+    with pytest.raises(DataError, match=r"row 2 \(line 3\)"):
+        read_training_table(path, id_column="id")
+
+
+def test_bytes_that_are_not_utf8_are_named_by_line(tmp_path):
+    data = tmp_path / "data.csv"
+    data.write_bytes(b"x1,x2\n1,2\n3,4\n5,\xff6\n")
+    with pytest.raises(DataError, match=r"data.csv: line 4: not UTF-8 text"):
+        chunks(data, chunksize=2)
+    header = tmp_path / "header.csv"
+    header.write_bytes(b"x1,x\xff2\n1,2\n")
+    with pytest.raises(DataError, match=r"header.csv: line 1: the header is not UTF-8 text"):
+        read_training_table(header)
+
+
+def test_broken_gzip_is_a_data_error(tmp_path):
+    path = tmp_path / "data.csv.gz"
+    rows = np.random.default_rng(0).integers(0, 10**6, size=(50_000, 2))
+    payload = gzip.compress(b"x1,x2\n" + "".join(f"{a},{b}\n" for a, b in rows).encode())
+    path.write_bytes(payload[: len(payload) // 2])
+    with pytest.raises(DataError, match=r"data.csv.gz: cannot read the file after line \d+: Compressed file ended"):
+        chunks(path, on_bad_row="skip")
+
+
+def _reference(text: str, n_fields: int) -> tuple[list[int], list[tuple[int, int, str]]]:
+    """Rows and (row, line, reason) of malformed records, by the csv module's own line count."""
+    import csv
+    import io
+
+    reader = csv.reader(io.StringIO(text, newline=""))
+    next(reader)
+    good, bad, row, line = [], [], 0, reader.line_num
+    for record in reader:
+        first, line = line + 1, reader.line_num
+        if not record:
+            continue
+        row += 1
+        if len(record) < n_fields or any(record[n_fields:]):
+            bad.append((row, first, f"expected {n_fields} fields, saw {len(record)}"))
+        else:
+            good.append(row)
+    return good, bad
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rows_and_lines_agree_with_the_csv_module_on_random_files(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    newline = "\r\n" if seed % 2 else "\n"
+    pieces = ["a", "b c", "d,e", 'f"g', "h\ni", "j\r\nk", "", "l\n\nm"]
+    lines = ["id,x1,x2"]
+    for i in range(200):
+        kind = rng.integers(10)
+        word = pieces[rng.integers(len(pieces))]
+        quoted = '"' + word.replace('"', '""') + '"'
+        if kind == 0:
+            lines.append("")
+        elif kind == 1:
+            lines.append(f"{quoted},{i}")  # too few fields
+        elif kind == 2:
+            lines.append(f"{quoted},{i},{i},{i}")  # too many
+        elif kind == 3:
+            lines.append(f"{quoted},{i},{-i},,")  # trailing empty fields
+        else:
+            lines.append(f"{quoted},{i},{-i}")
+    text = newline.join(lines) + (newline if seed < 2 else "")
+    path = tmp_path / "random.csv"
+    path.write_bytes(text.encode())
+    good, bad = _reference(text, 3)
+    assert len(good) > 100 and len(bad) > 20
+    for chunksize in (1, 3, 50, 20_000):
+        rows, ids, X, bad_rows = flat(path, chunksize=chunksize)
+        assert rows == good
+        assert bad_rows == [(r, why) for r, _, why in bad]
+        assert [x1 for x1, _ in X] == [-x2 for _, x2 in X]
+    first_bad = bad[0]
+    with pytest.raises(DataError, match=rf"row {first_bad[0]} \(line {first_bad[1]}\): {first_bad[2]}"):
+        chunks(path, chunksize=7)
