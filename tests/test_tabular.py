@@ -382,6 +382,8 @@ def test_rows_and_lines_agree_with_the_csv_module_on_random_files(tmp_path, seed
             lines.append(f"{quoted},{i},{i},{i}")  # too many
         elif kind == 3:
             lines.append(f"{quoted},{i},{-i},,")  # trailing empty fields
+        elif kind == 4 and seed >= 2:
+            lines.append(f'{i}",{i},{-i}')  # a literal quote: the csv module's path for the block
         else:
             lines.append(f"{quoted},{i},{-i}")
     text = newline.join(lines) + (newline if seed < 2 else "")

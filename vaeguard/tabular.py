@@ -241,13 +241,15 @@ def _split_records(block: bytes, ends: np.ndarray, terminator: int, final: bool)
     fields = np.add.reduceat(commas, starts, dtype=count_type).astype(np.int64) + 1
     quotes = quotes[quotes < cut]
     if len(quotes):
-        inside = np.add.reduceat(commas, quotes, dtype=count_type)[0::2]
-        owner = np.searchsorted(stops, quotes[0::2], side="right")
-        fields -= np.bincount(owner, weights=inside, minlength=len(starts)).astype(np.int64)
+        inside = np.add.reduceat(commas, quotes, dtype=count_type)[0::2]  # from each opening quote
+        if inside.any():
+            owner = np.searchsorted(stops, quotes[0::2][inside > 0], side="right")
+            fields -= np.bincount(owner, weights=inside[inside > 0], minlength=len(starts)).astype(np.int64)
     content_end = stops - (within[stops - 1] == terminator)
     if terminator == 10:
         content_end -= (content_end > starts) & (within[np.maximum(content_end - 1, 0)] == 13)
-    lines = np.searchsorted(ends, starts)
+    # Line of each record's start; when no record spans lines, record i starts line i.
+    lines = np.arange(len(starts)) if len(record_ends) == len(ends) else np.searchsorted(ends, starts)
     return _Records(starts, stops, lines, fields, content_end == starts, unclosed, cut)
 
 
