@@ -25,7 +25,8 @@ import numpy as np
 
 from _common import REPO_ROOT, finish, fmt, log, markdown_table, median, run_header, write_json, write_text
 
-from vaeguard.tabular import TableSchema, iter_table_chunks
+from vaeguard.inputs import TableInput
+from vaeguard.tabular import iter_table_chunks
 
 COLUMNS = 20
 
@@ -56,7 +57,7 @@ def baseline_reader(ref: str):
     return module.iter_table_chunks
 
 
-def read_all(reader, path: Path, schema: TableSchema) -> int:
+def read_all(reader, path: Path, schema: TableInput) -> int:
     return sum(len(chunk.X) for chunk in reader(path, schema))
 
 
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     results = run_header("csv_reader")
     results.update(baseline=args.baseline, rows=args.rows, repeats=args.repeats, files={})
     readers = {"baseline": baseline_reader(args.baseline), "current": iter_table_chunks}
-    schema = TableSchema([f"x{i}" for i in range(COLUMNS)], ["float64"] * COLUMNS, "id")
+    # Readers only look at the columns and the id column, so older ones take a TableInput too.
+    schema = TableInput([f"x{i}" for i in range(COLUMNS)], ["float64"] * COLUMNS, "id")
     args.work_dir.mkdir(parents=True, exist_ok=True)
     table = []
     for name in args.files.split(","):
