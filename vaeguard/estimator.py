@@ -15,7 +15,7 @@ import torch
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
 from ._version import __version__
 from .calibration import (
@@ -29,6 +29,7 @@ from .calibration import (
 from .errors import DataError, ModelFileError
 from .inputs import ImageInput, InputSpec, TableInput, default_columns
 from .model import VAE, VAEConfig
+from . import generative
 from .modelfile import FittedState
 from .scoring import SCORE_TYPES, encode_means, reconstruct, score_and_explain
 from .training import TrainConfig, resolve_device, train_vae
@@ -231,6 +232,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
                 threshold_for_contamination(self._scores(Xs)[0], self.contamination),
                 {"rule": "contamination", "contamination": float(self.contamination)},
             )
+        self._store_training_scores(Xs)
         return self
 
     def _resolve_input_spec(self, X: np.ndarray, spec: InputSpec | None) -> InputSpec:
@@ -294,6 +296,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         self.threshold_ = float(threshold)
         self.offset_ = -self.threshold_
         self.threshold_rule_ = rule
+        if hasattr(self, "decision_scores_"):  # PyOD's labels_ follow the current threshold
+            self.labels_ = is_flagged(self.decision_scores_, self.threshold_).astype(int)
 
     def set_threshold(self, fpr: float | None = None) -> "VAEAnomalyDetector":
         """Re-threshold at a target false-positive rate on the stored calibration scores."""
@@ -387,19 +391,32 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
 
     def p_values(self, X) -> np.ndarray:
         """Conformal p-values against the calibration scores: small = unlike normal data."""
-        return p_values(self.calibration_scores_, self.anomaly_score(X))
+        scores = self.anomaly_score(X)  # first: NotFittedError before fit
+        return p_values(self.calibration_scores_, scores)
 
-    def feature_scores(self, X) -> np.ndarray:
-        """Per-feature reconstruction NLL (n, d); rows sum to the reconstruction part of the score."""
-        return score_and_explain(self.model_, self._validated(X), "recon")[1]
+    def feature_scores(self, X, *, as_frame: bool = False):
+        """Per-feature reconstruction NLL (n, d); rows sum to the reconstruction part of the score.
+
+        as_frame=True: a pandas DataFrame with columns `get_feature_names_out()` (the
+        DataFrame's columns seen in fit, else x0, x1, ...) and X's index when X is a DataFrame.
+        """
+        Xs = self._validated(X)  # first: NotFittedError before fit
+        scores = score_and_explain(self.model_, Xs, "recon")[1]
+        if not as_frame:
+            return scores
+        import pandas as pd
+
+        return pd.DataFrame(scores, columns=self.get_feature_names_out(), index=getattr(X, "index", None))
 
     def encode(self, X) -> np.ndarray:
         """Posterior means of the latent code, shape (n, latent_dim)."""
-        return encode_means(self.model_, self._validated(X))
+        Xs = self._validated(X)  # first: NotFittedError before fit
+        return encode_means(self.model_, Xs)
 
     def reconstruct(self, X) -> np.ndarray:
         """Reconstructions at the posterior mean, in the units of X."""
-        return reconstruct(self.model_, self._validated(X)) * self.scale_ + self.mean_
+        Xs = self._validated(X)  # first: NotFittedError before fit
+        return reconstruct(self.model_, Xs) * self.scale_ + self.mean_
 
     # ------------------------------------------------------------------ persistence
 
@@ -469,6 +486,135 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         detector.mean_, detector.scale_ = state.mean, state.scale
         detector._store_threshold(state.threshold, state.threshold_rule)
         return detector
+
+    # ------------------------------------------------------------------ generative side and interop
+    # Samples, decodings and interpolations come back in the units of X: standardisation is
+    # undone, and image models (bernoulli likelihood) give pixel values in [0, 1].
+
+    def _to_units(self, Xs: np.ndarray) -> np.ndarray:
+        return np.asarray(Xs, dtype=np.float64) * self.scale_ + self.mean_
+
+    def _seed_for(self, random_state) -> int:
+        """random_state=None: the detector's own seed (the same rows on every call, like the scores)."""
+        if random_state is None:
+            return int(self.seed_)
+        if isinstance(random_state, Integral) and not isinstance(random_state, bool):
+            return int(random_state)
+        if isinstance(random_state, np.random.RandomState):
+            return int(random_state.randint(np.iinfo(np.int32).max))
+        raise ValueError(f"random_state must be None, an int or a numpy RandomState, got {random_state!r}")
+
+    def _one_row(self, x, name: str) -> np.ndarray:
+        """One sample (a 1-D row, a one-row 2-D array or DataFrame, or a pandas Series), scaled."""
+        check_is_fitted(self)
+        if hasattr(x, "to_frame") and getattr(x, "ndim", 0) == 1:  # a pandas Series: keep its names
+            x = x.to_frame().T.infer_objects()
+        if not hasattr(x, "columns"):
+            x = np.asarray(x, dtype=np.float64)
+            if x.ndim == 1:
+                x = x[None, :]
+        if x.ndim != 2 or x.shape[0] != 1:
+            raise DataError(f"{name} must be one sample (a row of {self.n_features_in_} values), got shape {tuple(x.shape)}")
+        if x.shape[1] != self.n_features_in_:
+            raise DataError(f"{name} has {x.shape[1]} values, but the model expects {self.n_features_in_} features")
+        return self._validated(x)
+
+    def _latent_width(self) -> int:
+        return int(self.config_.latent_dim)
+
+    def sample(self, n: int = 16, *, random_state=None, mean: bool = True) -> np.ndarray:
+        """n new samples, shape (n, n_features), in the units of X.
+
+        Codes are drawn from the prior N(0, I) and decoded: with mean=True each row is the
+        decoder mean E[x | z] (smooth; for images the pixel intensities), with mean=False one
+        draw from the likelihood p(x | z) (Bernoulli: pixels 0 or 1; Gaussian: the mean plus
+        noise with the learned per-feature variance). random_state=None uses the detector's
+        own seed, so the same call gives the same rows; pass an int for another draw.
+        Blurry or all-alike samples warn of a model that has not learned the normal data.
+        """
+        check_is_fitted(self)
+        if not isinstance(n, Integral) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"n must be an integer >= 1, got {n!r}")
+        _, Xs = generative.sample(self.model_, int(n), self._seed_for(random_state), mean=bool(mean))
+        return self._to_units(Xs)
+
+    def decode(self, Z) -> np.ndarray:
+        """E[x | z] for each latent code (rows of Z, shape (n, latent_dim)), in the units of X."""
+        check_is_fitted(self)
+        Z = np.asarray(Z, dtype=np.float64)
+        width = self._latent_width()
+        if Z.ndim == 1 and Z.shape[0] == width:
+            Z = Z[None, :]
+        if Z.ndim != 2 or Z.shape[1] != width:
+            raise DataError(f"Z must have shape (n, {width}) (latent_dim={width}), got {Z.shape}")
+        if not np.all(np.isfinite(Z)):
+            raise DataError(f"Z holds {int((~np.isfinite(Z)).sum())} NaN or infinite values")
+        return self._to_units(generative.decode(self.model_, Z))
+
+    def interpolate(self, x_a, x_b, steps: int = 8, method: str = "slerp") -> np.ndarray:
+        """`steps` decoded points on the latent path from x_a to x_b, shape (steps, n_features).
+
+        Both samples are encoded to their posterior means; the path between the codes is
+        spherical ("slerp", the default: the norm goes linearly from one code's to the other's
+        along the great circle, so every point keeps a norm typical of the N(0, I) prior, where
+        the decoder was trained) or a straight line ("linear", whose middle points have smaller
+        norms than any code the prior produces). The first and last rows are the
+        reconstructions of x_a and x_b.
+        """
+        rows = np.vstack([self._one_row(x_a, "x_a"), self._one_row(x_b, "x_b")])
+        za, zb = encode_means(self.model_, rows)
+        if not isinstance(steps, Integral) or isinstance(steps, bool) or steps < 2:
+            raise ValueError(f"steps must be an integer >= 2 (the two endpoints included), got {steps!r}")
+        if method not in generative.INTERPOLATIONS:
+            raise ValueError(f"method must be one of {generative.INTERPOLATIONS}, got {method!r}")
+        return self._to_units(generative.decode(self.model_, generative.interpolate_codes(za, zb, int(steps), method)))
+
+    def traverse(self, x, dim: int, values=None) -> np.ndarray:
+        """Decodings of x's code with latent coordinate `dim` set to each of `values`.
+
+        Shape (len(values), n_features), in the units of X. `values` are in units of the
+        prior's standard deviation (default: -3 to 3 in 7 steps). Shows what one latent
+        dimension encodes; `active_dims_` ranks the dimensions the model uses.
+        """
+        row = self._one_row(x, "x")
+        z = encode_means(self.model_, row)[0]
+        width = self._latent_width()
+        if not isinstance(dim, Integral) or isinstance(dim, bool) or not 0 <= dim < width:
+            raise ValueError(f"dim must be an integer in [0, {width - 1}] (latent_dim={width}), got {dim!r}")
+        values = np.linspace(-3.0, 3.0, 7) if values is None else np.asarray(values, dtype=np.float64)
+        if values.ndim != 1 or len(values) == 0 or not np.all(np.isfinite(values)):
+            raise DataError(f"values must be a non-empty 1-D sequence of finite numbers, got shape {values.shape}")
+        return self._to_units(generative.decode(self.model_, generative.traverse_codes(z, int(dim), values)))
+
+    def active_dims(self, X, k: int | None = None) -> np.ndarray:
+        """Latent dimensions ranked by their mean KL to the prior on X, most used first (k of them)."""
+        Xs = self._validated(X)
+        return generative.active_dims(self.model_, Xs, self._latent_width() if k is None else int(k))
+
+    def _store_training_scores(self, Xs: np.ndarray) -> None:
+        """PyOD's fitted attributes: decision_scores_ (anomaly scores of the training data)."""
+        self.decision_scores_ = self._scores(Xs)[0]
+        self.labels_ = is_flagged(self.decision_scores_, self.threshold_).astype(int)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Columns [p_value, 1 - p_value] per sample, shape (n, 2).
+
+        Column 1 is 1 minus the conformal p-value against the calibration scores: the share
+        of held-out normal data (with the +1 correction) that scores lower than the sample,
+        the evidence that it is an anomaly. It is NOT a calibrated posterior probability
+        P(anomaly | x): that needs the anomaly base rate, which normal-only training never
+        sees. A normal sample's column 1 is uniform on [0, 1]; thresholding it at 1 - fpr is
+        (up to ties) the conformal threshold.
+        """
+        check_is_fitted(self)
+        p = self.p_values(X)
+        return np.column_stack([p, 1.0 - p])
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """Names of the features (the columns of `feature_scores`): the DataFrame columns seen
+        in fit, else x0, x1, ... as in scikit-learn."""
+        check_is_fitted(self)
+        return _check_feature_names_in(self, input_features)
 
 
 def load(path: str | Path, device: str = "auto") -> VAEAnomalyDetector:
