@@ -103,7 +103,7 @@ def test_plot_input_errors():
     with pytest.raises(DataError, match="labels has 3 entries but latent means has 4"):
         latent_figure(np.zeros((4, 2)), [0, 1, 2])
     with pytest.raises(ValueError, match="method must be"):
-        latent_figure(np.zeros((4, 3)), [0, 1, 2, 3], method="umap")
+        latent_figure(np.zeros((4, 3)), [0, 1, 2, 3], method="isomap")
     with pytest.raises(DataError, match="train_loss"):
         training_curves_figure({})
     with pytest.raises(DataError, match="only normal"):

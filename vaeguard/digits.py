@@ -15,6 +15,7 @@ from sklearn.model_selection import train_test_split
 
 from .calibration import describe_threshold_rule
 from .estimator import VAEAnomalyDetector
+from .gallery import image_gallery
 from .mnist import load_mnist
 from .report import N_WORST, write_report
 
@@ -81,6 +82,11 @@ def run_heldout_digits(
     }
     sample = np.random.default_rng(0).permutation(len(data.X_test))[:N_LATENT]
     latent = {"means": detector.encode(data.X_test[sample]), "labels": data.y_test[sample]}
+    normal_test = ~is_anomaly.astype(bool)
+    generative = image_gallery(
+        detector, (1, height, width), data.X_test[normal_test], data.X_test[~normal_test],
+        normal_labels=data.y_test[normal_test], anomaly_labels=data.y_test[~normal_test],
+    )
     summary = {
         "normal digits": ",".join(map(str, normal_digits)),
         "held-out digits": ",".join(str(d) for d in range(10) if d not in normal_digits),
@@ -102,4 +108,5 @@ def run_heldout_digits(
         title=title,
         summary=summary,
         groups=data.y_test,
+        generative=generative,
     )

@@ -218,13 +218,29 @@ def image_grid_figure(inputs, reconstructions, heatmaps, scores, labels=None) ->
     return fig
 
 
+LATENT_MAPS = ("pca", "tsne", "umap")
+
+
+def _require_umap() -> None:
+    try:
+        import umap  # noqa: F401
+    except ImportError:
+        raise ValueError(
+            "the UMAP latent map needs umap-learn, an optional extra: pip install 'vaeguard[umap]' "
+            "(or use pca or tsne)"
+        ) from None
+
+
 def latent_figure(means, labels, method: str = "pca", anomalous_labels=None) -> Figure:
-    """2-D map of latent means coloured by label; PCA or t-SNE when the latent has more than 2 dims.
+    """2-D map of latent means coloured by label; PCA, t-SNE or UMAP when the latent has more than 2 dims.
 
     Labels listed in `anomalous_labels` are drawn as crosses and marked "(anomalous)".
+    "umap" needs the optional extra: pip install "vaeguard[umap]" (umap-learn).
     """
-    if method not in ("pca", "tsne"):
-        raise ValueError(f"method must be 'pca' or 'tsne', got {method!r}")
+    if method not in LATENT_MAPS:
+        raise ValueError(f"method must be one of {LATENT_MAPS}, got {method!r}")
+    if method == "umap":
+        _require_umap()
     means = np.asarray(means, dtype=np.float64)
     if means.ndim == 1:
         means = means[:, None]
@@ -249,6 +265,12 @@ def latent_figure(means, labels, method: str = "pca", anomalous_labels=None) -> 
         points = pca.transform(means)
         share = pca.explained_variance_ratio_.sum()
         axis_names, subtitle = ("PC 1", "PC 2"), f"PCA of {means.shape[1]}-D latent ({share:.0%} of variance)"
+    elif method == "umap":
+        import umap
+
+        neighbours = int(min(15, len(means) - 1))
+        points = umap.UMAP(n_components=2, n_neighbors=max(2, neighbours), random_state=0).fit_transform(means)
+        axis_names, subtitle = ("UMAP 1", "UMAP 2"), f"UMAP of {means.shape[1]}-D latent"
     else:
         from sklearn.manifold import TSNE
 
@@ -271,4 +293,103 @@ def latent_figure(means, labels, method: str = "pca", anomalous_labels=None) -> 
     ax.set(xlabel=axis_names[0], ylabel=axis_names[1], title=f"Latent means: {subtitle}")
     ax.grid(alpha=0.3)
     ax.legend(title="label", loc="center left", bbox_to_anchor=(1.01, 0.5), markerscale=2, fontsize=8)
+    return fig
+
+
+# ----------------------------------------------------------------------------- generative side
+
+
+def rows_as_images(rows, shape) -> np.ndarray:
+    """Flat rows of (C, H, W) images as (n, H, W) (one channel) or (n, H, W, C) for display."""
+    rows = np.asarray(rows, dtype=np.float64)
+    channels, height, width = (int(s) for s in shape)
+    if rows.ndim != 2 or rows.shape[1] != channels * height * width:
+        raise DataError(f"rows of shape {rows.shape} are not flat {channels}x{height}x{width} images")
+    images = rows.reshape(-1, channels, height, width)
+    return images[:, 0] if channels == 1 else np.moveaxis(images, 1, -1)
+
+
+def sample_grid_figure(images, title: str = "Samples from the prior", ncols: int = 8) -> Figure:
+    """A grid of images (n, H, W) or (n, H, W, C) with values in [0, 1], row by row."""
+    images = _as_images(images, "images")
+    n = len(images)
+    if n == 0:
+        raise DataError("no images to show")
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    fig = Figure(figsize=(1.0 * ncols + 0.2, 1.0 * nrows + 0.5), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        if k < n:
+            _show(ax, images[k])
+        else:
+            ax.axis("off")
+    fig.suptitle(title)
+    return fig
+
+
+def image_strips_figure(strips, row_labels, title: str, column_labels=None) -> Figure:
+    """Rows of images, one strip per row (each (steps, H, W[, C]) in [0, 1]), labelled on the left.
+
+    Used for interpolations (columns: the path from one input to another) and latent
+    traversals (columns: the values given to one latent dimension).
+    """
+    strips = [_as_images(s, "strip") for s in strips]
+    if not strips:
+        raise DataError("no strips to show")
+    if len(row_labels) != len(strips):
+        raise DataError(f"row_labels has {len(row_labels)} entries but there are {len(strips)} strips")
+    ncols = max(len(s) for s in strips)
+    fig = Figure(figsize=(0.95 * ncols + 1.6, 1.05 * len(strips) + 0.6), layout="constrained")
+    axes = fig.subplots(len(strips), ncols, squeeze=False)
+    for row, (strip, label) in enumerate(zip(strips, row_labels)):
+        for col in range(ncols):
+            ax = axes[row, col]
+            if col < len(strip):
+                _show(ax, strip[col])
+            else:
+                ax.axis("off")
+            if row == 0 and column_labels is not None and col < len(column_labels):
+                ax.set_title(str(column_labels[col]), fontsize=8)
+        axes[row, 0].set_ylabel(str(label), rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
+def marginals_figure(real, generated, feature_names=None, max_features: int = 12) -> Figure:
+    """Per feature, the density of real rows (blue) against rows sampled from the model (orange).
+
+    A table model's counterpart of a sample grid: where the two disagree, the model has not
+    learned that feature's distribution. The `max_features` with the largest variance are shown.
+    """
+    real = np.asarray(real, dtype=np.float64)
+    generated = np.asarray(generated, dtype=np.float64)
+    if real.ndim != 2 or generated.ndim != 2 or real.shape[1] != generated.shape[1]:
+        raise DataError(f"real {real.shape} and generated {generated.shape} must be 2-D with the same columns")
+    if len(real) == 0 or len(generated) == 0:
+        raise DataError("no rows to compare")
+    d = real.shape[1]
+    names = [f"x{j}" for j in range(d)] if feature_names is None else [str(c) for c in feature_names]
+    if len(names) != d:
+        raise DataError(f"feature_names has {len(names)} entries for {d} features")
+    shown = np.sort(np.argsort(-real.var(axis=0), kind="stable")[:max_features])
+    ncols = min(4, len(shown))
+    nrows = -(-len(shown) // ncols)
+    fig = Figure(figsize=(2.9 * ncols, 2.2 * nrows + 0.5), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax, j in zip(axes.flat, shown):
+        low, high = np.percentile(np.r_[real[:, j], generated[:, j]], [0.5, 99.5])
+        if high <= low:
+            low, high = low - 0.5, high + 0.5
+        bins = np.linspace(low, high, 31)
+        ax.hist(np.clip(real[:, j], low, high), bins=bins, density=True, histtype="stepfilled", alpha=0.35,
+                color=NORMAL_COLOR, label=f"real (n={len(real)})")
+        ax.hist(np.clip(generated[:, j], low, high), bins=bins, density=True, histtype="step", linewidth=1.6,
+                color=VAL_COLOR, label=f"sampled (n={len(generated)})")
+        ax.set_title(names[j], fontsize=9)
+        ax.set_yticks([])
+    for ax in list(axes.flat)[len(shown):]:
+        ax.axis("off")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle("Sampled vs real values per feature" + (f" ({len(shown)} of {d} with the largest variance)" if len(shown) < d else ""))
     return fig

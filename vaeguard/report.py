@@ -16,9 +16,12 @@ from .metrics import evaluate, per_group_auroc
 from .plots import (
     figure_to_png_bytes,
     image_grid_figure,
+    image_strips_figure,
     latent_figure,
+    marginals_figure,
     pr_figure,
     roc_figure,
+    sample_grid_figure,
     score_histogram_figure,
     training_curves_figure,
 )
@@ -38,7 +41,20 @@ CAPTIONS = {
     "comes from (brighter = larger contribution; each heatmap scaled on its own).",
     "latent.png": "Latent means coloured by label (anomalous labels, where known, as crosses): anomalies lying "
     "away from the normal clusters mean the encoder itself tells them apart.",
+    "samples.png": "New images decoded from codes drawn from the prior N(0, I) (the decoder mean, no pixel noise): "
+    "if they look like the normal data, the model has learned it; blurry, all-alike or meaningless samples warn "
+    "of a bad fit whose scores deserve less trust.",
+    "interpolations.png": "Spherical interpolation (slerp) in latent space, left to right, between the reconstructions of "
+    "two inputs (first and last column). Between two normal inputs the path should stay on plausible normal "
+    "images; from a normal input to an anomaly (last rows) it shows how the model bends the anomaly towards what it knows.",
+    "traversals.png": "Latent traversals: one normal input's code with a single latent dimension set from -3 to +3 "
+    "prior standard deviations, for the dimensions the model uses most (largest KL to the prior). Each row shows "
+    "what that dimension encodes.",
+    "marginals.png": "Per feature, values sampled from the model (orange; drawn from the likelihood, in the units "
+    "of the data) against the real normal rows (blue): where the two differ, the model has not learned that feature.",
 }
+# Figures shown in the section on the latent space and the generative side, in this order.
+GENERATIVE_FIGURES = ("latent.png", "samples.png", "interpolations.png", "traversals.png", "marginals.png")
 
 _CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2rem auto;
@@ -153,6 +169,28 @@ def _figures(y, scores, threshold, history, images, latent, latent_method, group
     return {name: figure_to_png_bytes(fig) for name, fig in figures.items()}
 
 
+def _generative_figures(generative: dict | None) -> dict[str, bytes]:
+    """PNGs of the generative section: samples / interpolations / traversals (images) or marginals (tables)."""
+    if not generative:
+        return {}
+    figures = {}
+    if generative.get("samples") is not None:
+        figures["samples.png"] = sample_grid_figure(generative["samples"], "Samples from the prior (decoder mean)")
+    for key, title in (("interpolations", "Interpolations in latent space (slerp)"), ("traversals", "Latent traversals")):
+        part = generative.get(key)
+        if part:
+            figures[f"{key}.png"] = image_strips_figure(part["strips"], part["labels"], title, part.get("columns"))
+    if generative.get("marginals"):
+        m = generative["marginals"]
+        figures["marginals.png"] = marginals_figure(m["real"], m["samples"], m.get("names"))
+    return {name: figure_to_png_bytes(fig) for name, fig in figures.items()}
+
+
+def _figure_html(name: str, data: bytes) -> str:
+    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return f'<figure><img src="{uri}" alt="{name}"><figcaption>{html.escape(CAPTIONS[name])}</figcaption></figure>'
+
+
 def write_report(
     out_dir: str | Path,
     y_true,
@@ -166,12 +204,17 @@ def write_report(
     title: str = "vaeguard report",
     summary: dict | None = None,
     groups=None,
+    generative: dict | None = None,
 ) -> dict:
     """Evaluate the scores and write metrics.json, report.html and the plots into `out_dir`.
 
     `images` = {"inputs", "reconstructions", "heatmaps", "scores", "labels"} of the most
     anomalous samples; `latent` = {"means", "labels"}; `summary` = name -> scalar shown as a
-    table; `groups` = a label per sample for per-group AUROC. Returns the metrics dict.
+    table; `groups` = a label per sample for per-group AUROC; `generative` = what the model
+    generates, shown beside the latent map: for images {"samples": (n, H, W[, C]) in [0, 1],
+    "interpolations" and "traversals": {"strips": [(steps, H, W[, C]), ...], "labels": [...],
+    "columns": optional column titles}}, for tables {"marginals": {"real", "samples", "names"}}.
+    Returns the metrics dict.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -179,6 +222,7 @@ def write_report(
     if groups is not None:
         metrics["per_group"] = per_group_auroc(groups, y_true, anomaly_scores)
     pngs = _figures(y_true, anomaly_scores, threshold, history, images, latent, latent_method, groups)
+    pngs.update(_generative_figures(generative))
 
     for name, data in pngs.items():
         with atomic_write(out_dir / name, "wb") as fh:
@@ -195,8 +239,16 @@ def write_report(
         body.append(_per_group_table(metrics["per_group"]))
     body.append("<h2>Plots</h2>")
     for name, data in pngs.items():
-        uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-        body.append(f'<figure><img src="{uri}" alt="{name}"><figcaption>{html.escape(CAPTIONS[name])}</figcaption></figure>')
+        if name not in GENERATIVE_FIGURES:
+            body.append(_figure_html(name, data))
+    section = [name for name in GENERATIVE_FIGURES if name in pngs]
+    if section:
+        body.append('<h2 id="generative">Latent space and what the model generates</h2>')
+        body.append(
+            '<p class="muted">A VAE is a generative model: what it generates shows what it learned about the '
+            "normal data. Check these before trusting the scores.</p>"
+        )
+        body.extend(_figure_html(name, pngs[name]) for name in section)
     body.append(f'<p class="muted">Written by vaeguard {html.escape(__version__)}; metrics also in metrics.json.</p>')
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
