@@ -364,8 +364,12 @@ def _run_digit_job(data, normal: str, out: Path, params: dict, device: str, save
     if len(normal_digits) == 10:
         raise typer.BadParameter("every digit is normal: leave at least one out", param_hint="--normal")
     detector = VAEAnomalyDetector(**params, device=device, verbose=not _state["quiet"])
-    if latent_map not in ("pca", "tsne"):
-        raise typer.BadParameter("must be pca or tsne", param_hint="--latent-map")
+    from .plots import LATENT_MAPS, _require_umap
+
+    if latent_map not in LATENT_MAPS:
+        raise typer.BadParameter("must be pca, tsne or umap", param_hint="--latent-map")
+    if latent_map == "umap":
+        _require_umap()
     metrics = run_heldout_digits(data, normal_digits, detector, out, latent_method=latent_map)
     if save_model is not None:
         detector.save(save_model)
@@ -375,7 +379,7 @@ def _run_digit_job(data, normal: str, out: Path, params: dict, device: str, save
 
 NormalOpt = Annotated[str, typer.Option(help="Digits treated as normal, e.g. 0-8, 3 (one-class) or 1,3,7.")]
 SaveModelOpt = Annotated[Optional[Path], typer.Option(help="Also save the trained model file here.", dir_okay=False)]
-LatentMapOpt = Annotated[str, typer.Option(help="How the report maps the latent means to 2-D: pca, or tsne (slower).")]
+LatentMapOpt = Annotated[str, typer.Option(help="How the report maps the latent means to 2-D: pca, tsne (slower), or umap (needs the optional extra: pip install 'vaeguard[umap]').")]
 
 
 @app.command()
@@ -425,6 +429,67 @@ def digits(
         params.setdefault("fpr", 0.05)  # ~90 calibration images: 1% would need at least 99
         data = embedded_digits(random_state=params["random_state"])
         _run_digit_job(data, normal, out, params, device, save_model, latent_map)
+
+
+@app.command()
+def sample(
+    model: Annotated[Path, typer.Argument(help="Model file written by `vaeguard train` (or a digit job's --save-model).", dir_okay=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Image models: a PNG grid (*.png). Table models: a CSV of generated rows (*.csv) with the original column names, in the original units.", dir_okay=False)],
+    n: Annotated[int, typer.Option("--n", help="How many samples.", min=1, max=100_000)] = 64,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same samples.")] = 0,
+    draw: Annotated[bool, typer.Option("--draw/--mean", help="--mean (default): the decoder mean E[x|z]; --draw: one draw from the likelihood p(x|z) (Bernoulli pixels are 0 or 1; Gaussian values get the learned noise).")] = False,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Draw new samples from a model's prior: a PNG grid of images, or a CSV of table rows.
+
+    Blurry or all-alike samples warn that the model has not learned the normal data.
+
+    Example: vaeguard sample model.vgm -o grid.png --n 64 --seed 1
+    """
+    from .estimator import load
+    from .gallery import write_samples
+
+    with _errors():
+        detector = load(model, device=device)
+        written = write_samples(detector, out, n, seed=seed, mean=not draw)
+    typer.echo(f"wrote {n} samples to {written}")
+
+
+@app.command()
+def interpolate(
+    model: Annotated[Path, typer.Argument(help="Model file written by `vaeguard train`.", dir_okay=False)],
+    a: Annotated[str, typer.Argument(help="Start: an image file (image models), or a row of --data: its id (when the model has an id column) or its 1-based row number.")],
+    b: Annotated[str, typer.Argument(help="End: like A.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Image models: a PNG strip (*.png). Table models: a CSV of the interpolated rows (*.csv).", dir_okay=False)],
+    data: Annotated[Optional[Path], typer.Option("--data", help="Table models: the CSV file holding rows A and B.", dir_okay=False)] = None,
+    steps: Annotated[int, typer.Option("--steps", help="Points on the path, both ends included.", min=2, max=1000)] = 10,
+    method: Annotated[str, typer.Option("--method", help="slerp (spherical, keeps a typical prior norm) or linear.")] = "slerp",
+    device: DeviceOpt = "auto",
+) -> None:
+    """Decode the path in latent space from A to B: a PNG strip for images, a CSV for tables.
+
+    Examples: vaeguard interpolate model.vgm a.png b.png -o strip.png
+              vaeguard interpolate model.vgm 12 40 --data rows.csv -o path.csv
+    """
+    from .estimator import load
+    from .gallery import image_shape_of, table_rows_by_id, write_interpolation
+    from .images import load_image
+
+    if method not in ("slerp", "linear"):
+        raise typer.BadParameter("must be slerp or linear", param_hint="--method")
+    with _errors():
+        detector = load(model, device=device)
+        shape = image_shape_of(detector)
+        if shape is not None:
+            if data is not None:
+                raise typer.BadParameter("image models take two image files as A and B, not --data", param_hint="--data")
+            x_a, x_b = (load_image(Path(p), shape) for p in (a, b))
+        else:
+            if data is None:
+                raise typer.BadParameter("a table model needs --data FILE holding rows A and B", param_hint="--data")
+            x_a, x_b = table_rows_by_id(detector, data, [a, b])
+        written = write_interpolation(detector, x_a, x_b, out, steps=steps, method=method, labels=(Path(a).name, Path(b).name))
+    typer.echo(f"wrote {steps} steps from {a} to {b} to {written}")
 
 
 def main() -> None:
