@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from vaeguard import DataError, VAEAnomalyDetector
 from vaeguard.cli import app
 from vaeguard.generative import interpolate_codes, traverse_codes
-from vaeguard.jobs import embedded_digits, run_heldout_digits
+from vaeguard.digits import embedded_digits, run_heldout_digits
 from vaeguard.plots import LATENT_MAPS, image_strips_figure, latent_figure, marginals_figure, rows_as_images, sample_grid_figure
 from vaeguard.report import write_report
 
@@ -254,6 +254,7 @@ def test_generative_figures_and_errors():
         sample_grid_figure(images),
         image_strips_figure([images, images[:3]], ["a", "b"], "t", ["1", "2"]),
         marginals_figure(rng.normal(size=(50, 3)), rng.normal(size=(40, 3)), ["p", "q", "r"]),
+        sample_grid_figure(rng.uniform(size=(3, 4, 4, 3))),  # RGB
     ):
         assert fig.axes
     assert rows_as_images(np.zeros((2, 3 * 4 * 5)), (3, 4, 5)).shape == (2, 4, 5, 3)
@@ -262,6 +263,8 @@ def test_generative_figures_and_errors():
         rows_as_images(np.zeros((2, 20)), (1, 4, 4))
     with pytest.raises(DataError, match="row_labels has 1 entries"):
         image_strips_figure([images, images], ["a"], "t")
+    with pytest.raises(DataError, match="different shapes"):
+        image_strips_figure([images, images[:, :4]], ["a", "b"], "t")
     with pytest.raises(DataError, match="same columns"):
         marginals_figure(np.zeros((5, 3)), np.zeros((5, 2)))
 

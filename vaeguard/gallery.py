@@ -58,7 +58,12 @@ def image_gallery(
         used = {k for pair in pairs for k in pair}
         if i in used:
             continue
-        partners = [j for j in order if j != i and j not in used and (labels is None or labels[j] != labels[i])]
+        seen = {frozenset((labels[a], labels[b])) for a, b in pairs} if labels is not None else set()
+        partners = [
+            j for j in order
+            if j != i and j not in used
+            and (labels is None or (labels[j] != labels[i] and frozenset((labels[i], labels[j])) not in seen))
+        ]
         if partners:
             pairs.append((int(i), int(partners[0])))
     strips, names = [], []
