@@ -67,15 +67,20 @@ def image_gallery(
         if partners:
             pairs.append((int(i), int(partners[0])))
     strips, names = [], []
+
+    def path_with_inputs(x_a, x_b) -> np.ndarray:
+        # The inputs frame the path: the reconstructions at its ends show what the model made of them.
+        return np.vstack([x_a, detector.interpolate(x_a, x_b, steps=steps), x_b])
+
     for i, j in pairs:
-        strips.append(detector.interpolate(normal_rows[i], normal_rows[j], steps=steps))
+        strips.append(path_with_inputs(normal_rows[i], normal_rows[j]))
         names.append(f"{_label(labels, i, 'normal')} → {_label(labels, j, 'normal')}")
     if anomaly_rows is not None and len(anomaly_rows):
         anomaly_rows = np.asarray(anomaly_rows)
         picks = np.random.default_rng(seed + 1).permutation(len(anomaly_rows))[: max(1, n_pairs - 1)]
         for k, a in enumerate(picks):
             i = int(order[-1 - k])
-            strips.append(detector.interpolate(normal_rows[i], anomaly_rows[a], steps=steps))
+            strips.append(path_with_inputs(normal_rows[i], anomaly_rows[a]))
             names.append(f"{_label(labels, i, 'normal')} → {_label(anomaly_labels, int(a), 'anomaly')} (anomaly)")
     base = int(order[0])
     dims = detector.active_dims(normal_rows[order[: min(len(order), 1000)]], k=n_traversals)
@@ -86,7 +91,7 @@ def image_gallery(
         "interpolations": {
             "strips": [rows_as_images(np.clip(s, 0, 1), shape) for s in strips],
             "labels": names,
-            "columns": ["start"] + [""] * (steps - 2) + ["end"],
+            "columns": ["input", "start"] + [""] * (steps - 2) + ["end", "input"],
         },
         "traversals": {
             "strips": [rows_as_images(np.clip(t, 0, 1), shape) for t in traversals],
@@ -163,16 +168,18 @@ def write_interpolation(
     detector: VAEAnomalyDetector, x_a, x_b, out: str | Path, *, steps: int = 10, method: str = "slerp",
     labels: tuple[str, str] = ("A", "B"),
 ) -> Path:
-    """Image models: a PNG strip from x_a to x_b; table models: a CSV of the interpolated rows
-    (column t, then the model's columns in the original units)."""
+    """Image models: a PNG strip: input A, the decoded path at t = 0 .. 1 (its ends are the
+    reconstructions of A and B), input B. Table models: a CSV of the decoded rows (column t,
+    then the model's columns in the original units)."""
     out = Path(out)
     shape = image_shape_of(detector)
     rows = detector.interpolate(x_a, x_b, steps=steps, method=method)
     if shape is not None:
         if out.suffix.lower() != ".png":
             raise DataError(f"{out}: an image model writes a PNG strip; name the output *.png")
-        strip = rows_as_images(np.clip(rows, 0, 1), shape)
-        columns = [labels[0]] + [f"t={t:.2f}" for t in np.linspace(0, 1, steps)[1:-1]] + [labels[1]]
+        x_a, x_b = (np.asarray(x, dtype=np.float64).reshape(1, -1) for x in (x_a, x_b))
+        strip = rows_as_images(np.clip(np.vstack([x_a, rows, x_b]), 0, 1), shape)
+        columns = [labels[0]] + [f"t={t:.2f}" for t in np.linspace(0, 1, steps)] + [labels[1]]
         fig = image_strips_figure([strip], [f"{method}"], f"{labels[0]} → {labels[1]} in latent space", columns)
         return save_figure(fig, out)
     if out.suffix.lower() != ".csv":

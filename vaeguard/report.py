@@ -44,9 +44,10 @@ CAPTIONS = {
     "samples.png": "New images decoded from codes drawn from the prior N(0, I) (the decoder mean, no pixel noise): "
     "if they look like the normal data, the model has learned it; blurry, all-alike or meaningless samples warn "
     "of a bad fit whose scores deserve less trust.",
-    "interpolations.png": "Spherical interpolation (slerp) in latent space, left to right, between the reconstructions of "
-    "two inputs (first and last column). Between two normal inputs the path should stay on plausible normal "
-    "images; from a normal input to an anomaly (last rows) it shows how the model bends the anomaly towards what it knows.",
+    "interpolations.png": "Spherical interpolation (slerp) in latent space between two inputs (outer columns), from the "
+    "reconstruction of one (start) to that of the other (end). Between two normal inputs the path should stay on "
+    "plausible normal images; from a normal input to an anomaly (last rows), the end column shows how the model bends "
+    "the anomaly towards what it knows.",
     "traversals.png": "Latent traversals: one normal input's code with a single latent dimension set from -3 to +3 "
     "prior standard deviations, for the dimensions the model uses most (largest KL to the prior). Each row shows "
     "what that dimension encodes.",
