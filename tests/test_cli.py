@@ -144,6 +144,8 @@ def test_evaluate_writes_a_report(tables, table_model, tmp_path):
     assert metrics["auroc"] > 0.95
     assert "AUROC" in result.output
     assert (out / "report.html").stat().st_size > 10_000
+    assert (out / "marginals.png").stat().st_size > 1000  # sampled vs real normal rows
+    assert 'alt="marginals.png"' in (out / "report.html").read_text()
 
 
 def test_evaluate_without_label_column_is_an_error(tables, table_model, tmp_path):
@@ -294,6 +296,8 @@ def test_image_folder_evaluation(image_dirs, image_model, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["auroc"] > 0.9
     assert (out / "worst.png").stat().st_size > 1000
+    for name in ("samples.png", "interpolations.png", "traversals.png"):
+        assert (out / name).stat().st_size > 1000
 
 
 def test_image_model_refuses_a_table(image_model, tables, tmp_path):

@@ -395,3 +395,12 @@ def test_cli_generative_errors_are_one_line(cli_models, args, code, message):
     assert "Traceback" not in result.output
     if code == 1:
         assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_model_trained_from_a_csv_names_its_features(cli_models):
+    import vaeguard
+
+    detector = vaeguard.load(cli_models / "table.vgm")
+    assert list(detector.get_feature_names_out()) == COLUMNS
+    rows = pd.read_csv(cli_models / "rows.csv")[COLUMNS].iloc[:3].to_numpy()  # fitted on an array: no names
+    assert list(detector.feature_scores(rows, as_frame=True).columns) == COLUMNS

@@ -612,8 +612,12 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
 
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """Names of the features (the columns of `feature_scores`): the DataFrame columns seen
-        in fit, else x0, x1, ... as in scikit-learn."""
+        in fit, else the table columns of `input_spec_` (a model trained from a CSV file),
+        else x0, x1, ... as in scikit-learn."""
         check_is_fitted(self)
+        spec = getattr(self, "input_spec_", None)
+        if input_features is None and not hasattr(self, "feature_names_in_") and isinstance(spec, TableInput):
+            return np.asarray(spec.columns, dtype=object)
         return _check_feature_names_in(self, input_features)
 
 

@@ -11,7 +11,43 @@ from .calibration import describe_threshold_rule
 from .estimator import VAEAnomalyDetector
 from .images import load_image
 from .inputs import ImageInput
+from .gallery import image_gallery, table_gallery
 from .report import N_WORST, write_report
+from .sources import iter_chunks
+
+# Normal inputs the report's generative section draws on: images to interpolate between, or
+# table rows whose per-feature distributions the model's samples are compared with.
+N_GALLERY_IMAGES = 200
+N_GALLERY_ROWS = 2000
+
+
+def _gallery(detector: VAEAnomalyDetector, path: Path, scored, on_bad_row: str) -> dict | None:
+    """The report's generative section from the labelled data's normal (and anomalous) inputs."""
+    normal = np.flatnonzero(scored.is_anomaly == 0)
+    if len(normal) < 2:
+        return None
+    rng = np.random.default_rng(0)
+    spec = detector.input_spec_
+    if isinstance(spec, ImageInput):
+        picks = rng.permutation(normal)[:N_GALLERY_IMAGES]
+        anomalies = rng.permutation(np.flatnonzero(scored.is_anomaly == 1))[:4]
+
+        def load(indices):
+            return np.stack([load_image(path / scored.keys[i], spec.shape) for i in indices]) if len(indices) else None
+
+        return image_gallery(
+            detector, spec.shape, load(picks), load(anomalies),
+            normal_labels=scored.groups[picks], anomaly_labels=scored.groups[anomalies],
+        )
+    wanted = np.asarray([scored.keys[i] for i in normal[:N_GALLERY_ROWS]])
+    rows, n = [], 0
+    for chunk in iter_chunks(path, spec, on_bad_row=on_bad_row):  # a second pass, stopped early
+        keep = np.isin(np.asarray(chunk.keys), wanted)
+        rows.append(chunk.X[keep])
+        n += int(keep.sum())
+        if n >= len(wanted):
+            break
+    return table_gallery(detector, np.vstack(rows))
 
 
 
@@ -28,6 +64,8 @@ def evaluate_data(
 
     Per-group AUROC compares each anomalous label value with all normal samples. For image
     folders the report also shows the most anomalous images beside their reconstructions.
+    Its generative section shows samples, interpolations and traversals (images) or sampled
+    against real per-feature distributions of the normal rows (tables).
     """
     path = Path(path)
     scored = score_labelled(detector, path, label_column=label_column, normal_label=normal_label, on_bad_row=on_bad_row)
@@ -68,6 +106,7 @@ def evaluate_data(
         title=f"vaeguard: evaluation on {path.name}",
         summary=summary,
         groups=scored.groups,
+        generative=_gallery(detector, path, scored, on_bad_row),
     )
     metrics["n_failed"] = len(scored.failed)
     return metrics

@@ -52,6 +52,8 @@ def image_gallery(
     order = rng.permutation(len(normal_rows))
     pairs: list[tuple[int, int]] = []
     labels = None if normal_labels is None else np.asarray(normal_labels)
+    if labels is not None and len(np.unique(labels)) < 2:
+        labels = None  # one label: pairs cannot differ in it
     for i in order:
         if len(pairs) == n_pairs:
             break
@@ -106,7 +108,7 @@ def table_gallery(detector: VAEAnomalyDetector, real_rows, *, names=None, n_samp
     marginals of rows drawn from the model (from the likelihood, in the units of X) against
     the real normal rows."""
     real = np.asarray(real_rows, dtype=np.float64)
-    names = list(detector.get_feature_names_out()) if names is None else list(names)
+    names = table_columns_of(detector) if names is None else list(names)
     return {"marginals": {"real": real, "samples": detector.sample(n_samples, random_state=seed, mean=False), "names": names}}
 
 
