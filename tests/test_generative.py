@@ -2,6 +2,7 @@
 the report section and the `sample` / `interpolate` commands."""
 
 import math
+import sys
 
 import numpy as np
 import pandas as pd
@@ -269,16 +270,21 @@ def test_generative_figures_and_errors():
         marginals_figure(np.zeros((5, 3)), np.zeros((5, 2)))
 
 
-def test_umap_latent_map_is_optional():
+def test_umap_without_umap_learn_is_a_clear_error(monkeypatch):
     assert "umap" in LATENT_MAPS
-    try:
-        import umap  # noqa: F401
-    except ImportError:
-        with pytest.raises(ValueError, match=r"vaeguard\[umap\]"):
-            latent_figure(np.zeros((10, 3)), np.zeros(10), method="umap")
-    else:
-        means = np.random.default_rng(0).normal(size=(40, 3))
-        assert latent_figure(means, np.arange(40) % 2, method="umap").axes
+    monkeypatch.setitem(sys.modules, "umap", None)  # as if umap-learn were not installed
+    with pytest.raises(ValueError, match=r"pip install 'vaeguard\[umap\]'"):
+        latent_figure(np.zeros((10, 3)), np.zeros(10), method="umap")
+    result = invoke("digits", "-o", "unused", "--latent-map", "umap")
+    assert result.exit_code == 1 and "vaeguard[umap]" in result.output
+
+
+@pytest.mark.slow  # numba compiles UMAP on first use: about a minute
+def test_umap_latent_map():
+    pytest.importorskip("umap")
+    means = np.random.default_rng(0).normal(size=(40, 3))
+    fig = latent_figure(means, np.arange(40) % 2, method="umap")
+    assert fig.axes[0].get_xlabel() == "UMAP 1"
 
 
 def test_digit_report_shows_the_generative_section(tmp_path):

@@ -269,7 +269,7 @@ def latent_figure(means, labels, method: str = "pca", anomalous_labels=None) -> 
         import umap
 
         neighbours = int(min(15, len(means) - 1))
-        points = umap.UMAP(n_components=2, n_neighbors=max(2, neighbours), random_state=0).fit_transform(means)
+        points = umap.UMAP(n_components=2, n_neighbors=max(2, neighbours), random_state=0, n_jobs=1).fit_transform(means)
         axis_names, subtitle = ("UMAP 1", "UMAP 2"), f"UMAP of {means.shape[1]}-D latent"
     else:
         from sklearn.manifold import TSNE
