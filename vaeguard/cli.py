@@ -437,7 +437,7 @@ def sample(
     out: Annotated[Path, typer.Option("--out", "-o", help="Image models: a PNG grid (*.png). Table models: a CSV of generated rows (*.csv) with the original column names, in the original units.", dir_okay=False)],
     n: Annotated[int, typer.Option("--n", help="How many samples.", min=1, max=100_000)] = 64,
     seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same samples.")] = 0,
-    draw: Annotated[bool, typer.Option("--draw/--mean", help="--mean (default): the decoder mean E[x|z]; --draw: one draw from the likelihood p(x|z) (Bernoulli pixels are 0 or 1; Gaussian values get the learned noise).")] = False,
+    draw: Annotated[bool, typer.Option("--draw/--mean", help="--mean (default): the decoder mean E[x|z], smooth; --draw: one draw from the likelihood p(x|z): Bernoulli pixels are 0 or 1, table rows get the learned per-feature noise and so the data's full spread.")] = False,
     device: DeviceOpt = "auto",
 ) -> None:
     """Draw new samples from a model's prior: a PNG grid of images, or a CSV of table rows.

@@ -71,7 +71,11 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     random_state, device ("auto", "cpu", "cuda"), verbose.
 
     `fit` also records what the model reads (`input_spec_`): a table's columns, or an image
-    shape; bulk scoring of files goes through it (see vaeguard.bulk).
+    shape; bulk scoring of files goes through it (see vaeguard.bulk). As in PyOD, it sets
+    `decision_scores_` (anomaly scores of the training data) and `labels_` (1 = outlier,
+    0 = inlier, at the current threshold); neither is stored in model files.
+
+    The generative side: `sample`, `decode`, `interpolate`, `traverse` (rows in the units of X).
     """
 
     _parameter_constraints: dict = {
