@@ -156,7 +156,7 @@ def write_samples(detector: VAEAnomalyDetector, out: str | Path, n: int = 64, *,
         if suffix != ".png":
             raise DataError(f"{out}: an image model writes a PNG grid; name the output *.png")
         images = rows_as_images(np.clip(detector.sample(n, random_state=seed, mean=mean), 0, 1), shape)
-        return save_figure(sample_grid_figure(images, f"{n} samples from the prior"), out)
+        return save_figure(sample_grid_figure(images, f"{n} samples from the prior ({'decoder mean' if mean else 'drawn from the likelihood'})"), out)
     if suffix not in (".csv", ".gz") or (suffix == ".gz" and not out.name.lower().endswith(".csv.gz")):
         raise DataError(f"{out}: a table model writes generated rows as CSV; name the output *.csv")
     frame = rows_frame(detector, detector.sample(n, random_state=seed, mean=mean))
