@@ -64,3 +64,14 @@ def test_fit_reads_a_csv_file_or_an_image_folder(tmp_path):
         Image.fromarray((rng.random((6, 10)) * 255).astype(np.uint8)).save(folder / f"{i}.png")
     det = VAEAnomalyDetector(**FAST).fit(folder)
     assert det.input_spec_ == ImageInput((1, 6, 10)) and det.n_features_in_ == 60
+
+
+def test_a_model_read_from_a_csv_knows_its_column_names(tmp_path):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(60, 2)), columns=["u", "v"])
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    det = VAEAnomalyDetector(**FAST).fit(str(tmp_path / "t.csv"))
+    assert det.feature_names_in_.tolist() == ["u", "v"]
+    assert det.anomaly_score(frame[["u", "v"]]).shape == (60,)
+    with pytest.raises(ValueError, match="feature names"):
+        det.anomaly_score(frame[["v", "u"]])  # scikit-learn's check: same names, same order

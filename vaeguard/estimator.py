@@ -174,6 +174,9 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
                 f"calibration), got {n} sample{'s' if n != 1 else ''}"
             )
         self.input_spec_ = self._resolve_input_spec(X, input_spec)
+        if input_spec is not None and isinstance(input_spec, TableInput) and not hasattr(self, "feature_names_in_"):
+            # rows read from a file: the model knows its column names, as if fitted on a DataFrame
+            self.feature_names_in_ = np.asarray(input_spec.columns, dtype=object)
         rng = check_random_state(self.random_state)
         self.seed_ = int(rng.randint(np.iinfo(np.int32).max))
         order = rng.permutation(n)
