@@ -1,13 +1,59 @@
-"""Write files so that an interrupted run leaves either no file or a whole one."""
+"""Write files so that an interrupted run leaves either no file or a whole one.
+
+Every file vaeguard writes goes through `atomic_write`, which is also the one place that
+guards output paths:
+
+- an output that is the same file as an input (the data, the model, a config; compared by
+  device and inode, so through symlinks and hard links too) is refused with a DataError
+  naming both paths, before anything is written;
+- an existing output that is not a regular file (a device such as /dev/full, a FIFO, a
+  folder) is refused, never replaced;
+- an output given as a symlink replaces the link's target, not the link;
+- an existing output keeps its permission bits; a new one gets 0666 minus the umask;
+- a text output whose name ends in `.gz` is written gzip-compressed.
+
+The data goes to a hidden temporary file `.NAME.XXXXXXXX.part` beside the target, is fsynced
+and renamed over the target only when complete. On an exception, on Ctrl-C (SIGINT) and on
+SIGTERM or SIGHUP (turned into the exception `Terminated` while a write is in progress) the
+temporary file is removed. A SIGKILL cannot be caught, so each writer holds an exclusive
+`flock` on its temporary file while it writes; the next write to the same target removes the
+`.NAME.*.part` files that are (a) named by our pattern, (b) regular files, (c) older than the
+current process and (d) not locked by anyone, i.e. left behind by a run that died. A part file
+being written by a live process is always locked, so it is never taken for a stale one.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import gzip
+import io
 import os
+import re
+import signal
+import stat
 import tempfile
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
+
+from .errors import DataError
+
+_PROCESS_START = time.time()
+_PART_SUFFIX = ".part"
+# mkstemp's random part: 8 characters of [a-z0-9_].
+_PART_RANDOM = r"[a-z0-9_]{8}"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived while a file was being written (the partial file is removed)."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"terminated by signal {signal.Signals(signum).name}")
+        self.signum = signum
 
 
 def _umask() -> int:
@@ -16,23 +62,167 @@ def _umask() -> int:
     return mask
 
 
-@contextlib.contextmanager
-def atomic_write(path: str | Path, mode: str = "w", **open_kwargs) -> Iterator[IO]:
-    """Open a temporary file beside `path`; on success, fsync it and rename it over `path`.
+def _kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
 
-    On any exception the temporary file is removed and an existing `path` is left untouched.
+
+def check_output(path: str | Path, inputs: Iterable[str | Path | None] = ()) -> Path:
+    """The real path to write `path` to, or DataError when writing it would destroy something.
+
+    Refused: `path` is the same file as one of `inputs` (compared through symlinks and hard
+    links), or `path` exists and is not a regular file. A symlink resolves to its target.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    target = Path(os.path.realpath(path))
     try:
-        with os.fdopen(fd, mode, **open_kwargs) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual mode
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
+        st = os.stat(target)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{path} is {_kind(st.st_mode)}, not a regular file: refusing to replace it; choose another output path")
+    for source in inputs:
+        if source is None:
+            continue
+        same = False
+        if st is not None:
+            with contextlib.suppress(OSError):
+                same = os.path.samefile(target, source)
+        same = same or target == Path(os.path.realpath(source))
+        if same:
+            raise DataError(f"the output {path} is the input {source}: refusing to overwrite it; choose another output path")
+    return target
+
+
+def _is_stale(part: Path) -> bool:
+    """True when `part` is a regular file older than this process that nobody holds locked."""
+    try:
+        fd = os.open(part, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_mtime >= _PROCESS_START:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return False  # a live writer holds it
+            raise
+        return True
+    finally:
+        os.close(fd)
+
+
+def remove_stale_parts(target: str | Path) -> list[Path]:
+    """Remove `.NAME.XXXXXXXX.part` files beside `target` left by runs that died; return them."""
+    target = Path(target)
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.{_PART_RANDOM}{re.escape(_PART_SUFFIX)}$")
+    removed = []
+    try:
+        names = os.listdir(target.parent)
+    except OSError:
+        return removed
+    for name in names:
+        if pattern.match(name):
+            part = target.parent / name
+            with contextlib.suppress(OSError):
+                if _is_stale(part):
+                    part.unlink()
+                    removed.append(part)
+    return removed
+
+
+# Signals turned into `Terminated` while at least one write is in progress (main thread only).
+_CAUGHT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+_signal_lock = threading.Lock()
+_signal_depth = 0
+_saved_handlers: dict[int, object] = {}
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _signals_as_exceptions() -> Iterator[None]:
+    """While inside, SIGTERM/SIGHUP with the default action raise `Terminated` instead of killing."""
+    global _signal_depth
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with _signal_lock:
+        if _signal_depth == 0:
+            for signum in _CAUGHT_SIGNALS:
+                if signal.getsignal(signum) is signal.SIG_DFL:
+                    _saved_handlers[signum] = signal.signal(signum, _raise_terminated)
+        _signal_depth += 1
+    try:
+        yield
+    finally:
+        with _signal_lock:
+            _signal_depth -= 1
+            if _signal_depth == 0:
+                for signum, handler in _saved_handlers.items():
+                    signal.signal(signum, handler)
+                _saved_handlers.clear()
+
+
+@contextlib.contextmanager
+def atomic_write(
+    path: str | Path,
+    mode: str = "w",
+    *,
+    inputs: Iterable[str | Path | None] = (),
+    encoding: str = "utf-8",
+    newline: str | None = None,
+) -> Iterator[IO]:
+    """Open a temporary file beside `path`; on success, fsync it and rename it over `path`.
+
+    `mode` is "w" (text) or "wb". `inputs` are files this output must not replace (see
+    `check_output`). On any exception, SIGINT or SIGTERM the temporary file is removed and an
+    existing `path` is left untouched. A text `path` ending in `.gz` is gzip-compressed.
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"mode must be 'w' or 'wb', not {mode!r}")
+    target = check_output(path, inputs)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        st = os.stat(target)
+        permissions = stat.S_IMODE(st.st_mode) & 0o777
+    except FileNotFoundError:
+        permissions = 0o666 & ~_umask()
+    remove_stale_parts(target)
+    with _signals_as_exceptions():
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=_PART_SUFFIX, dir=target.parent)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with os.fdopen(fd, "wb") as raw:
+                if mode == "wb":
+                    yield raw
+                else:
+                    compressed = gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) if target.name.endswith(".gz") else None
+                    text = io.TextIOWrapper(compressed or raw, encoding=encoding, newline=newline)
+                    yield text
+                    text.flush()
+                    text.detach()
+                    if compressed is not None:
+                        compressed.close()  # writes the gzip trailer; leaves `raw` open
+                raw.flush()
+                os.fsync(raw.fileno())
+                os.chmod(tmp_name, permissions)
+                os.replace(tmp_name, target)  # still locked until `raw` closes
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+            raise
