@@ -91,7 +91,7 @@ def test_alpha_palette_and_16_bit(tmp_path):
 
 def test_corrupt_file_is_a_data_error(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    with pytest.raises(DataError, match=r"bad.png: cannot read image"):
+    with pytest.raises(DataError, match=r"bad.png: not a readable PNG, JPEG, BMP or TIFF image"):
         load_image(tmp_path / "bad.png", (1, 2, 2))
 
 
@@ -101,7 +101,7 @@ def test_batches_list_corrupt_files_and_go_on(folder):
     assert [len(b.paths) + len(b.errors) for b in batches] == [2, 2, 1]
     assert [p for b in batches for p in b.paths] == ["a/zero.png", "b/deep/white.BMP", "b/mid.tiff", "c.JPG"]
     [(rel, message)] = [e for b in batches for e in b.errors]
-    assert rel == "b/broken.png" and "cannot identify image file" in message
+    assert rel == "b/broken.png" and message == "not a readable PNG, JPEG, BMP or TIFF image"
     X = np.concatenate([b.X for b in batches])
     assert X.shape == (4, 12) and X.dtype == np.float32
     np.testing.assert_allclose(X[:3].mean(axis=1), [0.0, 1.0, 51 / 255])
@@ -110,7 +110,8 @@ def test_batches_list_corrupt_files_and_go_on(folder):
 
 def test_read_image_folder_infers_shape_from_first_readable(folder):
     (folder / "a" / "0_broken.png").write_bytes(b"garbage")
-    data = read_image_folder(folder)
+    with pytest.warns(UserWarning, match=r"1 of 4 images are RGB among grayscale ones and will be converted: c.JPG"):
+        data = read_image_folder(folder)
     assert data.shape == (1, 3, 4)
     assert data.X.shape == (4, 12)
     assert data.paths[0] == "a/zero.png" and [e[0] for e in data.errors] == ["a/0_broken.png"]

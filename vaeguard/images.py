@@ -8,16 +8,21 @@ clipped at 255) and floating-point images are taken as [0, 1].
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
+import warnings
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .atomic import atomic_write
 from .errors import DataError
+from .limits import MAX_IMAGE_PIXELS, check_image_shape
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "F"}
@@ -50,6 +55,7 @@ def _check_shape(shape) -> tuple[int, int, int]:
         raise DataError(f"image shape must be (channels, height, width), got {shape!r}") from None
     if c not in (1, 3) or h < 1 or w < 1:
         raise DataError(f"image shape must have 1 or 3 channels and a positive size, got {tuple(shape)}")
+    check_image_shape((c, h, w))
     return c, h, w
 
 
@@ -101,37 +107,103 @@ class _Unreadable(Exception):
     """Why one image file could not be used (the caller adds the file name)."""
 
 
-_DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+_DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning)
 _EXIF_ORIENTATION = 0x0112
+# The only decoders vaeguard lets Pillow use: a file of any other format (an EPS, a PDF, an
+# SVG ...) is refused whatever its name says, so no external program (Ghostscript) ever runs.
+ACCEPTED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")
 
 
-def _open(path: Path) -> Image.Image:
-    """The decoded image, turned upright as its EXIF orientation says (as viewers show it)."""
+def _open_regular(path: Path):
+    """A binary file object for `path`, refusing anything that is not a regular file.
+
+    The stat check comes first and the file is opened with O_NONBLOCK, so a FIFO or a device
+    named like an image is refused instead of blocking the run forever.
+    """
     try:
-        image = Image.open(path)
+        st = os.stat(path)
     except FileNotFoundError:
         raise _Unreadable("no such file") from None
+    except OSError as exc:
+        raise _Unreadable(f"cannot read file: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise _Unreadable("not a regular file (a FIFO, device or folder named like an image)")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise _Unreadable(f"cannot read file: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced between the two calls
+        os.close(fd)
+        raise _Unreadable("not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def _header(path: Path) -> Image.Image:
+    """The image with only its header parsed: format and size checked, pixels not decoded yet."""
+    fh = _open_regular(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(fh, formats=ACCEPTED_FORMATS)
+    except UnidentifiedImageError:
+        fh.close()
+        raise _Unreadable(f"not a readable {', '.join(ACCEPTED_FORMATS[:-1])} or {ACCEPTED_FORMATS[-1]} image") from None
     except _DECODE_ERRORS as exc:
+        fh.close()
+        raise _Unreadable(f"cannot read image: {exc}") from exc
+    image._vaeguard_file = fh  # closed with the image (see _close)
+    pixels = image.width * image.height
+    if pixels > MAX_IMAGE_PIXELS:
+        _close(image)
+        raise _Unreadable(
+            f"{image.width}x{image.height} pixels is over the limit of {MAX_IMAGE_PIXELS:,} pixels per image"
+        )
+    return image
+
+
+def _close(image: Image.Image) -> None:
+    fh = getattr(image, "_vaeguard_file", None)
+    image.close()
+    if fh is not None:
+        fh.close()
+
+
+@contextlib.contextmanager
+def open_image(path: str | Path) -> Iterator[Image.Image]:
+    """The one way vaeguard opens an image file: decoded and upright, then closed.
+
+    Only regular files, only the PNG, JPEG, BMP and TIFF decoders, at most MAX_IMAGE_PIXELS
+    pixels (checked from the header, before decoding; Pillow's decompression-bomb limit is
+    an error too). Every refusal is `_Unreadable` (a per-file error) with the reason.
+    """
+    image = _header(Path(path))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image.load()
+            if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+                upright = ImageOps.exif_transpose(image)
+                _close(image)
+                image = upright
+    except _DECODE_ERRORS as exc:
+        _close(image)
         raise _Unreadable(f"cannot read image: {exc}") from exc
     try:
-        image.load()
-        if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:
-            upright = ImageOps.exif_transpose(image)
-            image.close()
-            image = upright
-    except _DECODE_ERRORS as exc:
-        image.close()
-        raise _Unreadable(f"cannot read image: {exc}") from exc
-    return image
+        yield image
+    finally:
+        _close(image)
 
 
 def _load_row(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     c, h, w = shape
-    with _open(path) as image:
+    with open_image(path) as image:
         try:
             values = _to_array(image, c, (w, h))
         except (OSError, ValueError) as exc:
             raise _Unreadable(f"cannot convert image (mode {image.mode}): {exc}") from exc
+    if not np.isfinite(values).all():
+        raise _Unreadable(f"holds {int((~np.isfinite(values)).sum())} NaN or infinite pixel values")
     return np.ascontiguousarray(values.transpose(2, 0, 1), dtype=np.float32).reshape(-1)
 
 
@@ -144,17 +216,50 @@ def load_image(path: str | Path, shape: tuple[int, int, int]) -> np.ndarray:
         raise DataError(f"{path}: {exc}") from exc.__cause__
 
 
-def infer_image_shape(path: str | Path) -> tuple[int, int, int]:
-    """(C, H, W) of one image: C = 1 for grayscale-like modes, else 3."""
+def _header_shape(image: Image.Image) -> tuple[int, int, int]:
+    """(C, H, W) from the header alone, as the upright image will have it."""
+    height, width = image.height, image.width
+    with contextlib.suppress(*_DECODE_ERRORS):
+        if image.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # turned by 90 degrees
+            height, width = width, height
+    return (1 if _is_gray(image) else 3, height, width)
+
+
+def _shape_of(path: Path) -> tuple[int, int, int]:
+    image = _header(path)
     try:
-        with _open(Path(path)) as image:
-            return (1 if _is_gray(image) else 3, image.height, image.width)
+        return _header_shape(image)
+    finally:
+        _close(image)
+
+
+def infer_image_shape(path: str | Path) -> tuple[int, int, int]:
+    """(C, H, W) of one image from its header: C = 1 for grayscale-like modes, else 3."""
+    try:
+        return _shape_of(Path(path))
     except _Unreadable as exc:
         raise DataError(f"{path}: {exc}") from exc.__cause__
 
 
+def shown_name(path: Path, folder: Path) -> str:
+    """The path relative to `folder`, '/'-separated; bytes that are not UTF-8 as \\xNN escapes."""
+    rel = path.relative_to(folder).as_posix()
+    return os.fsencode(rel).decode("utf-8", errors="backslashreplace")
+
+
+def _valid_name(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder).as_posix().encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def iter_image_batches(folder: str | Path, shape: tuple[int, int, int], *, batch_size: int = 256) -> Iterator[ImageBatch]:
-    """Load the folder's images in batches of `batch_size` files; failed files go to `errors`."""
+    """Load the folder's images in batches of `batch_size` files; failed files go to `errors`.
+
+    A file whose name is not valid UTF-8 is listed as an error under its escaped name.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     c, h, w = _check_shape(shape)
@@ -163,7 +268,10 @@ def iter_image_batches(folder: str | Path, shape: tuple[int, int, int], *, batch
     for start in range(0, len(files), batch_size):
         paths, rows, errors = [], [], []
         for path in files[start : start + batch_size]:
-            rel = path.relative_to(folder).as_posix()
+            rel = shown_name(path, folder)
+            if not _valid_name(path, folder):
+                errors.append((rel, "the file name is not valid UTF-8; rename the file"))
+                continue
             try:
                 rows.append(_load_row(path, (c, h, w)))
             except _Unreadable as exc:
@@ -174,20 +282,50 @@ def iter_image_batches(folder: str | Path, shape: tuple[int, int, int], *, batch
         yield ImageBatch(paths, X, errors)
 
 
+def _folder_shape(folder: Path) -> tuple[int, int, int]:
+    """The shape every readable image of `folder` shares, read from the headers.
+
+    Height and width must agree: otherwise a DataError names the odd files and asks for
+    --image-size (resizing silently to whichever file sorts first made wrong models). The
+    channel count is the majority's; files with the other count are converted (grey to RGB
+    repeats the plane, RGB to grey averages it) and named in a warning.
+    """
+    shapes: dict[str, tuple[int, int, int]] = {}
+    failures = []
+    for path in list_images(folder):
+        try:
+            shapes[shown_name(path, folder)] = _shape_of(path)
+        except _Unreadable as exc:
+            failures.append(f"{shown_name(path, folder)}: {exc}")
+    if not shapes:
+        raise DataError(f"{folder}: no readable image ({len(failures)} failed; first: {failures[0]})")
+    sizes = Counter(s[1:] for s in shapes.values())
+    (h, w), count = sizes.most_common(1)[0]
+    if len(sizes) > 1:
+        odd = [f"{name} ({s[1]}x{s[2]})" for name, s in shapes.items() if s[1:] != (h, w)]
+        raise DataError(
+            f"{folder}: the images differ in size: {count} of {len(shapes)} are {h}x{w}, but "
+            f"{', '.join(odd[:5])}{' ...' if len(odd) > 5 else ''}; pass --image-size HEIGHTxWIDTH "
+            "to resize them all to one size"
+        )
+    channels = Counter(s[0] for s in shapes.values())
+    c = channels.most_common(1)[0][0]
+    if len(channels) > 1:
+        odd = [name for name, s in shapes.items() if s[0] != c]
+        warnings.warn(
+            f"{folder}: {len(odd)} of {len(shapes)} images are {'RGB' if c == 1 else 'grayscale'} "
+            f"among {'grayscale' if c == 1 else 'RGB'} ones and will be converted: "
+            f"{', '.join(odd[:5])}{' ...' if len(odd) > 5 else ''}; pass --channels to choose",
+            UserWarning,
+            stacklevel=3,
+        )
+    return c, h, w
+
+
 def read_image_folder(folder: str | Path, shape: tuple[int, int, int] | None = None) -> ImageFolder:
-    """Load a whole image folder for training; `shape` defaults to that of the first readable image."""
+    """Load a whole image folder for training; `shape` defaults to the one every image shares."""
     folder = Path(folder)
-    if shape is None:
-        failures = []
-        for path in list_images(folder):
-            try:
-                shape = infer_image_shape(path)
-                break
-            except DataError as exc:
-                failures.append(str(exc))
-        else:
-            raise DataError(f"{folder}: no readable image ({len(failures)} failed; first: {failures[0]})")
-    shape = _check_shape(shape)
+    shape = _check_shape(_folder_shape(folder) if shape is None else shape)
     batches = list(iter_image_batches(folder, shape))
     return ImageFolder(
         X=np.concatenate([b.X for b in batches]),
