@@ -48,8 +48,12 @@ class VAEConfig:
             )
         if self.latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
+        if self.input_dim < 1:
+            raise ValueError(f"input_dim must be >= 1, got {self.input_dim}")
         if any(h < 1 for h in self.hidden_dims):
             raise ValueError(f"hidden_dims must be positive layer sizes, got {list(self.hidden_dims)}")
+        if any(c < 1 for c in self.conv_channels):
+            raise ValueError(f"conv_channels must all be >= 1, got {list(self.conv_channels)}")
         if self.architecture == "conv" and (self.input_shape is None or len(self.input_shape) != 3):
             raise ValueError("the conv architecture needs input_shape=(channels, height, width)")
         if self.context_model and (self.input_shape is None or len(self.input_shape) != 3):

@@ -11,6 +11,8 @@ and `vaeguard info` all go through it, and it imports no torch.
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,9 +68,15 @@ def read_model_file(path: str | Path) -> tuple[dict, dict[str, np.ndarray]]:
             f"{path} uses model file format version {version}; this vaeguard reads versions "
             f"{', '.join(_READABLE_VERSIONS)}. Upgrade vaeguard or retrain the model."
         )
+    text = metadata.get("description")
+    if text is None:
+        raise ModelFileError(f"{path} has no model description (field 'description' of the header)")
+    depth = _nesting_depth(text)
+    if depth > MAX_DESCRIPTION_DEPTH:
+        raise ModelFileError(f"{path}: the model description nests {depth} levels deep (at most {MAX_DESCRIPTION_DEPTH})")
     try:
-        description = json.loads(metadata["description"])
-    except (KeyError, json.JSONDecodeError, RecursionError) as exc:
+        description = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise ModelFileError(f"{path} has a damaged model description: {exc}") from None
     if version == "1" and isinstance(description, dict):
         description = _upgrade_from_version_1(description)
@@ -161,8 +169,8 @@ class FittedState:
 
     @classmethod
     def _from_description(cls, description, arrays: dict[str, np.ndarray]) -> "FittedState":
-        if not isinstance(description, dict):
-            raise ModelFileError(f"the description is a {type(description).__name__}, not a mapping")
+        check_description(description)
+        check_model_arrays(description, arrays)
         fitted = _field(description, "fitted", dict)
         values = {name: _field(fitted, name, kind, "fitted") for name, kind in cls._FITTED}
         names = fitted.get("feature_names_in")
@@ -188,3 +196,104 @@ class FittedState:
             versions=description.get("versions") if isinstance(description.get("versions"), dict) else {},
             **values,
         )
+
+
+MAX_DESCRIPTION_DEPTH = 32
+
+
+def _nesting_depth(text: str) -> int:
+    """How deep JSON arrays and objects nest in `text` (brackets inside strings ignored)."""
+    bare = re.sub(r'"(?:[^"\\]|\\.)*"', "", text).encode("utf-8", errors="replace")
+    codes = np.frombuffer(bare, dtype=np.uint8)
+    steps = np.isin(codes, (ord("["), ord("{"))).astype(np.int64) - np.isin(codes, (ord("]"), ord("}")))
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _positive_ints(v) -> bool:
+    return isinstance(v, list) and all(_is_int(x) and x >= 1 for x in v)
+
+
+# What every field the library reads must hold: (dotted field, test, what it must be).
+_FIELDS = [
+    ("params", lambda v: isinstance(v, dict), "an object"),
+    ("params.hidden_dims", _positive_ints, "a list of integers >= 1"),
+    ("params.batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    ("params.learning_rate", _is_number, "a number"),
+    ("params.beta", _is_number, "a number"),
+    ("params.n_importance_samples", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    ("model_config", lambda v: isinstance(v, dict), "an object"),
+    ("model_config.input_dim", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    ("model_config.latent_dim", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    ("model_config.hidden_dims", _positive_ints, "a list of integers >= 1"),
+    ("model_config.likelihood", lambda v: isinstance(v, str), "a string"),
+    ("model_config.architecture", lambda v: isinstance(v, str), "a string"),
+    ("model_config.input_shape", lambda v: v is None or (_positive_ints(v) and len(v) == 3), "null or [channels, height, width]"),
+    ("model_config.conv_channels", _positive_ints, "a list of integers >= 1"),
+    ("model_config.context_model", lambda v: isinstance(v, bool), "true or false"),
+    ("fitted", lambda v: isinstance(v, dict), "an object"),
+    ("fitted.likelihood", lambda v: isinstance(v, str), "a string"),
+    ("fitted.score_type", lambda v: isinstance(v, str), "a string"),
+    ("fitted.seed", _is_int, "an integer"),
+    ("fitted.n_features_in", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    ("fitted.feature_names_in", lambda v: v is None or (isinstance(v, list) and all(isinstance(x, str) for x in v)), "null or a list of strings"),
+    ("fitted.threshold", lambda v: _is_number(v) and math.isfinite(v), "a finite number"),
+    ("fitted.threshold_rule", lambda v: isinstance(v, dict) and isinstance(v.get("rule"), str), "an object with a 'rule' string"),
+    ("fitted.n_epochs", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    ("history", lambda v: isinstance(v, dict) and all(isinstance(x, list) and all(_is_number(y) for y in x) for x in v.values()), "an object of number lists"),
+    ("input", lambda v: v is None or isinstance(v, dict), "an object such as {\"kind\": \"images\", \"shape\": [1, 28, 28]}"),
+    ("metadata", lambda v: isinstance(v, dict), "an object"),
+    ("versions", lambda v: isinstance(v, dict), "an object"),
+]
+
+
+def check_description(description) -> None:
+    """ModelFileError naming the first field (see _FIELDS) that is missing or holds the wrong type."""
+    if not isinstance(description, dict):
+        raise ModelFileError(f"the model description must be a JSON object, not {type(description).__name__}")
+    for name, test, what in _FIELDS:
+        parent, _, key = name.rpartition(".")
+        holder = description
+        for part in filter(None, parent.split(".")):
+            holder = holder[part]
+        if key not in holder:
+            raise ModelFileError(f"the model description lacks the field '{name}'")
+        if not test(holder[key]):
+            raise ModelFileError(f"field '{name}' of the model description must be {what}, got {_shown(holder[key])}")
+
+
+def check_model_arrays(description: dict, arrays: dict[str, np.ndarray], path: str | Path | None = None) -> None:
+    """ModelFileError naming the first tensor that holds NaN/inf or breaks the fitted state's shape.
+
+    Expected: `mean` and `scale` of length n_features_in (scale > 0), `calibration_scores`
+    one-dimensional and non-empty, every tensor finite.
+    """
+    where = f"{where}" if path else ""
+    n = description["fitted"]["n_features_in"]
+    for name in ("mean", "scale", "calibration_scores"):
+        if name not in arrays:
+            raise ModelFileError(f"{where}tensor '{name}' is missing from the file")
+    for name in ("mean", "scale"):
+        if arrays[name].shape != (n,):
+            raise ModelFileError(f"{where}tensor '{name}' has shape {list(arrays[name].shape)}, expected [{n}] (n_features_in)")
+    if arrays["calibration_scores"].ndim != 1 or arrays["calibration_scores"].size == 0:
+        raise ModelFileError(f"{where}tensor 'calibration_scores' must be a non-empty list of scores")
+    for name, values in arrays.items():
+        if values.dtype.kind not in "fiub":
+            raise ModelFileError(f"{where}tensor '{name}' has dtype {values.dtype}, not a number type")
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise ModelFileError(f"{where}tensor '{name}' holds {int((~np.isfinite(values)).sum())} NaN or infinite values")
+    if not (arrays["scale"] > 0).all():
+        raise ModelFileError(f"{where}tensor 'scale' holds {int((arrays['scale'] <= 0).sum())} value(s) <= 0; a scale must be positive")
+
+
+def _shown(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -1,0 +1,147 @@
+"""Size limits, checked before anything large is allocated. The one place they are set.
+
+A hostile or mistaken size (a model file describing a 12,500,000-wide layer, `--latent-dim
+100000000`, `--image-size 100000x100000`, n_importance_samples=10**9) must become a clear
+error, not a machine swapping itself to death or an allocation traceback. So:
+
+- `MEMORY_BUDGET_BYTES` (default 4 GiB; environment variable VAEGUARD_MEMORY_BUDGET_GB) bounds
+  what one model may need: its parameters (times 4 when training: weights, gradients and two
+  Adam moments) plus the activations of one batch of rows. The estimate builds the network
+  on PyTorch's "meta" device, which records shapes and allocates nothing.
+- `MAX_IMAGE_PIXELS` bounds one image file decoded (width x height, read from its header
+  before decoding): above it the file gets a per-file error.
+- `MAX_INPUT_FEATURES` bounds the width of a row (C x H x W for images).
+- `MAX_IMPORTANCE_SAMPLES` bounds K of the importance-weighted score.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+from .errors import DataError
+
+
+def _budget_from_env() -> int:
+    text = os.environ.get("VAEGUARD_MEMORY_BUDGET_GB", "").strip()
+    if not text:
+        return 4 * 2**30
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataError(f"VAEGUARD_MEMORY_BUDGET_GB must be a number of gigabytes, got {text!r}") from None
+    if not 0 < value < 2**20:
+        raise DataError(f"VAEGUARD_MEMORY_BUDGET_GB must be a positive number of gigabytes, got {text!r}")
+    return int(value * 2**30)
+
+
+MEMORY_BUDGET_BYTES = _budget_from_env()
+MAX_IMAGE_PIXELS = 40_000_000
+MAX_INPUT_FEATURES = 4_000_000
+MAX_IMPORTANCE_SAMPLES = 100_000
+# Widths of a layer or a code: anything larger cannot fit the budget with any input.
+MAX_WIDTH = 2**28
+
+
+def gib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.3g} GiB"
+
+
+def check_input_features(n_features: int, what: str = "a row") -> None:
+    """DataError when rows of `n_features` values are over MAX_INPUT_FEATURES."""
+    if n_features > MAX_INPUT_FEATURES:
+        raise DataError(
+            f"{what} holds {n_features:,} values, over the limit of {MAX_INPUT_FEATURES:,} "
+            "(for images: pass a smaller --image-size)"
+        )
+
+
+def check_importance_samples(n_samples: int) -> None:
+    if not 1 <= n_samples <= MAX_IMPORTANCE_SAMPLES:
+        raise DataError(f"n_importance_samples must be between 1 and {MAX_IMPORTANCE_SAMPLES:,}, got {n_samples:,}")
+
+
+def model_footprint(cfg) -> tuple[int, int]:
+    """(number of parameters, activation values per row) of the VAE `cfg` describes.
+
+    Built and run on the meta device: shapes only, no memory, whatever the sizes.
+    """
+    import torch
+
+    from .model import VAE
+
+    for name in ("input_dim", "latent_dim"):
+        value = getattr(cfg, name)
+        if value > MAX_WIDTH:
+            raise DataError(f"{name} {value:,} is over the limit of {MAX_WIDTH:,}")
+    for name in ("hidden_dims", "conv_channels"):
+        for value in getattr(cfg, name):
+            if value > MAX_WIDTH:
+                raise DataError(f"{name} holds {value:,}, over the limit of {MAX_WIDTH:,}")
+    with torch.device("meta"):
+        model = VAE(cfg)
+        n_params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+        counted = []
+        hooks = [m.register_forward_hook(lambda m, i, o: counted.append(o.numel())) for m in model.modules() if not list(m.children())]
+        try:
+            with torch.no_grad():
+                x = torch.empty(1, cfg.input_dim)
+                model.decode(model.encode(x)[0])
+        finally:
+            for hook in hooks:
+                hook.remove()
+    return int(n_params), int(sum(counted)) + 3 * cfg.input_dim
+
+
+def check_model_size(cfg, *, rows: int = 1, samples: int = 1, training: bool = False) -> int:
+    """Bytes the model needs for `rows` rows (x `samples` codes each); DataError over the budget."""
+    check_input_features(cfg.input_dim)
+    n_params, per_row = model_footprint(cfg)
+    need = 4 * n_params * (4 if training else 1) + 4 * per_row * rows * samples * (3 if training else 1)
+    if need > MEMORY_BUDGET_BYTES:
+        raise DataError(
+            f"this model would need about {gib(need)} ({n_params:,} parameters; input {cfg.input_dim:,}, "
+            f"hidden {list(cfg.hidden_dims)}, latent {cfg.latent_dim:,}), over the memory budget of "
+            f"{gib(MEMORY_BUDGET_BYTES)}: use smaller layers, a smaller image size, or raise "
+            "VAEGUARD_MEMORY_BUDGET_GB"
+        )
+    return need
+
+
+def check_image_shape(shape: tuple[int, int, int]) -> None:
+    c, h, w = shape
+    if h * w > MAX_IMAGE_PIXELS or math.prod(shape) > MAX_INPUT_FEATURES:
+        raise DataError(
+            f"image size {h}x{w} with {c} channel{'s' if c > 1 else ''} is {c * h * w:,} values per image, "
+            f"over the limit of {MAX_INPUT_FEATURES:,}; pass a smaller --image-size"
+        )
+
+
+def check_model_tensors(cfg, arrays: dict, prefix: str = "model.") -> None:
+    """ModelFileError unless the network tensors in `arrays` are exactly those `cfg` describes.
+
+    Compares names and shapes with the network built on the meta device (nothing allocated),
+    so a description claiming layers larger than the file holds is refused before any
+    allocation, then checks the memory budget.
+    """
+    import torch
+
+    from .errors import ModelFileError
+    from .model import VAE
+
+    model_footprint(cfg)  # the width limits, before building anything
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in VAE(cfg).state_dict().items()}
+    found = {k[len(prefix):]: tuple(v.shape) for k, v in arrays.items() if k.startswith(prefix)}
+    for name, shape in expected.items():
+        if name not in found:
+            raise ModelFileError(f"tensor '{prefix}{name}' is missing from the file (the description needs shape {list(shape)})")
+        if found[name] != shape:
+            raise ModelFileError(
+                f"tensor '{prefix}{name}' has shape {list(found[name])} in the file, but the description "
+                f"(hidden {list(cfg.hidden_dims)}, latent {cfg.latent_dim}) needs {list(shape)}"
+            )
+    extra = sorted(set(found) - set(expected))
+    if extra:
+        raise ModelFileError(f"tensor '{prefix}{extra[0]}' is in the file but not in the network the description builds")
+    check_model_size(cfg)
