@@ -17,19 +17,7 @@ from vaeguard.digits import embedded_digits
 FAST = dict(latent_dim=4, hidden_dims=(32,), epochs=3, batch_size=16, random_state=0, device="cpu")
 
 
-EXPECTED_FAILED_CHECKS = {
-    "check_methods_subset_invariance": (
-        "float32 matrix products in PyTorch may round differently for different batch "
-        "sizes (other BLAS kernels), so scores of a subset can differ from the full batch "
-        "in the 7th significant digit (about 1e-6 relative); scores are otherwise "
-        "independent of the batch, see test_model.py"
-    ),
-}
-
-
-@parametrize_with_checks(
-    [VAEAnomalyDetector(**FAST)], expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS
-)
+@parametrize_with_checks([VAEAnomalyDetector(**FAST)])
 def test_sklearn_conformance(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

@@ -83,17 +83,18 @@ def test_early_stopping_restores_best_validation_epoch():
     assert history["val_loss"][-1] > min(history["val_loss"])
 
 
-def test_scores_are_deterministic_batch_invariant_and_consistent():
-    X = np.random.default_rng(2).random((120, 10)).astype(np.float32)
-    model, _ = _train(X)
-    elbo = anomaly_scores(model, X, "elbo", batch_size=7)
-    np.testing.assert_array_equal(elbo, anomaly_scores(model, X, "elbo", batch_size=7))
-    np.testing.assert_allclose(elbo, anomaly_scores(model, X, "elbo", batch_size=1000), rtol=1e-5)
-    recon, kl = anomaly_scores(model, X, "recon"), anomaly_scores(model, X, "kl")
+def test_scores_are_deterministic_bit_identical_whatever_the_batch_and_consistent():
+    X = np.random.default_rng(2).random((600, 10)).astype(np.float32)  # more than two blocks
+    model, _ = _train(X[:120])
+    for score_type, kw in [("elbo", {}), ("recon", {}), ("kl", {}), ("iwae", {"n_samples": 32})]:
+        full = anomaly_scores(model, X, score_type, **kw)
+        np.testing.assert_array_equal(full, anomaly_scores(model, X, score_type, **kw))
+        for start, stop in [(0, 1), (5, 12), (250, 270), (299, 600), (1, 599)]:
+            np.testing.assert_array_equal(anomaly_scores(model, X[start:stop], score_type, **kw), full[start:stop])
+    elbo, recon, kl = (anomaly_scores(model, X, t) for t in ("elbo", "recon", "kl"))
     np.testing.assert_allclose(elbo, recon + kl, rtol=1e-5)
     np.testing.assert_allclose(feature_scores(model, X).sum(1), recon, rtol=1e-5)
-    iwae = anomaly_scores(model, X, "iwae", n_samples=32, batch_size=5)
-    np.testing.assert_allclose(iwae, anomaly_scores(model, X, "iwae", n_samples=32, batch_size=999), rtol=1e-5)
+    np.testing.assert_array_equal(feature_scores(model, X[3:4]), feature_scores(model, X)[3:4])
 
 
 def test_importance_weighting_tightens_the_bound():

@@ -65,10 +65,10 @@ def test_ratio_score_is_elbo_minus_the_context_nll_and_batch_independent():
     cfg = VAEConfig(input_dim=256, latent_dim=2, hidden_dims=(8,), input_shape=(1, 16, 16), context_model=True)
     model = VAE(cfg)
     model.context.fit(torch.as_tensor(X))
-    ratio = anomaly_scores(model, X, "ratio", batch_size=7)
+    ratio = anomaly_scores(model, X, "ratio")
     expected = anomaly_scores(model, X, "elbo") - local_nll(X, (1, 16, 16))
     np.testing.assert_allclose(ratio, expected, rtol=1e-5, atol=1e-3)
-    np.testing.assert_allclose(ratio, anomaly_scores(model, X, "ratio", batch_size=1000), rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(ratio[7:20], anomaly_scores(model, X[7:20], "ratio"))
 
 
 def test_ratio_score_needs_a_context_model():

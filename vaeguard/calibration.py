@@ -61,11 +61,15 @@ def conformal_threshold(calibration_scores, fpr: float) -> float:
 
 
 def p_values(calibration_scores, scores) -> np.ndarray:
-    """Conformal p-values (1 + #{calibration scores >= s}) / (n + 1); small = unlike normal."""
+    """Conformal p-values (1 + #{calibration scores >= s}) / (n + 1); small = unlike normal.
+
+    A NaN or infinite score gets p-value 0.
+    """
     cal = np.sort(_scores(calibration_scores, "calibration scores"))
     scores = np.asarray(scores, dtype=np.float64).ravel()
     n_at_least = len(cal) - np.searchsorted(cal, scores, side="left")
-    return (1.0 + n_at_least) / (len(cal) + 1.0)
+    # A score that is not finite says nothing about normality: never call it normal.
+    return np.where(np.isfinite(scores), (1.0 + n_at_least) / (len(cal) + 1.0), 0.0)
 
 
 def threshold_for_contamination(train_scores, contamination: float) -> float:
@@ -95,12 +99,12 @@ def _curve_threshold(y_true, scores, rule: str, recall: float | None) -> float:
         raise DataError(f"labels must be 0 (normal) or 1 (anomaly), got {sorted(set(y.tolist()))[:5]}")
     if not (y == 1).any():
         raise DataError("the labelled data holds no anomaly (no y == 1): a label-aware threshold is undefined; use fpr= on normal data instead")
+    if not (y == 0).any():
+        raise DataError("every label is 1 (anomaly): a label-aware threshold needs normal samples (label 0) too")
     if rule == "f1":
         precision, rec, thresholds = precision_recall_curve(y, scores)
         f1 = 2 * precision[:-1] * rec[:-1] / np.maximum(precision[:-1] + rec[:-1], 1e-12)
         return float(thresholds[int(np.argmax(f1))])
-    if not (y == 0).any():
-        raise DataError(f"rule={rule!r} needs normal samples (y == 0) too, but every label is 1")
     fpr_curve, tpr, thresholds = roc_curve(y, scores)
     finite = np.isfinite(thresholds)
     fpr_curve, tpr, thresholds = fpr_curve[finite], tpr[finite], thresholds[finite]

@@ -30,8 +30,9 @@ from .errors import DataError, ModelFileError
 from .inputs import ImageInput, InputSpec, TableInput, default_columns
 from .model import VAE, VAEConfig
 from . import generative
+from .limits import MAX_IMPORTANCE_SAMPLES, check_model_size, check_model_tensors
 from .modelfile import FittedState
-from .scoring import SCORE_TYPES, encode_means, reconstruct, score_and_explain
+from .scoring import SCORE_TYPES, check_scoring_size, encode_means, reconstruct, score_and_explain
 from .training import TrainConfig, resolve_device, train_vae
 
 # score_type="auto" picks "ratio" from this image height and width up: measured better than
@@ -96,7 +97,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         "fpr": [Interval(Real, 0, 1, closed="neither")],
         "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
         "standardize": [StrOptions({"auto"}), "boolean"],
-        "n_importance_samples": _POSITIVE_INT,
+        "n_importance_samples": [Interval(Integral, 1, MAX_IMPORTANCE_SAMPLES, closed="both")],
         "random_state": ["random_state"],
         "device": [str],
         "verbose": ["verbose"],
@@ -220,6 +221,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             patience=self.patience,
             verbose=bool(self.verbose),
         )
+        check_model_size(self.config_, rows=self.batch_size, training=True)  # before allocating
+        check_scoring_size(self.config_, self.score_type_, self.n_importance_samples)
         self.device_ = resolve_device(self.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed_)
@@ -300,6 +303,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     # ------------------------------------------------------------------ thresholds
 
     def _store_threshold(self, threshold: float, rule: dict) -> None:
+        if not math.isfinite(threshold):
+            raise DataError(f"the threshold would be {threshold}: the scores it comes from are not finite")
         self.threshold_ = float(threshold)
         self.offset_ = -self.threshold_
         self.threshold_rule_ = rule
@@ -341,6 +346,13 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         """`calibrate` from anomaly scores already computed (e.g. streamed over a large file)."""
         check_is_fitted(self)
         scores = np.asarray(scores, dtype=np.float64)
+        broken = ~np.isfinite(scores)
+        if broken.any():
+            raise DataError(
+                f"{int(broken.sum())} of {len(scores)} samples score NaN or infinity (the first is sample "
+                f"{int(np.argmax(broken))}, counting from 0): their values lie far outside the training "
+                "data; remove them before calibrating"
+            )
         if y is None:
             if len(scores) == 0:
                 raise DataError("no calibration scores: the normal data given is empty")
@@ -369,7 +381,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     def _standardize(self, X: np.ndarray) -> np.ndarray:
         if not self._standardizes():
             return X.astype(np.float32, copy=False)  # [0, 1] data: nothing to do, no copy
-        return ((X - self.mean_) / self.scale_).astype(np.float32)
+        with np.errstate(over="ignore"):  # beyond float32: inf, and the score says so (not finite)
+            return ((X - self.mean_) / self.scale_).astype(np.float32)
 
     def _scores(self, Xs: np.ndarray, explain: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         return score_and_explain(
@@ -473,6 +486,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
                 params["input_shape"] = tuple(params["input_shape"])
             detector = cls(**params)
             detector.config_ = VAEConfig(**state.model_config)
+            check_model_tensors(detector.config_, state.weights, prefix="")  # before allocating
             detector.device_ = resolve_device(device)
             detector.model_ = VAE(detector.config_)
             detector.model_.load_state_dict({k: torch.from_numpy(v) for k, v in state.weights.items()})

@@ -1,9 +1,16 @@
 """Per-sample and per-feature anomaly scores from a trained VAE, batched and deterministic.
 
 Every score here is an *anomaly score*: higher means the model finds the sample less likely.
-The same input gives the same score on every call and whatever the batch it sits in: the
-posterior mean stands in for z, and the importance-weighted estimate draws its K noise
-vectors once from a fixed seed and shares them across samples.
+The same input gives bit-identical scores on every call and whatever the batch it sits in:
+the posterior mean stands in for z, the importance-weighted estimate draws its K noise
+vectors once from a fixed seed and shares them across samples, and the network always runs
+on blocks of the same number of rows (`block_rows`, fixed per architecture; the last block
+padded with zero rows). Matrix-product kernels pick their blocking from the matrix shapes,
+so a row scored in a batch of 7 and in a batch of 1000 would otherwise round differently
+(about 1e-6 relative).
+
+A score can be NaN or infinite (values far outside the training range overflow float32);
+callers treat such a score as anomalous, never as normal (calibration.is_flagged).
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import math
 import numpy as np
 import torch
 
+from .limits import check_importance_samples, check_model_size, model_footprint
 from .model import VAE
 
 SCORE_TYPES = ("elbo", "recon", "iwae", "kl", "ratio")
@@ -26,10 +34,51 @@ SCORE_DESCRIPTIONS = {
 }
 
 
-def _batches(model: VAE, X: np.ndarray, batch_size: int):
+BLOCK_ROWS = None  # None: block_rows(cfg); an int forces that block size (benchmarks)
+# Rows x importance samples decoded at once by the iwae score (rows = IWAE_BLOCK // K).
+IWAE_BLOCK = 4096
+
+
+def block_rows(cfg) -> int:
+    """Rows per scoring block for this architecture: a power of two from 64 to 1024.
+
+    About 2**24 parameter-rows of work per block: big models get small blocks (a single row
+    then costs a 64-row block, not a 1024-row one), tiny models big blocks (fewer calls).
+    It depends on the architecture only, so a model always scores with the same block shape.
+    """
+    if BLOCK_ROWS is not None:
+        return BLOCK_ROWS
+    n_params, per_row = model_footprint(cfg)
+    rows = 2 ** round(math.log2(max(1.0, 2**24 / (n_params + per_row))))
+    return int(min(1024, max(64, rows)))
+
+
+def check_scoring_size(cfg, score_type: str, n_samples: int = 64) -> None:
+    """DataError when scoring one block with this model would go over the memory budget."""
+    if score_type == "iwae":
+        check_importance_samples(n_samples)
+        check_model_size(cfg, rows=max(1, IWAE_BLOCK // n_samples), samples=n_samples)
+    else:
+        check_model_size(cfg, rows=block_rows(cfg))
+
+
+def _blocks(model: VAE, X: np.ndarray, rows: int | None = None):
+    """(block, n): X in blocks of exactly `rows` rows, the last padded with zero rows; n are real."""
+    rows = block_rows(model.cfg) if rows is None else rows
     device = next(model.parameters()).device
-    for start in range(0, len(X), batch_size):
-        yield torch.as_tensor(X[start : start + batch_size], dtype=torch.float32, device=device)
+    for start in range(0, len(X), rows):
+        part = torch.as_tensor(X[start : start + rows], dtype=torch.float32)
+        if len(part) < rows:  # only the last block is padded; full blocks are not copied
+            block = torch.zeros((rows, *part.shape[1:]), dtype=torch.float32)
+            block[: len(part)] = part
+            part = block
+        yield part.to(device), min(rows, len(X) - start)
+
+
+def _run(model: VAE, X: np.ndarray, fn, rows: int | None = None) -> torch.Tensor | None:
+    """fn over fixed-size blocks of X, padding rows dropped, concatenated (None for no rows)."""
+    parts = [fn(block)[:n] for block, n in _blocks(model, X, rows)]
+    return torch.cat(parts) if parts else None
 
 
 @torch.no_grad()
@@ -62,7 +111,6 @@ def score_and_explain(
     model: VAE,
     X: np.ndarray,
     score_type: str = "elbo",
-    batch_size: int = 1024,
     n_samples: int = 64,
     seed: int = 0,
     *,
@@ -74,63 +122,64 @@ def score_and_explain(
     Feature rows sum to the 'recon' score, and to the 'elbo' score minus its KL part.
     """
     check_score_type(model, score_type)
+    check_scoring_size(model.cfg, score_type, n_samples)
     model.eval()
-    scores, features = [], []
+    n, d = X.shape
     if score_type == "iwae":
         device = next(model.parameters()).device
         generator = torch.Generator().manual_seed(seed)
         eps = torch.randn(n_samples, model.cfg.latent_dim, generator=generator).to(device)
-        rows = max(1, min(batch_size, 65536 // n_samples))
-        scores = [_iwae_nll(model, x, eps) for x in _batches(model, X, rows)]
-        if explain:
-            features = [model(x).feature_nll for x in _batches(model, X, batch_size)]
+        scores = _run(model, X, lambda x: _iwae_nll(model, x, eps), rows=max(1, IWAE_BLOCK // n_samples))
+        features = _run(model, X, lambda x: model(x).feature_nll) if explain else None
     else:
-        for x in _batches(model, X, batch_size):
+
+        def score_and_features(x: torch.Tensor) -> torch.Tensor:
             terms = model(x)
-            recon = terms.recon
             if score_type == "ratio":
-                scores.append(recon + terms.kl - model.context.nll(x))
+                score = terms.recon + terms.kl - model.context.nll(x)
             else:
-                scores.append({"elbo": recon + terms.kl, "recon": recon, "kl": terms.kl}[score_type])
-            if explain:
-                features.append(terms.feature_nll)
-    n, d = X.shape
-    score_array = torch.cat(scores).double().cpu().numpy() if scores else np.empty(0, dtype=np.float64)
+                score = {"elbo": terms.recon + terms.kl, "recon": terms.recon, "kl": terms.kl}[score_type]
+            return torch.cat([score[:, None], terms.feature_nll], dim=1) if explain else score[:, None]
+
+        both = _run(model, X, score_and_features)
+        scores = None if both is None else both[:, 0]
+        features = None if both is None or not explain else both[:, 1:]
+    score_array = scores.double().cpu().numpy() if scores is not None else np.empty(0, dtype=np.float64)
     if not explain:
         return score_array, None
-    return score_array, torch.cat(features).double().cpu().numpy() if features else np.empty((0, d))
+    return score_array, features.double().cpu().numpy() if features is not None else np.empty((0, d))
 
 
 def anomaly_scores(
     model: VAE,
     X: np.ndarray,
     score_type: str = "elbo",
-    batch_size: int = 1024,
     n_samples: int = 64,
     seed: int = 0,
 ) -> np.ndarray:
     """Anomaly score per row of X (float64, shape (n,)); see SCORE_DESCRIPTIONS."""
-    return score_and_explain(model, X, score_type, batch_size, n_samples, seed, explain=False)[0]
+    return score_and_explain(model, X, score_type, n_samples, seed, explain=False)[0]
 
 
-def feature_scores(model: VAE, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+def feature_scores(model: VAE, X: np.ndarray) -> np.ndarray:
     """Per-feature reconstruction NLL at the posterior mean, shape (n, d).
 
     Rows sum to the 'recon' score, and to the 'elbo' score minus its KL part.
     """
-    return score_and_explain(model, X, "recon", batch_size)[1]
+    return score_and_explain(model, X, "recon")[1]
 
 
 @torch.no_grad()
-def encode_means(model: VAE, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+def encode_means(model: VAE, X: np.ndarray) -> np.ndarray:
     """Posterior means, shape (n, latent_dim): the map of where each sample sits."""
     model.eval()
-    return torch.cat([model.encode(x)[0] for x in _batches(model, X, batch_size)]).cpu().numpy()
+    out = _run(model, X, lambda x: model.encode(x)[0])
+    return out.cpu().numpy() if out is not None else np.empty((0, model.cfg.latent_dim), dtype=np.float32)
 
 
 @torch.no_grad()
-def reconstruct(model: VAE, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+def reconstruct(model: VAE, X: np.ndarray) -> np.ndarray:
     """E[x | z = posterior mean], in the model's input space, shape (n, d)."""
     model.eval()
-    parts = [model.mean_output(model.decode(model.encode(x)[0])) for x in _batches(model, X, batch_size)]
-    return torch.cat(parts).cpu().numpy()
+    out = _run(model, X, lambda x: model.mean_output(model.decode(model.encode(x)[0])))
+    return out.cpu().numpy() if out is not None else np.empty((0, X.shape[1]), dtype=np.float32)
