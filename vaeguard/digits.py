@@ -16,7 +16,7 @@ from sklearn.model_selection import train_test_split
 from .calibration import describe_threshold_rule
 from .estimator import VAEAnomalyDetector
 from .gallery import image_gallery
-from .mnist import load_mnist
+from .mnist import load_mnist, resolve_mnist_dir
 from .report import N_WORST, write_report
 
 N_LATENT = 2000
@@ -45,8 +45,9 @@ def embedded_digits(test_size: float = 0.5, random_state: int = 0) -> DigitData:
 
 def mnist_digits(data_dir: str | Path | None = None, *, download: bool = True) -> DigitData:
     """MNIST's 60,000 training and 10,000 test images (28x28) in [0, 1]; see vaeguard.mnist."""
-    X_train, y_train = load_mnist("train", data_dir, download=download)
-    X_test, y_test = load_mnist("test", data_dir, download=download)
+    directory = resolve_mnist_dir(data_dir, download=download)  # names all four files when some are missing
+    X_train, y_train = load_mnist("train", directory, download=False)
+    X_test, y_test = load_mnist("test", directory, download=False)
     return DigitData(X_train, y_train, X_test, y_test, (28, 28))
 
 

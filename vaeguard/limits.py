@@ -16,6 +16,7 @@ error, not a machine swapping itself to death or an allocation traceback. So:
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -66,10 +67,20 @@ def model_footprint(cfg) -> tuple[int, int]:
 
     Built and run on the meta device: shapes only, no memory, whatever the sizes.
     """
+    import json
+
+    return _footprint(json.dumps(cfg.to_dict(), sort_keys=True))
+
+
+@functools.lru_cache(maxsize=64)
+def _footprint(cfg_json: str) -> tuple[int, int]:
+    import json
+
     import torch
 
-    from .model import VAE
+    from .model import VAE, VAEConfig
 
+    cfg = VAEConfig(**json.loads(cfg_json))
     for name in ("input_dim", "latent_dim"):
         value = getattr(cfg, name)
         if value > MAX_WIDTH:
@@ -94,10 +105,16 @@ def model_footprint(cfg) -> tuple[int, int]:
 
 
 def check_model_size(cfg, *, rows: int = 1, samples: int = 1, training: bool = False) -> int:
-    """Bytes the model needs for `rows` rows (x `samples` codes each); DataError over the budget."""
+    """Bytes the model needs for `rows` rows (x `samples` codes each); DataError over the budget.
+
+    An estimate meant to err on the large side: parameters (x4 when training: weights,
+    gradients, two Adam moments) plus every layer's output for the rows, x4 for temporaries
+    and x3 more when training (the backward pass).
+    """
     check_input_features(cfg.input_dim)
     n_params, per_row = model_footprint(cfg)
-    need = 4 * n_params * (4 if training else 1) + 4 * per_row * rows * samples * (3 if training else 1)
+    # x4: the temporaries around each layer's output (clamp, exp, squares); x3 more to train.
+    need = 4 * n_params * (4 if training else 1) + 4 * per_row * rows * samples * 4 * (3 if training else 1)
     if need > MEMORY_BUDGET_BYTES:
         raise DataError(
             f"this model would need about {gib(need)} ({n_params:,} parameters; input {cfg.input_dim:,}, "

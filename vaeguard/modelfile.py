@@ -245,13 +245,27 @@ _FIELDS = [
     ("fitted.n_features_in", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     ("fitted.feature_names_in", lambda v: v is None or (isinstance(v, list) and all(isinstance(x, str) for x in v)), "null or a list of strings"),
     ("fitted.threshold", lambda v: _is_number(v) and math.isfinite(v), "a finite number"),
-    ("fitted.threshold_rule", lambda v: isinstance(v, dict) and isinstance(v.get("rule"), str), "an object with a 'rule' string"),
+    ("fitted.threshold_rule", lambda v: _valid_rule(v), "an object such as {\"rule\": \"fpr\", \"fpr\": 0.01, \"n_calibration\": 100}"),
     ("fitted.n_epochs", lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
     ("history", lambda v: isinstance(v, dict) and all(isinstance(x, list) and all(_is_number(y) for y in x) for x in v.values()), "an object of number lists"),
     ("input", lambda v: v is None or isinstance(v, dict), "an object such as {\"kind\": \"images\", \"shape\": [1, 28, 28]}"),
     ("metadata", lambda v: isinstance(v, dict), "an object"),
     ("versions", lambda v: isinstance(v, dict), "an object"),
 ]
+
+
+def _valid_rule(rule) -> bool:
+    """A threshold rule as calibration.describe_threshold_rule reads it."""
+    if not isinstance(rule, dict) or not isinstance(rule.get("rule"), str):
+        return False
+    needs = {
+        "fpr": {"fpr": _is_number, "n_calibration": _is_int},
+        "contamination": {"contamination": _is_number},
+        "recall": {"recall": _is_number, "n_labelled": _is_int},
+        "f1": {"n_labelled": _is_int},
+        "youden": {"n_labelled": _is_int},
+    }.get(rule.get("rule"))
+    return needs is not None and all(key in rule and test(rule[key]) for key, test in needs.items())
 
 
 def check_description(description) -> None:
@@ -265,7 +279,11 @@ def check_description(description) -> None:
             holder = holder[part]
         if key not in holder:
             raise ModelFileError(f"the model description lacks the field '{name}'")
-        if not test(holder[key]):
+        try:
+            valid = bool(test(holder[key]))
+        except (TypeError, ValueError, AttributeError, KeyError):
+            valid = False
+        if not valid:
             raise ModelFileError(f"field '{name}' of the model description must be {what}, got {_shown(holder[key])}")
 
 
