@@ -35,6 +35,7 @@ TOP_COLUMNS = tuple(f"top_{i + 1}" for i in range(TOP_K))
 SCORE_COLUMNS = ("score", "p_value", "is_anomaly", *TOP_COLUMNS, "error")
 IMAGE_COLUMNS = ("path", "score", "p_value", "is_anomaly", "error")
 FLOAT_FORMAT = "%.6g"
+NOT_FINITE = "score is not finite (values far outside the training data): flagged"
 LINE_END = "\r\n"  # RFC 4180, as the csv module writes
 
 
@@ -87,6 +88,7 @@ def _table_frame(rows: RowScores, names, good: np.ndarray, errors: list[str]) ->
     top[good] = top_features(rows.feature_scores, names)
     error = np.full(n, "", dtype=object)
     error[~good] = errors
+    error[good & ~np.isfinite(score)] = NOT_FINITE
     columns = {"score": score, "p_value": pv, "is_anomaly": flag}
     columns.update({name: top[:, i] for i, name in enumerate(TOP_COLUMNS)})
     columns["error"] = error
@@ -146,7 +148,7 @@ def _table_output(spec: TableInput, chunk, rows: RowScores) -> pd.DataFrame:
     frame = _table_frame(rows, spec.columns, good, [reason for _, reason in chunk.failed])
     if spec.id_column is not None:
         ids = list(chunk.ids) if chunk.ids is not None else [None] * n_ok
-        frame.insert(0, spec.id_column, ids + [None] * n_failed)
+        frame.insert(0, spec.id_column, ids + [chunk.failed_ids.get(key) for key, _ in chunk.failed])
     frame.insert(0, "row", [*chunk.keys, *(key for key, _ in chunk.failed)])
     return frame.sort_values("row", kind="stable") if n_failed else frame
 
@@ -160,7 +162,7 @@ def _image_output(chunk, rows: RowScores) -> pd.DataFrame:
             "score": np.r_[rows.scores, np.full(n_failed, np.nan)],
             "p_value": np.r_[rows.p_values, np.full(n_failed, np.nan)],
             "is_anomaly": pd.array([*rows.is_anomaly.astype(np.int8), *[pd.NA] * n_failed], dtype="Int8"),
-            "error": [""] * len(chunk.keys) + [reason for _, reason in chunk.failed],
+            "error": [NOT_FINITE if not np.isfinite(s) else "" for s in rows.scores] + [reason for _, reason in chunk.failed],
         }
     )
     return frame.sort_values("path", kind="stable") if n_failed else frame
@@ -175,6 +177,7 @@ def score_file(
     on_bad_row: str = "fail",
     heatmap_dir: str | Path | None = None,
     progress: Progress | None = None,
+    protect=(),
 ) -> ScoringSummary:
     """Score every row of a CSV file or every image of a folder into the CSV `output`.
 
@@ -182,13 +185,15 @@ def score_file(
     p_value, is_anomaly, top_1..top_3 (the columns contributing most to the reconstruction
     part of the score) and error (why a skipped row has no score). Image output: path, score,
     p_value, is_anomaly, error; with `heatmap_dir`, each image's per-pixel contributions are
-    written as a PNG there. Rows keep the input order; memory is bounded by `chunk_size`.
+    written as a PNG there, named like the image (`a/b.png`; `a/c.jpg` gives `a/c.jpg.png`).
+    Rows keep the input order; memory is bounded by `chunk_size`. `output` (and every heatmap)
+    must not be `path`, one of its images or one of `protect` (e.g. the model file).
     """
     summary = ScoringSummary(Path(output))
     spec = detector.input_spec_
     images = isinstance(spec, ImageInput)
     chunks = iter_chunks(path, spec, chunk_size=chunk_size, on_bad_row=on_bad_row, notes=summary.notes)
-    with atomic_write(output, "w", newline="") as fh:
+    with atomic_write(output, "w", newline="", inputs=[path, *protect]) as fh:
         header = True
         for chunk in chunks:
             rows = score_rows(detector, chunk.X, explain=not images or heatmap_dir is not None)
@@ -198,7 +203,8 @@ def score_file(
             if images and heatmap_dir is not None:
                 maps = rows.feature_scores.reshape(len(chunk.X), *spec.shape).sum(axis=1)
                 for rel, heatmap in zip(chunk.keys, maps):
-                    save_heatmap_png(heatmap, Path(heatmap_dir) / f"{rel}.png")
+                    name = rel if rel.lower().endswith(".png") else f"{rel}.png"
+                    save_heatmap_png(heatmap, Path(heatmap_dir) / name, inputs=[Path(path) / rel, *protect])
             summary.n_scored += len(rows.scores)
             summary.n_anomalies += int(rows.is_anomaly.sum())
             summary.failed += [(describe_key(key), reason) for key, reason in chunk.failed]
@@ -272,6 +278,12 @@ def score_labelled(
         failed += [(describe_key(key), reason) for key, reason in chunk.failed]
     scores_all = np.concatenate(scores) if scores else np.empty(0)
     groups_all = np.concatenate(groups) if groups else np.empty(0, dtype=object)
+    if isinstance(detector.input_spec_, ImageInput) and len(groups_all) and not (groups_all == normal_label).any():
+        found = sorted(set(groups_all.tolist()) - {""})
+        raise DataError(
+            f"{path}: no subfolder named {normal_label!r} holds normal images (subfolders: "
+            f"{', '.join(found[:8]) or 'none'}); name the normal one with --normal-label"
+        )
     return LabelledScores(scores_all, anomaly_labels(groups_all, normal_label, source), groups_all, keys, failed)
 
 

@@ -47,6 +47,54 @@ def _check_rate(value: Optional[float]) -> Optional[float]:
         raise typer.BadParameter(str(exc)) from None
 
 
+def _parse_hidden_dims(text: Optional[str]) -> Optional[tuple[int, ...]]:
+    """'256,128' -> (256, 128); a usage error (exit 2) for anything but positive integers."""
+    if text is None:
+        return None
+    parts = [part.strip() for part in text.split(",")]
+    try:
+        sizes = tuple(int(part) for part in parts)
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated layer sizes such as 256,128, got {text!r}") from None
+    if not sizes or any(size < 1 for size in sizes):
+        raise typer.BadParameter(f"layer sizes must be positive integers, got {text!r}")
+    return sizes
+
+
+def _check_channels(value: Optional[int]) -> Optional[int]:
+    if value is not None and value not in (1, 3):
+        raise typer.BadParameter(f"must be 1 (grayscale) or 3 (RGB), got {value}")
+    return value
+
+
+def _check_rule(value: str) -> str:
+    from .calibration import LABEL_RULES
+
+    if value not in LABEL_RULES:
+        raise typer.BadParameter(f"must be one of {', '.join(LABEL_RULES)}, got {value!r}")
+    return value
+
+
+def _guard(out: Optional[Path], *inputs: Optional[Path]) -> None:
+    """Refuse, before any work, an output that is one of the inputs or a device/FIFO/folder."""
+    from .atomic import check_output
+
+    if out is not None:
+        check_output(out, [i for i in inputs if i is not None])
+
+
+def _guard_report(out_dir: Path, *inputs: Optional[Path]) -> None:
+    """Refuse a report folder that is a file, or whose report files would replace an input."""
+    from .atomic import check_output
+    from .errors import DataError
+    from .report import REPORT_FILES
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"{out_dir} is not a folder: choose a report folder with -o")
+    for name in REPORT_FILES:
+        check_output(out_dir / name, [i for i in inputs if i is not None])
+
+
 FprOpt = Annotated[Optional[float], typer.Option(help="Target false-positive rate of the threshold on normal data, in (0, 1).", callback=_check_rate)]
 ReportDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Report folder (metrics.json, report.html, PNGs).", file_okay=False)]
 OnBadRowOpt = Annotated[str, typer.Option(help="What to do with a CSV row holding a missing or non-numeric value: fail (stop, naming the row) or skip (count it, score the rest).", case_sensitive=False)]
@@ -81,9 +129,9 @@ def _errors() -> Iterator[None]:
         message = str(exc) or type(exc).__name__
         typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
         raise typer.Exit(code=1) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         typer.secho("interrupted: no partial output was written", err=True, fg=typer.colors.RED)
-        raise typer.Exit(code=130) from None
+        raise typer.Exit(code=128 + getattr(exc, "signum", 2)) from None
 
 
 @contextlib.contextmanager
@@ -95,7 +143,9 @@ def _progress(description: str, unit: str) -> Iterator:
 
     class Rate(ProgressColumn):
         def render(self, task) -> Text:
-            return Text(f"{task.completed:,.0f} {unit}  {task.speed or 0:,.0f} {unit}/s")
+            # completed / elapsed: rich's own `speed` stays empty with a few large advances (chunks)
+            rate = task.completed / task.elapsed if task.elapsed else 0.0
+            return Text(f"{task.completed:,.0f} {unit}  {rate:,.0f} {unit}/s")
 
     if _state["quiet"]:
         yield lambda n: None
@@ -145,10 +195,20 @@ def _image_shape(size: Optional[str], channels: Optional[int]) -> Optional[tuple
         if channels is not None:
             raise typer.BadParameter("--channels needs --image-size too", param_hint="--channels")
         return None
+    from .errors import DataError
+    from .limits import check_image_shape
+
     try:
         height, width = (int(v) for v in size.lower().split("x"))
     except ValueError:
         raise typer.BadParameter(f"expected HEIGHTxWIDTH such as 28x28, got {size!r}", param_hint="--image-size") from None
+    if height < 1 or width < 1:
+        raise typer.BadParameter(f"height and width must be positive, got {size!r}", param_hint="--image-size")
+    _check_channels(channels)
+    try:
+        check_image_shape((channels or 1, height, width))
+    except DataError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--image-size") from None
     return (channels or 1, height, width)
 
 
@@ -160,11 +220,12 @@ def train(
     columns: Annotated[Optional[str], typer.Option(help="CSV: comma-separated feature columns (default: every numeric column).")] = None,
     exclude: Annotated[Optional[str], typer.Option(help="CSV: comma-separated columns to leave out.")] = None,
     id_column: Annotated[Optional[str], typer.Option(help="CSV: column identifying rows; kept in score outputs.")] = None,
-    image_size: Annotated[Optional[str], typer.Option(help="Images: resize to HEIGHTxWIDTH, e.g. 28x28 (default: the first image's size).")] = None,
-    channels: Annotated[Optional[int], typer.Option(help="Images: 1 (grayscale) or 3 (RGB).", min=1, max=3)] = None,
+    label_column: Annotated[Optional[str], typer.Option(help="CSV: column holding labels; never a feature, stored in the model so evaluate and calibrate read it.")] = None,
+    image_size: Annotated[Optional[str], typer.Option(help="Images: resize to HEIGHTxWIDTH, e.g. 28x28 (default: the size every image shares; mixed sizes need this).")] = None,
+    channels: Annotated[Optional[int], typer.Option(help="Images: 1 (grayscale) or 3 (RGB).", callback=_check_channels)] = None,
     architecture: Annotated[Optional[str], typer.Option(help="mlp, or conv for images.")] = None,
     latent_dim: Annotated[Optional[int], typer.Option(help="Size of the latent code.", min=1)] = None,
-    hidden_dims: Annotated[Optional[str], typer.Option(help="Comma-separated hidden layer sizes, e.g. 256,128.")] = None,
+    hidden_dims: Annotated[Optional[str], typer.Option(help="Comma-separated hidden layer sizes, e.g. 256,128.", callback=lambda v: v if v is None else (_parse_hidden_dims(v), v)[1])] = None,
     likelihood: Annotated[Optional[str], typer.Option(help="bernoulli (data in [0, 1]), gaussian, or auto.")] = None,
     score_type: Annotated[Optional[str], typer.Option(help="auto (ratio for images of at least 16x16 in [0, 1], else elbo), elbo (negative ELBO), ratio, recon, iwae or kl.")] = None,
     epochs: EpochsOpt = None,
@@ -181,10 +242,11 @@ def train(
     from .sources import read_training_data
 
     with _errors():
+        _guard(out, data, config)
         params, data_cfg = _detector_params(
             config, architecture=architecture, latent_dim=latent_dim, likelihood=likelihood,
             score_type=score_type, epochs=epochs, fpr=fpr, random_state=seed,
-            hidden_dims=tuple(int(h) for h in _split(hidden_dims)) if hidden_dims else None,
+            hidden_dims=_parse_hidden_dims(hidden_dims),
         )
         size = image_size or ("x".join(map(str, data_cfg["image_size"])) if "image_size" in data_cfg else None)
         shape = _image_shape(size, channels or data_cfg.get("channels"))
@@ -193,13 +255,15 @@ def train(
             columns=_split(columns) or data_cfg.get("columns"),
             exclude=_split(exclude) or data_cfg.get("exclude"),
             id_column=id_column or data_cfg.get("id_column"),
-            label_column=data_cfg.get("label_column"),
+            label_column=label_column or data_cfg.get("label_column"),
             image_shape=shape,
         )
+        for note in training.notes:
+            typer.echo(f"note: {note}", err=True)
         detector = VAEAnomalyDetector(**params, device=device, verbose=not _state["quiet"])
         typer.echo(f"training on {len(training.X):,} samples x {training.X.shape[1]:,} features from {data}", err=True)
         detector.fit(training.X, input_spec=training.input_spec)
-        detector.save(out, metadata={"trained_on": str(data)})
+        detector.save(out, metadata={"trained_on": str(data)}, inputs=[data, config])
     for where, reason in training.skipped:
         typer.echo(f"  skipped {where}: {reason}", err=True)
     typer.echo(
@@ -231,11 +295,15 @@ def score(
     with _errors():
         if on_bad_row not in ("fail", "skip"):
             raise typer.BadParameter("must be fail or skip", param_hint="--on-bad-row")
+        _guard(out, data, model)
+        if heatmaps is not None and data.is_dir() and heatmaps.resolve().is_relative_to(data.resolve()):
+            raise typer.BadParameter("the heatmap folder must lie outside the image folder (its PNGs would be scored next time)", param_hint="--heatmaps")
         detector = load(model, device=device)
         unit = "rows" if detector.input_spec_.kind == "table" else "images"
         with _progress(f"scoring {data.name}", unit) as advance:
             summary = score_file(
-                detector, data, out, chunk_size=chunk_size, on_bad_row=on_bad_row, heatmap_dir=heatmaps, progress=advance
+                detector, data, out, chunk_size=chunk_size, on_bad_row=on_bad_row, heatmap_dir=heatmaps, progress=advance,
+                protect=[model],
             )
         _print_summary(summary, unit)
 
@@ -258,6 +326,7 @@ def evaluate(
     from .evaluation import evaluate_data
 
     with _errors():
+        _guard_report(out, data, model)
         detector = load(model, device=device)
         metrics = evaluate_data(detector, data, out, label_column=label_column, normal_label=normal_label, on_bad_row=on_bad_row)
     typer.echo(
@@ -281,7 +350,7 @@ def calibrate(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write the model (default: replace MODEL).", dir_okay=False)] = None,
     label_column: LabelColumnOpt = None,
     normal_label: NormalLabelOpt = None,
-    rule: Annotated[str, typer.Option(help="With labels: f1, youden or recall.")] = "f1",
+    rule: Annotated[str, typer.Option(help="With labels: f1, youden or recall.", callback=_check_rule)] = "f1",
     recall: Annotated[Optional[float], typer.Option(help="With --rule recall: the recall to reach.", min=0.0, max=1.0)] = None,
     on_bad_row: OnBadRowOpt = "fail",
     device: DeviceOpt = "auto",
@@ -298,7 +367,12 @@ def calibrate(
     from .calibration import describe_threshold_rule
     from .estimator import load
 
+    if rule == "recall" and recall is None:
+        raise typer.BadParameter("--rule recall needs --recall, the recall to reach (e.g. 0.95)", param_hint="--recall")
+    if recall is not None and rule != "recall":
+        raise typer.BadParameter("--recall goes with --rule recall", param_hint="--recall")
     with _errors():
+        _guard(out, data)  # writing over MODEL is what calibrate does by default
         detector = load(model, device=device)
         before = detector.threshold_
         if label_column is not None or normal_label is not None:
@@ -308,7 +382,7 @@ def calibrate(
             detector.calibrate_scores(scored.scores, scored.is_anomaly, rule=rule, recall=recall)
         else:
             detector.calibrate_scores(score_normal(detector, data, on_bad_row=on_bad_row), fpr=fpr)
-        detector.save(out or model)
+        detector.save(out or model, inputs=[data])
     typer.echo(
         f"threshold {before:.6g} -> {detector.threshold_:.6g} ({describe_threshold_rule(detector.threshold_rule_)}); "
         f"wrote {out or model}"
@@ -360,7 +434,10 @@ def _run_digit_job(data, normal: str, out: Path, params: dict, device: str, save
     from .digits import run_heldout_digits
     from .mnist import parse_digits
 
-    normal_digits = parse_digits(normal)
+    try:
+        normal_digits = parse_digits(normal)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--normal") from None
     if len(normal_digits) == 10:
         raise typer.BadParameter("every digit is normal: leave at least one out", param_hint="--normal")
     detector = VAEAnomalyDetector(**params, device=device, verbose=not _state["quiet"])
@@ -450,6 +527,7 @@ def sample(
     from .gallery import write_samples
 
     with _errors():
+        _guard(out, model)
         detector = load(model, device=device)
         written = write_samples(detector, out, n, seed=seed, mean=not draw)
     typer.echo(f"wrote {n} samples to {written}")
@@ -478,6 +556,7 @@ def interpolate(
     if method not in ("slerp", "linear"):
         raise typer.BadParameter("must be slerp or linear", param_hint="--method")
     with _errors():
+        _guard(out, model, data, *(Path(p) for p in (a, b) if Path(p).exists()))
         detector = load(model, device=device)
         shape = image_shape_of(detector)
         if shape is not None:
@@ -492,9 +571,20 @@ def interpolate(
     typer.echo(f"wrote {steps} steps from {a} to {b} to {written}")
 
 
+def _interrupted(signum, frame) -> None:
+    """Ctrl-C in the console command: one line and exit 130 (temporary files are cleaned up on the way)."""
+    typer.secho("interrupted: no partial output was written", err=True, fg=typer.colors.RED)
+    raise SystemExit(130)
+
+
 def main() -> None:
+    """The console entry point. Ctrl-C becomes one line and exit 130 instead of click's 'Aborted!'
+    (or a traceback while the libraries load); SystemExit still unwinds every atomic write."""
+    import signal
+
+    signal.signal(signal.SIGINT, _interrupted)
     app(prog_name="vaeguard")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -440,8 +440,11 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ persistence
 
-    def save(self, path: str | Path, metadata: dict | None = None) -> Path:
-        """Write a single model file (weights + JSON description); `metadata` is kept as is."""
+    def save(self, path: str | Path, metadata: dict | None = None, *, inputs=()) -> Path:
+        """Write a single model file (weights + JSON description); `metadata` is kept as is.
+
+        `inputs`: files (e.g. the training data) that `path` must not be; DataError if it is.
+        """
         check_is_fitted(self)
         params = self.get_params()
         params["hidden_dims"] = list(params["hidden_dims"])
@@ -473,7 +476,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
                 "python": platform.python_version(),
             },
         )
-        return state.save(path)
+        return state.save(path, inputs=inputs)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> "VAEAnomalyDetector":

@@ -335,7 +335,7 @@ def read_image_folder(folder: str | Path, shape: tuple[int, int, int] | None = N
     )
 
 
-def save_heatmap_png(values: np.ndarray, path: str | Path, *, vmax: float | None = None) -> None:
+def save_heatmap_png(values: np.ndarray, path: str | Path, *, vmax: float | None = None, inputs=()) -> None:
     """Save a (H, W) map as an 8-bit inferno-coloured PNG, 0 -> dark, `vmax` (or the map's max) -> bright."""
     import matplotlib
 
@@ -346,5 +346,5 @@ def save_heatmap_png(values: np.ndarray, path: str | Path, *, vmax: float | None
     top = float(values.max()) if vmax is None else float(vmax)
     scaled = np.clip(values / top, 0.0, 1.0) if top > 0 else np.zeros_like(values)
     rgb = matplotlib.colormaps["inferno"](scaled, bytes=True)[:, :, :3]
-    with atomic_write(path, "wb") as fh:
+    with atomic_write(path, "wb", inputs=inputs) as fh:
         Image.fromarray(np.ascontiguousarray(rgb)).save(fh, format="PNG")

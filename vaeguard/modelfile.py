@@ -31,8 +31,11 @@ _READABLE_VERSIONS = ("1", "2")
 WEIGHT_PREFIX = "model."
 
 
-def write_model_file(path: str | Path, description: dict, arrays: dict[str, np.ndarray]) -> Path:
-    """Write arrays and a JSON-serialisable description to `path`, atomically."""
+def write_model_file(path: str | Path, description: dict, arrays: dict[str, np.ndarray], *, inputs=()) -> Path:
+    """Write arrays and a JSON-serialisable description to `path`, atomically.
+
+    `inputs` are files the model file must not replace (see atomic.check_output).
+    """
     path = Path(path)
     metadata = {
         "format": FORMAT,
@@ -41,7 +44,7 @@ def write_model_file(path: str | Path, description: dict, arrays: dict[str, np.n
     }
     payload = safetensors_bytes({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, "wb") as fh:
+    with atomic_write(path, "wb", inputs=inputs) as fh:
         fh.write(payload)
     return path
 
@@ -142,7 +145,7 @@ class FittedState:
         """Whether features are standardised before the network sees them."""
         return bool(np.any(self.scale != 1) or np.any(self.mean != 0))
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, *, inputs=()) -> Path:
         fitted = {name: getattr(self, name) for name, _ in self._FITTED}
         fitted["feature_names_in"] = self.feature_names_in
         description = {
@@ -156,7 +159,7 @@ class FittedState:
         }
         arrays = {WEIGHT_PREFIX + k: v for k, v in self.weights.items()}
         arrays.update(calibration_scores=self.calibration_scores, mean=self.mean, scale=self.scale)
-        return write_model_file(path, description, arrays)
+        return write_model_file(path, description, arrays, inputs=inputs)
 
     @classmethod
     def load(cls, path: str | Path) -> "FittedState":

@@ -56,6 +56,8 @@ CAPTIONS = {
 }
 # Figures shown in the section on the latent space and the generative side, in this order.
 GENERATIVE_FIGURES = ("latent.png", "samples.png", "interpolations.png", "traversals.png", "marginals.png")
+# Every file a report may write into its folder (the CLI refuses a folder where one of these is an input).
+REPORT_FILES = ("metrics.json", "report.html", *CAPTIONS)
 
 _CSS = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 2rem auto;

@@ -45,6 +45,7 @@ class TrainingData:
     X: np.ndarray
     input_spec: InputSpec
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. the columns left out, and why
 
 
 def read_training_data(
@@ -59,7 +60,8 @@ def read_training_data(
     """Load a CSV file or an image folder for training (see tabular and images for the rules)."""
     if data_kind(path) == "table":
         table = read_training_table(path, columns=columns, exclude=exclude, id_column=id_column, label_column=label_column)
-        return TrainingData(table.X, table.schema)
+        notes = [f"left out column {name!r}: {why}" for name, why in table.dropped]
+        return TrainingData(table.X, table.schema, notes=notes)
     folder = read_image_folder(path, image_shape)
     if len(folder.X) == 0:
         raise DataError(f"{path}: no readable image ({len(folder.errors)} failed)")
@@ -80,6 +82,7 @@ class Chunk:
     ids: np.ndarray | None = None
     labels: np.ndarray | None = None
     failed: list[tuple[int | str, str]] = field(default_factory=list)
+    failed_ids: dict = field(default_factory=dict)  # a failed table row's id, when the row has one
 
 
 def describe_key(key: int | str) -> str:
@@ -114,7 +117,7 @@ def iter_chunks(
             path, spec, chunksize=chunk_size, on_bad_row=on_bad_row, label_column=label_column, notes=notes
         )
         for chunk in chunks:
-            yield Chunk(chunk.X, chunk.row_numbers.tolist(), chunk.ids, chunk.labels, chunk.bad_rows)
+            yield Chunk(chunk.X, chunk.row_numbers.tolist(), chunk.ids, chunk.labels, chunk.bad_rows, chunk.bad_ids)
         return
     for batch in iter_image_batches(path, spec.shape, batch_size=min(chunk_size, MAX_IMAGES_PER_CHUNK)):
         labels = np.asarray([p.split("/")[0] if "/" in p else "" for p in batch.paths], dtype=object)

@@ -45,6 +45,7 @@ class TrainingTable:
     schema: TableInput
     labels: np.ndarray | None = None
     ids: np.ndarray | None = None
+    dropped: list[tuple[str, str]] = field(default_factory=list)  # (column, why it is no feature)
 
 
 @dataclass
@@ -56,6 +57,7 @@ class TableChunk:
     ids: np.ndarray | None
     labels: np.ndarray | None
     bad_rows: list[tuple[int, str]] = field(default_factory=list)
+    bad_ids: dict[int, object] = field(default_factory=dict)  # row number -> id, for bad rows that have one
 
 
 @dataclass
@@ -490,6 +492,8 @@ def read_training_table(
     integral = [True] * len(candidates)
     finite = np.zeros(len(candidates), dtype=np.int64)
     nonempty = np.zeros(len(candidates), dtype=np.int64)
+    booleans = np.zeros(len(candidates), dtype=np.int64)
+    infinite = np.zeros(len(candidates), dtype=np.int64)
     first_bad: list[_Bad | None] = [None] * len(candidates)
     ids, labels, n_rows = [], [], 0
     malformed: _Bad | None = None
@@ -503,6 +507,9 @@ def read_training_table(
             values[k].append(vals)
             integral[k] &= raw is None and chunk.frame[pos].dtype.kind in "iu"
             finite[k] += int(ok.sum())
+            infinite[k] += int(np.isinf(vals).sum())
+            if raw is not None:
+                booleans[k] += int(np.isin(np.char.lower(raw.astype(str)), ("true", "false")).sum())
             nonempty[k] += len(vals) if raw is None else int(chunk.frame[pos].astype(str).str.strip().ne("").sum())
             if first_bad[k] is None and not ok.all():
                 i = int(np.flatnonzero(~ok)[0])
@@ -517,10 +524,21 @@ def read_training_table(
             raise malformed.error(path)
         raise DataError(f"{path}: no data rows (only a header)")
 
+    dropped: list[tuple[str, str]] = []
     if columns is not None:
         chosen = list(range(len(candidates)))
     else:
         chosen = [k for k in range(len(candidates)) if finite[k] > 0 and 2 * finite[k] >= nonempty[k]]
+        for k in sorted(set(range(len(candidates))) - set(chosen)):
+            if nonempty[k] == 0:
+                why = "every cell is empty"
+            elif 2 * booleans[k] >= nonempty[k]:
+                why = "true/false values, not numbers"
+            elif 2 * infinite[k] >= nonempty[k]:
+                why = "infinite values"
+            else:
+                why = "mostly text, not numbers"
+            dropped.append((candidates[k], why))
         if not chosen:
             raise DataError(
                 f"{path}: no numeric columns to use as features; the file has {_listing(header)}"
@@ -543,6 +561,7 @@ def read_training_table(
         schema,
         np.concatenate(labels) if label_column is not None else None,
         np.concatenate(ids) if id_column is not None else None,
+        dropped,
     )
 
 
@@ -647,11 +666,16 @@ def iter_table_chunks(
         if problems and on_bad_row == "fail":
             raise min(problems, key=lambda b: (b.row, b.line)).error(path)
         good = ~bad
+        bad_ids = {}
+        if id_pos is not None and bad.any():
+            id_values = chunk.frame[id_pos].to_numpy(dtype=object)
+            bad_ids = {int(chunk.rows[i]): id_values[i] for i in np.flatnonzero(bad)}
         yield TableChunk(
             X=X[good] if bad.any() else X,
             row_numbers=chunk.rows[good],
             ids=None if id_pos is None else chunk.frame[id_pos].to_numpy(dtype=object)[good],
             labels=None if label_pos is None else chunk.frame[label_pos].to_numpy(dtype=object)[good],
             bad_rows=sorted((b.row, b.reason()) for b in problems),
+            bad_ids=bad_ids,
         )
 
