@@ -46,7 +46,7 @@ from vaeguard.model import VAEConfig
 from vaeguard.modelfile import _FIELDS, FittedState
 
 _COMMON = dict(deadline=None, database=None, suppress_health_check=list(HealthCheck), print_blob=True)
-FAST = settings(max_examples=12, **_COMMON)
+FAST = settings(max_examples=20, **_COMMON)
 SLOW = settings(max_examples=250, **_COMMON)
 MEMORY_SLACK = 1536 * 2**20  # peak RSS may grow by at most this much during one property
 
@@ -668,3 +668,282 @@ def _huge_cells(row, position):
 
 
 test_huge_cells, test_huge_cells_slow = _huge_cells
+
+
+# ----------------------------------------------------------------------------- command line
+
+from typer.testing import CliRunner  # noqa: E402
+
+from vaeguard.cli import app  # noqa: E402
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result, code: int = 1) -> str:
+    """The result exited with `code` and printed one 'error: ...' line, no traceback."""
+    assert result.exit_code == code, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    text = result.output.strip()
+    assert "Traceback" not in text and len(text.splitlines()) == 1 and text.startswith("error: "), text
+    return text
+
+
+@functools.lru_cache(maxsize=1)
+def _cli_table_model() -> tuple[Path, float]:
+    """A tiny gaussian table model with an id column, trained through the CLI (once)."""
+    root = Path(tempfile.mkdtemp(prefix="vaeguard-hostile-"))
+    rng = np.random.default_rng(0)
+    lines = ["id,a,b,c"] + [f"n{i},{x:.4f},{y:.4f},{x + y:.4f}" for i, (x, y) in enumerate(rng.normal(size=(120, 2)))]
+    (root / "train.csv").write_text("\n".join(lines) + "\n")
+    result = invoke("-q", "train", root / "train.csv", "-o", root / "model.vgm", "--id-column", "id", "--hidden-dims", "8", "--latent-dim", "2", "--epochs", "3", "--fpr", "0.2")
+    assert result.exit_code == 0, result.output
+    return root / "model.vgm", vaeguard.load(root / "model.vgm").threshold_
+
+
+CELLS = ["0.5", "-1.25", "3", "1e20", "-1e20", "3e38", "3.4e38", "-3.4e38", "1e39", "nan", "inf", "-inf", "", "abc", "é", "0x10", " 2 ", "1e-400", '"1,5"', "1_000", "TRUE"]
+cell = st.one_of(st.floats(-5, 5).map(lambda v: f"{v:.3f}"), st.sampled_from(CELLS))
+
+
+@fast_and_slow(
+    st.lists(st.tuples(cell, cell, cell), min_size=1, max_size=25),
+    st.permutations(["id", "a", "b", "c"]),
+    st.booleans(),
+    st.sampled_from(["skip", "fail"]),
+    st.booleans(),
+)
+def _csv_scoring(rows, order, gz, on_bad_row, old_output):
+    model, threshold = _cli_table_model()
+    model_bytes = model.read_bytes()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        lines = [",".join(order)]
+        for i, cells in enumerate(rows):
+            values = {"id": f"id{i}", "a": cells[0], "b": cells[1], "c": cells[2]}
+            lines.append(",".join(values[c] for c in order))
+        raw = ("\n".join(lines) + "\n").encode("utf-8")
+        data = root / ("data.csv.gz" if gz else "data.csv")
+        data.write_bytes(gzip.compress(raw, mtime=0) if gz else raw)
+        out = root / "scores.csv"
+        if old_output:
+            out.write_bytes(b"previous scores")
+        before = snapshot(root)
+        with no_process_started():
+            result = invoke("-q", "score", model, data, "-o", out, "--on-bad-row", on_bad_row)
+        assert model.read_bytes() == model_bytes
+        assert not part_files(root)
+        if result.exit_code != 0:
+            assert on_bad_row == "fail"
+            message = one_line_error(result)
+            assert str(data) in message and "row" in message
+            assert snapshot(root) == before  # no output written, an old one untouched
+            return
+        after = snapshot(root)
+        assert {k: v for k, v in after.items() if k != b"scores.csv"} == {k: v for k, v in before.items() if k != b"scores.csv"}
+        import csv
+
+        with open(out, newline="", encoding="utf-8") as fh:
+            scored = list(csv.DictReader(fh))
+        assert [r["row"] for r in scored] == [str(i + 1) for i in range(len(rows))]
+        assert [r["id"] for r in scored] == [f"id{i}" for i in range(len(rows))]  # failed rows keep their id
+        for r in scored:
+            if r["score"] == "" and r["is_anomaly"] == "1":  # a NaN score: written empty, flagged
+                assert float(r["p_value"]) == 0 and "not finite" in r["error"]
+                continue
+            if r["score"] == "":  # a row that could not be read
+                assert r["error"] and on_bad_row == "skip" and r["is_anomaly"] == "" and r["p_value"] == ""
+                continue
+            score, pv = float(r["score"]), float(r["p_value"])
+            if not np.isfinite(score):
+                assert r["is_anomaly"] == "1" and pv == 0 and "not finite" in r["error"]
+            else:
+                assert r["error"] == "" and 0 < pv <= 1 and r["is_anomaly"] in ("0", "1")
+
+
+test_csv_scoring, test_csv_scoring_slow = _csv_scoring
+
+
+def _tampered_cli_check(saved_model, change):
+    path, _ = saved_model
+    with tempfile.TemporaryDirectory() as tmp:
+        tampered = Path(tmp, "t.vgm")
+        _mutate(path, tampered, change)
+        data = Path(tmp, "d.csv")
+        data.write_text("a,b,c,d\n0.1,0.2,0.3,0.4\n")
+        before = snapshot(Path(tmp))
+        for args in (["info", tampered], ["score", tampered, data, "-o", Path(tmp, "s.csv")]):
+            result = invoke("-q", *args)
+            if result.exit_code != 0:
+                one_line_error(result)
+        assert not part_files(Path(tmp))
+        for key, digest in before.items():
+            assert snapshot(Path(tmp))[key] == digest
+
+
+@FAST
+@given(change=mutation)
+def test_tampered_model_file_through_the_cli(saved_model, change):
+    _tampered_cli_check(saved_model, change)
+
+
+@pytest.mark.slow
+@SLOW
+@given(change=mutation)
+def test_tampered_model_file_through_the_cli_slow(saved_model, change):
+    _tampered_cli_check(saved_model, change)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "{data}", "-o", "{out}", "--hidden-dims", "a,b"], "--hidden-dims"),
+        (["train", "{data}", "-o", "{out}", "--hidden-dims", "-3"], "--hidden-dims"),
+        (["train", "{data}", "-o", "{out}", "--image-size", "8x8", "--channels", "2"], "--channels"),
+        (["train", "{data}", "-o", "{out}", "--image-size", "100000x100000"], "--image-size"),
+        (["calibrate", "{model}", "{data}", "--label-column", "a", "--rule", "bogus"], "--rule"),
+        (["calibrate", "{model}", "{data}", "--label-column", "a", "--rule", "recall"], "--recall"),
+        (["digits", "--normal", "11"], "--normal"),
+        (["score", "{model}", "{data}", "-o", "{out}", "--on-bad-row", "maybe"], "--on-bad-row"),
+    ],
+)
+def test_usage_errors_exit_2_without_reprs(tmp_path, args, message):
+    model, _ = _cli_table_model()
+    data = tmp_path / "d.csv"
+    data.write_text("a,b,c\n1,2,3\n")
+    before = model.read_bytes()
+    result = invoke(*[a.format(data=data, out=tmp_path / "o.vgm", model=model) for a in args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert "(" + "'" not in result.output  # no Python tuple reprs such as ('f1', ...)
+    assert model.read_bytes() == before and not (tmp_path / "o.vgm").exists()
+
+
+@pytest.mark.parametrize("command", ["score", "train", "calibrate", "evaluate", "score-model", "calibrate-link"])
+def test_every_writing_command_refuses_to_overwrite_its_input(tmp_path, command):
+    model, _ = _cli_table_model()
+    local_model = tmp_path / "m.vgm"
+    local_model.write_bytes(model.read_bytes())
+    data = tmp_path / "d.csv"
+    data.write_text("id,a,b,c,label\nx,0.1,0.2,0.3,0\ny,0.2,0.1,0.3,1\nz,0.0,0.1,0.1,0\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(data)
+    args = {
+        "score": ["score", local_model, data, "-o", data],
+        "score-model": ["score", local_model, data, "-o", local_model],
+        "train": ["train", data, "-o", data, "--epochs", "1"],
+        "calibrate": ["calibrate", local_model, data, "--label-column", "label", "-o", data],
+        "calibrate-link": ["calibrate", local_model, data, "--label-column", "label", "-o", link],
+        "evaluate": ["evaluate", local_model, tmp_path / "metrics.json", "--label-column", "label", "-o", tmp_path],
+    }[command]
+    if command == "evaluate":
+        (tmp_path / "metrics.json").write_bytes(b"id,a,b,c,label\nx,0.1,0.2,0.3,0\n")  # data named like a report file
+        data = tmp_path / "metrics.json"
+    before = snapshot(tmp_path)
+    message = one_line_error(invoke("-q", *args))
+    assert "refusing to overwrite" in message
+    assert snapshot(tmp_path) == before and link.is_symlink()
+
+
+def test_calibrate_refuses_broken_scores_and_all_anomaly_labels_leaving_the_model(tmp_path):
+    model, _ = _cli_table_model()
+    local = tmp_path / "m.vgm"
+    local.write_bytes(model.read_bytes())
+    huge = tmp_path / "huge.csv"
+    huge.write_text("id,a,b,c\n" + "".join(f"r{i},{v},0.1,0.2\n" for i, v in enumerate(["0.1", "3e38", "0.2", "0.3"])))
+    labelled = tmp_path / "ones.csv"
+    labelled.write_text("id,a,b,c,label\n" + "".join(f"r{i},0.{i},0.1,0.2,1\n" for i in range(5)))
+    before = local.read_bytes()
+    assert "score NaN or infinity" in one_line_error(invoke("-q", "calibrate", local, huge))
+    assert "every label is 1" in one_line_error(invoke("-q", "calibrate", local, labelled, "--label-column", "label"))
+    assert local.read_bytes() == before and not part_files(tmp_path)
+
+
+def test_truncated_gzip_is_a_clear_error(tmp_path):
+    model, _ = _cli_table_model()
+    body = "id,a,b,c\n" + "".join(f"r{i},{i % 7 / 7:.5f},{i % 5 / 5:.5f},{i % 3 / 3:.5f}\n" for i in range(60000))
+    packed = gzip.compress(body.encode(), mtime=0)
+    data = tmp_path / "cut.csv.gz"
+    data.write_bytes(packed[: len(packed) // 2])
+    message = one_line_error(invoke("-q", "score", model, data, "-o", tmp_path / "s.csv"))
+    assert str(data) in message and "ended before the end-of-stream marker" in message
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_gz_output_is_gzip(tmp_path):
+    model, _ = _cli_table_model()
+    data = tmp_path / "d.csv"
+    data.write_text("id,a,b,c\nx,0.1,0.2,0.3\n")
+    result = invoke("-q", "score", model, data, "-o", tmp_path / "s.csv.gz")
+    assert result.exit_code == 0, result.output
+    assert gzip.decompress((tmp_path / "s.csv.gz").read_bytes()).decode().startswith("row,id,score")
+
+
+def test_train_names_left_out_columns_and_keeps_the_label_column_out(tmp_path):
+    rng = np.random.default_rng(0)
+    lines = ["id,a,b,empty,flag,infinite,label"]
+    lines += [f"r{i},{x:.3f},{y:.3f},,{'true' if i % 2 else 'false'},inf,{i % 2}" for i, (x, y) in enumerate(rng.normal(size=(40, 2)))]
+    (tmp_path / "t.csv").write_text("\n".join(lines) + "\n")
+    result = invoke("-q", "train", tmp_path / "t.csv", "-o", tmp_path / "m.vgm", "--id-column", "id", "--label-column", "label", "--epochs", "1", "--hidden-dims", "4", "--latent-dim", "2", "--fpr", "0.2")
+    assert result.exit_code == 0, result.output
+    for line in ("left out column 'empty': every cell is empty", "left out column 'flag': true/false values", "left out column 'infinite': infinite values"):
+        assert line in result.output
+    spec = vaeguard.load(tmp_path / "m.vgm").input_spec_
+    assert spec.columns == ("a", "b") and spec.label_column == "label" and spec.id_column == "id"
+
+
+def test_image_folder_without_a_normal_subfolder_says_to_use_normal_label(tmp_path):
+    for cls in ("good", "bad"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.new("L", (6, 6), 40 * i + (cls == "bad")).save(tmp_path / "imgs" / cls / f"{i}.png")
+    assert invoke("-q", "train", tmp_path / "imgs", "-o", tmp_path / "m.vgm", "--epochs", "1", "--hidden-dims", "4", "--latent-dim", "2", "--fpr", "0.4").exit_code == 0
+    message = one_line_error(invoke("-q", "evaluate", tmp_path / "m.vgm", tmp_path / "imgs", "-o", tmp_path / "report"))
+    assert "--normal-label" in message and "good" in message and "y_true" not in message
+    result = invoke("-q", "score", tmp_path / "m.vgm", tmp_path / "imgs", "-o", tmp_path / "s.csv", "--heatmaps", tmp_path / "maps")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.relative_to(tmp_path / "maps").as_posix() for p in (tmp_path / "maps").rglob("*.png")) == sorted(
+        f"{cls}/{i}.png" for cls in ("good", "bad") for i in range(4)
+    )  # name.png, not name.png.png
+    assert invoke("-q", "score", tmp_path / "m.vgm", tmp_path / "imgs", "-o", tmp_path / "s.csv", "--heatmaps", tmp_path / "imgs" / "good").exit_code == 2
+
+
+def test_offline_mnist_error_names_all_four_files(tmp_path):
+    from vaeguard.digits import mnist_digits
+    from vaeguard.mnist import FILES
+
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    with pytest.raises(DataError) as info:
+        mnist_digits(tmp_path, download=False)
+    for name in (n for pair in FILES.values() for n in pair):
+        assert name in str(info.value)
+
+
+_CLI_RUN = """
+import sys
+sys.argv = ["vaeguard", "-q", "score", *sys.argv[1:]]
+from vaeguard.__main__ import run
+run()
+"""
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), pytest.param(signal.SIGTERM, 143, marks=pytest.mark.slow)])
+def test_cli_interrupted_mid_write_prints_one_line_and_leaves_nothing(tmp_path, signum, code):
+    model, _ = _cli_table_model()
+    data = tmp_path / "big.csv"
+    rows = "".join(f"r{i},{i % 7 / 7:.4f},{i % 5 / 5:.4f},{i % 3 / 3:.4f}\n" for i in range(400_000))
+    data.write_text("id,a,b,c\n" + rows)
+    out = tmp_path / "scores.csv"
+    out.write_bytes(b"previous scores")
+    proc = subprocess.Popen([sys.executable, "-c", _CLI_RUN, str(model), str(data), "-o", str(out), "--chunk-size", "2000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not part_files(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert part_files(tmp_path), "the run never started writing"
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err.decode()
+    assert err.decode().strip().splitlines() == ["interrupted: no partial output was written"]
+    assert out.read_bytes() == b"previous scores" and not part_files(tmp_path)
