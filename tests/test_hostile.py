@@ -941,9 +941,12 @@ def test_cli_interrupted_mid_write_prints_one_line_and_leaves_nothing(tmp_path, 
     deadline = time.monotonic() + 120
     while not part_files(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert part_files(tmp_path), "the run never started writing"
+    if not part_files(tmp_path):
+        proc.kill()
+        pytest.fail(f"the run never started writing (exit {proc.wait()}): {proc.stderr.read().decode()}")
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == code, err.decode()
-    assert err.decode().strip().splitlines() == ["interrupted: no partial output was written"]
+    err = err.decode()
+    assert proc.returncode == code, err
+    assert err.strip().splitlines() == ["interrupted: no partial output was written"], err
     assert out.read_bytes() == b"previous scores" and not part_files(tmp_path)
