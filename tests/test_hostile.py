@@ -293,7 +293,7 @@ def _png_with_size(width: int, height: int) -> bytes:
 EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n0 0 moveto 8 8 lineto stroke\nshowpage\n%%EOF\n"
 GOOD_MODES = {"PNG": ["L", "RGB", "RGBA", "P", "I;16"], "JPEG": ["L", "RGB"], "BMP": ["L", "RGB", "P"], "TIFF": ["L", "RGB", "F", "I;16"]}
 SUFFIX = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif"}
-HOSTILE = ["eps", "fifo", "garbage", "truncated", "bomb_header", "huge", "nan_tiff", "not_utf8", "dev_zero", "gif_as_png"]
+HOSTILE = ["eps", "fifo", "garbage", "truncated", "bomb_header", "huge", "over_budget", "nan_tiff", "not_utf8", "dev_zero", "gif_as_png"]
 
 good_image = st.tuples(st.sampled_from(sorted(GOOD_MODES)), st.integers(0, 4), st.integers(1, 9), st.integers(1, 9), st.integers(0, 2**32 - 1))
 
@@ -327,6 +327,8 @@ def _write_hostile(folder: Path, kind: str, index: int) -> str:
         path.write_bytes(_png_with_size(100_000, 100_000))
     elif kind == "huge":
         path.write_bytes(_png_with_size(9000, 9000))
+    elif kind == "over_budget":
+        path.write_bytes(_png_with_size(10_000, 9_000))  # 90 M pixels: refused from the header
     elif kind == "nan_tiff":
         name = f"h{index}_nan.tif"
         values = np.full((4, 4), 0.5, dtype=np.float32)

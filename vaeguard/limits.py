@@ -37,7 +37,7 @@ def _budget_from_env() -> int:
 
 
 MEMORY_BUDGET_BYTES = _budget_from_env()
-MAX_IMAGE_PIXELS = 40_000_000
+MAX_IMAGE_PIXELS = 89_478_485  # Pillow's own decompression-bomb warning threshold (2**30 / 4 / 3)
 MAX_INPUT_FEATURES = 4_000_000
 MAX_IMPORTANCE_SAMPLES = 100_000
 # Widths of a layer or a code: anything larger cannot fit the budget with any input.
