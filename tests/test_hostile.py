@@ -952,3 +952,15 @@ def test_cli_interrupted_mid_write_prints_one_line_and_leaves_nothing(tmp_path, 
     assert proc.returncode == code, err
     assert err.strip().splitlines() == ["interrupted: no partial output was written"], err
     assert out.read_bytes() == b"previous scores" and not part_files(tmp_path)
+
+
+def test_progress_bar_shows_a_real_rate(tmp_path):
+    model, _ = _cli_table_model()
+    data = tmp_path / "d.csv"
+    data.write_text("id,a,b,c\n" + "".join(f"r{i},0.1,0.2,0.3\n" for i in range(3000)))
+    result = invoke("score", model, data, "-o", tmp_path / "s.csv", "--chunk-size", "1000")
+    assert result.exit_code == 0, result.output
+    import re
+
+    rates = [int(r.replace(",", "")) for r in re.findall(r"3,000 rows\s+([\d,]+) rows/s", result.output)]
+    assert rates and rates[-1] > 0, result.output  # rich's own speed showed 0 rows/s with few advances
