@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 import zlib
 from pathlib import Path
 from unittest import mock
@@ -367,7 +368,8 @@ def _image_folder(goods, hostiles, batch_size, shape):
         start_rss = peak_rss()
         with no_process_started(), time_limit(60):
             batches = list(iter_image_batches(folder, shape, batch_size=batch_size))
-            with contextlib.suppress(DataError):
+            with contextlib.suppress(DataError), warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # mixed channels: converted, with a warning
                 read_image_folder(folder)  # a mixed folder may be refused, never hang or crash
         paths = [p for b in batches for p in b.paths]
         errors = dict(e for b in batches for e in b.errors)
@@ -389,8 +391,6 @@ test_image_folder, test_image_folder_slow = _image_folder
 
 @fast_and_slow(st.lists(st.tuples(st.integers(1, 6), st.integers(1, 6), st.sampled_from(["L", "RGB"])), min_size=1, max_size=8))
 def _folder_shape_is_agreed_or_refused(specs):
-    import warnings
-
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for i, (h, w, mode) in enumerate(specs):
@@ -530,9 +530,11 @@ def _model_file_check(saved_model, change):
                 assert "\n" not in message and str(tampered) in message
                 assert "Traceback" not in message
             else:
-                scores = detector.anomaly_score(X)
-                predicted = detector.predict(X)
-                pv = detector.p_values(X)
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", "X does not have valid feature names")  # a tampered name list
+                    scores = detector.anomaly_score(X)
+                    predicted = detector.predict(X)
+                    pv = detector.p_values(X)
                 assert np.all(predicted[~np.isfinite(scores)] == -1)
                 assert np.all(pv[~np.isfinite(scores)] == 0)
         assert snapshot(Path(tmp)) == before
