@@ -41,7 +41,7 @@ import vaeguard
 from vaeguard import limits
 from vaeguard.atomic import atomic_write, remove_stale_parts
 from vaeguard.errors import DataError, ModelFileError
-from vaeguard.images import iter_image_batches, list_images, read_image_folder
+from vaeguard.images import iter_image_batches, read_image_folder
 from vaeguard.limits import MEMORY_BUDGET_BYTES, check_model_size
 from vaeguard.model import VAEConfig
 from vaeguard.modelfile import _FIELDS, FittedState
