@@ -84,13 +84,20 @@ def test_context_model_config_is_checked():
         VAEConfig(input_dim=16, input_shape=(1, 4, 4), likelihood="gaussian", context_model=True)
 
 
-def test_auto_score_is_ratio_for_large_images_and_elbo_otherwise():
+def test_auto_score_is_ratio_for_near_binary_images_and_fused_for_grey_levels_and_tables():
     det = VAEAnomalyDetector(**FAST).fit(_stripes(60))
-    assert det.score_type_ == "ratio" and det.config_.context_model
+    assert det.likelihood_ == "bernoulli" and det.score_type_ == "ratio" and det.config_.context_model
     small = VAEAnomalyDetector(**FAST).fit(_stripes(60, side=8))  # 8x8: too small for "ratio"
     assert small.score_type_ == "elbo" and small.config_.context_model
+    # the same bars in grey levels: no longer near 0 and 1, so gaussian and the fused score
+    grey = _stripes(60) * 0.5 + 0.25
+    grey_det = VAEAnomalyDetector(**FAST).fit(grey)
+    assert grey_det.likelihood_ == "gaussian" and grey_det.score_type_ == "fused"
+    assert not grey_det.config_.context_model and grey_det.config_.latent_neighbours > 0
     table = VAEAnomalyDetector(**FAST).fit(np.random.default_rng(0).random((60, 10)))
-    assert table.score_type_ == "elbo" and not table.config_.context_model
+    assert table.score_type_ == "fused" and not table.config_.context_model
+    binary_table = VAEAnomalyDetector(**FAST).fit((np.random.default_rng(0).random((60, 10)) > 0.5) * 1.0)
+    assert binary_table.likelihood_ == "bernoulli" and binary_table.score_type_ == "elbo"
 
 
 def test_explicit_ratio_on_tables_is_a_clear_error():

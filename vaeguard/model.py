@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .complexity import LocalContextModel
+from .latent import LatentNeighbours
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 ARCHITECTURES = ("mlp", "conv")
@@ -34,6 +35,7 @@ class VAEConfig:
     input_shape: tuple[int, int, int] | None = None  # (C, H, W): conv, context model
     conv_channels: tuple[int, ...] = (32, 64)
     context_model: bool = False  # also hold a LocalContextModel (images, bernoulli only)
+    latent_neighbours: int = 0  # > 0: also hold that many training codes (the "fused" score)
 
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(int(h) for h in self.hidden_dims)
@@ -65,6 +67,8 @@ class VAEConfig:
                 f"input_shape {self.input_shape} holds {math.prod(self.input_shape)} values, "
                 f"but the data has {self.input_dim} features"
             )
+        if self.latent_neighbours < 0:
+            raise ValueError(f"latent_neighbours must be >= 0, got {self.latent_neighbours}")
         if self.architecture == "conv" and not self.conv_channels:
             raise ValueError("conv_channels must name at least one layer")
 
@@ -207,6 +211,8 @@ class VAE(nn.Module):
         # A generic model of local pixel statistics, fitted by counting (not by gradient):
         # the denominator of the "ratio" score.
         self.context = LocalContextModel(cfg.input_shape) if cfg.context_model else None
+        # Training codes and score scales for the "fused" score, set after training.
+        self.neighbours = LatentNeighbours(cfg.latent_neighbours, cfg.latent_dim) if cfg.latent_neighbours else None
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior q(z|x) = N(mu, exp(logvar)); logvar is clamped to keep exp() finite."""

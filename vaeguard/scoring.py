@@ -23,12 +23,14 @@ import torch
 from .limits import check_importance_samples, check_model_size, model_footprint
 from .model import VAE
 
-SCORE_TYPES = ("elbo", "recon", "iwae", "kl", "ratio")
+SCORE_TYPES = ("elbo", "recon", "iwae", "kl", "ratio", "fused")
 SCORE_DESCRIPTIONS = {
     "elbo": "negative ELBO at the posterior mean: reconstruction NLL + KL",
     "ratio": "negative ELBO minus -log p(x) under a local pixel-context model (images only): "
     "a log-likelihood ratio that discounts how simple the image is",
     "recon": "reconstruction negative log-likelihood at the posterior mean",
+    "fused": "mean of the robust z-scores of the reconstruction NLL and of the distance from the "
+    "latent code to its 5th nearest training code (latent density beside reconstruction)",
     "iwae": "importance-weighted estimate of -log p(x) with K posterior samples",
     "kl": "KL(q(z|x) || p(z)): how far the code sits from the prior",
 }
@@ -95,6 +97,24 @@ def _iwae_nll(model: VAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     return -(torch.logsumexp(log_w, dim=1) - math.log(eps.shape[0]))
 
 
+@torch.no_grad()
+def fit_latent_neighbours(model: VAE, X_reference: np.ndarray, X_scale: np.ndarray, batch_size: int = 1024) -> None:
+    """Store the codes of X_reference and scale the fused score's parts on X_scale (normal rows).
+
+    X_scale should be held-out normal rows (not the calibration rows, whose scores set the
+    threshold); the model must have been built with latent_neighbours=len(X_reference).
+    """
+    if model.neighbours is None:
+        raise ValueError("the model holds no latent neighbour model (VAEConfig(latent_neighbours=N))")
+    model.eval()
+    model.neighbours.fit(torch.as_tensor(encode_means(model, X_reference, batch_size)))
+    recon, distance = [], []
+    for x in _batches(model, X_scale, batch_size):
+        recon.append(model(x).recon)
+        distance.append(model.neighbours.distance(model.encode(x)[0]))
+    model.neighbours.set_scales(torch.cat(recon), torch.cat(distance))
+
+
 def check_score_type(model: VAE, score_type: str) -> None:
     """ValueError unless `model` can compute `score_type`."""
     if score_type not in SCORE_TYPES:
@@ -103,6 +123,11 @@ def check_score_type(model: VAE, score_type: str) -> None:
         raise ValueError(
             "score_type='ratio' needs a model with a context model (VAEConfig(context_model=True)): "
             "images with a known input_shape and the bernoulli likelihood"
+        )
+    if score_type == "fused" and model.neighbours is None:
+        raise ValueError(
+            "score_type='fused' needs a model with latent neighbours (VAEConfig(latent_neighbours=N)) "
+            "fitted by fit_latent_neighbours"
         )
 
 
@@ -137,6 +162,8 @@ def score_and_explain(
             terms = model(x)
             if score_type == "ratio":
                 score = terms.recon + terms.kl - model.context.nll(x)
+            elif score_type == "fused":
+                score = model.neighbours.fuse(terms.recon, model.neighbours.distance(model.encode(x)[0]))
             else:
                 score = {"elbo": terms.recon + terms.kl, "recon": terms.recon, "kl": terms.kl}[score_type]
             return torch.cat([score[:, None], terms.feature_nll], dim=1) if explain else score[:, None]
