@@ -234,7 +234,16 @@ def run_cell(method: Method, X_train: np.ndarray, X_test: np.ndarray, labels: np
     score_s = time.perf_counter() - start
     if not np.all(np.isfinite(scores)):
         raise RuntimeError(f"{np.sum(~np.isfinite(scores))} non-finite scores")
-    return {"auroc": float(roc_auc_score(labels, scores)), "fit_s": fit_s, "score_s": score_s, "settings": method.describe(est)}
+    cell = {"auroc": float(roc_auc_score(labels, scores)), "fit_s": fit_s, "score_s": score_s, "settings": method.describe(est)}
+    if isinstance(est, VAEAnomalyDetector) and est.threshold_rule_.get("rule") == "fpr":
+        # the conformal threshold's promise, checked on the unseen test normals
+        flagged = est.predict(X_test[labels == 0]) == -1
+        target, n_cal, n_test = est.threshold_rule_["fpr"], len(est.calibration_scores_), int(np.sum(labels == 0))
+        cell["threshold_check"] = {
+            "target_fpr": target, "measured_fpr": float(flagged.mean()), "n_calibration": n_cal, "n_test_normals": n_test,
+            "sigma": float(np.sqrt(target * (1 - target) * (1 / n_cal + 1 / n_test))),
+        }
+    return cell
 
 
 def summarise(methods_out: dict, reference: str) -> None:
@@ -252,6 +261,23 @@ def summarise(methods_out: dict, reference: str) -> None:
             "median_score_s": median([c["score_s"] for c in cells.values()]) if cells else None,
             "median_fit_ratio_vs_reference": median(ratios) if ratios else None,
         }
+
+
+def threshold_lines(suite: str, names: list[str], methods_out: dict) -> str:
+    """Per vaeguard method: the measured false-positive rate on test normals against the target."""
+    lines = []
+    for name, out in methods_out.items():
+        checks = [(n, out["per_set"][n]["threshold_check"]) for n in names if "threshold_check" in out["per_set"].get(n, {})]
+        if not checks:
+            continue
+        z = [(c["measured_fpr"] - c["target_fpr"]) / c["sigma"] for _, c in checks]
+        worst = max(range(len(z)), key=lambda i: abs(z[i]))
+        lines.append(
+            f"{name}: false-positive rate on the unseen test normals at the {checks[0][1]['target_fpr']:.0%} conformal "
+            f"threshold, per set: " + ", ".join(f"{n} {c['measured_fpr']:.4f}" for n, c in checks)
+            + f"; largest deviation {z[worst]:+.1f} binomial sigma ({checks[worst][0]}); {sum(abs(v) <= 3 for v in z)} of {len(z)} within 3 sigma."
+        )
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def suite_table(suite: str, names: list[str], methods_out: dict, reference: str) -> str:
@@ -279,7 +305,7 @@ def suite_table(suite: str, names: list[str], methods_out: dict, reference: str)
         "fashion": "Fashion-MNIST one-class (normal = one class, anomaly = 1,000 images of the others)",
         "tabular": "tabular anomaly sets (ODDS)",
     }[suite]
-    return f"### {title}: AUROC\n\n" + markdown_table(header, rows)
+    return f"### {title}: AUROC\n\n" + markdown_table(header, rows) + "\n" + threshold_lines(suite, names, methods_out)
 
 
 def _notes(settings: dict, machine: dict) -> str:
