@@ -69,7 +69,8 @@ def _grey_textures(n: int, kind: str, seed: int) -> np.ndarray:
 
 def test_default_on_grey_level_images_separates_a_new_kind_well():
     """Grey-level images get the gaussian likelihood and the fused score; an unseen texture
-    orientation is found far better than chance (measured AUROC 1.0; chance is 0.5)."""
+    orientation is found far better than chance (measured AUROC 0.978; the former default,
+    bernoulli + ratio, scored 0.002 here and bernoulli + elbo 0.708)."""
     normal = _grey_textures(300, "normal", 0)
     det = VAEAnomalyDetector(latent_dim=4, hidden_dims=(64,), epochs=10, random_state=0, device="cpu").fit(normal)
     assert det.likelihood_ == "gaussian" and det.score_type_ == "fused"
