@@ -24,7 +24,7 @@ def test_distance_is_the_kth_nearest_reference_code():
     assert LatentNeighbours(3, 2).k == 3  # fewer codes than neighbours: the farthest one
 
 
-def test_fused_score_is_the_mean_of_two_robust_z_scores_and_batch_independent():
+def test_fused_score_is_the_mean_of_two_robust_z_scores_and_batch_invariant():
     rng = np.random.default_rng(1)
     X = rng.normal(size=(120, 6)).astype(np.float32)
     model = VAE(VAEConfig(input_dim=6, latent_dim=2, hidden_dims=(8,), likelihood="gaussian", latent_neighbours=80))
@@ -37,8 +37,10 @@ def test_fused_score_is_the_mean_of_two_robust_z_scores_and_batch_independent():
     expected = 0.5 * ((recon - r50) / (r75 - r25) + (distance - d50) / (d75 - d25))
     fused = anomaly_scores(model, X, "fused")
     np.testing.assert_allclose(fused, expected, rtol=1e-4, atol=1e-4)
-    # repeatable bit for bit; across batch sizes only float32 rounding differs (see test_model)
-    np.testing.assert_array_equal(anomaly_scores(model, X, "fused", batch_size=7), anomaly_scores(model, X, "fused", batch_size=7))
+    # repeatable bit for bit; whatever the batch a row sits in, equal up to float32 rounding:
+    # with a 4-wide encoder head (latent_dim 2) the BLAS kernel rounds by row position within
+    # the fixed-size block (~1e-7); default-size models are bit-identical (test_model)
+    np.testing.assert_array_equal(anomaly_scores(model, X, "fused"), fused)
     one_by_one = np.concatenate([anomaly_scores(model, X[i : i + 1], "fused") for i in range(10)])
     np.testing.assert_allclose(one_by_one, fused[:10], rtol=1e-5, atol=1e-6)
 

@@ -98,7 +98,7 @@ def _iwae_nll(model: VAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def fit_latent_neighbours(model: VAE, X_reference: np.ndarray, X_scale: np.ndarray, batch_size: int = 1024) -> None:
+def fit_latent_neighbours(model: VAE, X_reference: np.ndarray, X_scale: np.ndarray) -> None:
     """Store the codes of X_reference and scale the fused score's parts on X_scale (normal rows).
 
     X_scale should be held-out normal rows (not the calibration rows, whose scores set the
@@ -107,12 +107,13 @@ def fit_latent_neighbours(model: VAE, X_reference: np.ndarray, X_scale: np.ndarr
     if model.neighbours is None:
         raise ValueError("the model holds no latent neighbour model (VAEConfig(latent_neighbours=N))")
     model.eval()
-    model.neighbours.fit(torch.as_tensor(encode_means(model, X_reference, batch_size)))
-    recon, distance = [], []
-    for x in _batches(model, X_scale, batch_size):
-        recon.append(model(x).recon)
-        distance.append(model.neighbours.distance(model.encode(x)[0]))
-    model.neighbours.set_scales(torch.cat(recon), torch.cat(distance))
+    model.neighbours.fit(torch.as_tensor(encode_means(model, X_reference)))
+
+    def parts(x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([model(x).recon, model.neighbours.distance(model.encode(x)[0])], dim=1)
+
+    both = _run(model, X_scale, parts)
+    model.neighbours.set_scales(both[:, 0], both[:, 1])
 
 
 def check_score_type(model: VAE, score_type: str) -> None:
