@@ -200,7 +200,12 @@ test_output_guard, test_output_guard_slow = _output_guard
 
 # vaeguard.atomic without running vaeguard/__init__.py (which imports torch: seconds per start).
 _WRITER = f"""
-import sys, time, types
+import signal, sys, time, types
+# as under a terminal, whatever this test run inherited (a nohup'd or background CI job
+# ignores SIGHUP, and atomic_write rightly leaves an ignored signal ignored)
+for signum in (signal.SIGHUP, signal.SIGTERM):
+    signal.signal(signum, signal.SIG_DFL)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 package = types.ModuleType("vaeguard")
 package.__path__ = [{str(Path(vaeguard.__file__).parent)!r}]
 sys.modules["vaeguard"] = package
@@ -927,7 +932,10 @@ def test_offline_mnist_error_names_all_four_files(tmp_path):
 
 
 _CLI_RUN = """
-import sys
+import signal, sys
+# as run from a terminal, whatever this test run inherited (see _WRITER)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.argv = ["vaeguard", "-q", "score", *sys.argv[1:]]
 from vaeguard.__main__ import run
 run()
