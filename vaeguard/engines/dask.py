@@ -1,0 +1,144 @@
+"""Score a Dask DataFrame with the model file: `score_dask`, and Parquet in, Parquet out.
+
+Each partition is scored by the same pure function as the local CLI (`score_frame`); the
+model file is read once per worker process (a cache keyed by path, modification time and
+size) and never shipped with the tasks, which carry only its path. So the model file must be
+readable at the same path on every worker (a shared file system). Needs the `dask` extra.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import DataError
+from ..extras import require
+from .common import cached_detector, check_no_errors, score_frame, table_columns
+
+
+def _score_partition(frame: pd.DataFrame, model_path: str, device: str, on_bad_row: str) -> pd.DataFrame:
+    scored = score_frame(cached_detector(model_path, device), frame)
+    if on_bad_row == "fail":
+        check_no_errors(scored, "a Dask partition")
+    return scored
+
+
+def _check_on_bad_row(on_bad_row: str) -> None:
+    if on_bad_row not in ("fail", "skip"):
+        raise ValueError(f"on_bad_row must be 'fail' or 'skip', not {on_bad_row!r}")
+
+
+def score_dask(model_path: str | Path, ddf, *, device: str = "auto", on_bad_row: str = "skip"):
+    """Score every row of the Dask DataFrame `ddf`; returns a lazy Dask DataFrame.
+
+    Columns as the local CLI's: the model's id column (when `ddf` has it), score, p_value,
+    is_anomaly, top_1..top_3, error, with `ddf`'s index and partitions. A row with a bad cell
+    gets NaN scores and the reason in `error` ("skip"), or fails the computation with
+    `on_bad_row="fail"`.
+    """
+    require("dask.dataframe", "dask")
+    _check_on_bad_row(on_bad_row)
+    model_path = str(Path(model_path).resolve())
+    detector = cached_detector(model_path, device)
+    columns, id_column = table_columns(detector)
+    missing = [c for c in columns if c not in ddf.columns]
+    if missing:
+        raise DataError(
+            f"missing column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} that the model needs; "
+            f"the data has {', '.join(map(repr, list(ddf.columns)[:30]))}"
+        )
+    needed = columns + ([id_column] if id_column is not None and id_column in ddf.columns else [])
+    ddf = ddf[needed]
+    meta = score_frame(detector, ddf._meta)  # the empty frame through the same function: exact dtypes
+    return ddf.map_partitions(_score_partition, model_path, device, on_bad_row, meta=meta)
+
+
+@dataclass
+class EngineSummary:
+    """What an engine run did: counts and the output dataset."""
+
+    output: Path
+    n_scored: int = 0
+    n_anomalies: int = 0
+    n_failed: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def score_parquet_dask(
+    model_path: str | Path,
+    data: str | Path,
+    output: str | Path,
+    *,
+    scheduler: str | None = None,
+    n_workers: int | None = None,
+    device: str = "auto",
+    on_bad_row: str = "skip",
+) -> EngineSummary:
+    """Score a Parquet input (file, folder or glob) on Dask into a Parquet dataset folder.
+
+    Without `scheduler`, a LocalCluster on 127.0.0.1 (one single-threaded worker process per
+    core, or `n_workers`) is started and stopped. The output folder appears only when complete.
+    """
+    dd = require("dask.dataframe", "dask")
+    distributed = require("distributed", "dask")
+    import dask
+
+    from ..atomic import atomic_dir
+    from ..parquet import ParquetTable
+
+    _check_on_bad_row(on_bad_row)
+    table = ParquetTable.open(data)
+    columns, id_column = table_columns(cached_detector(model_path, device))
+    table.check_columns(columns)
+    needed = columns + ([id_column] if id_column is not None and id_column in table.columns else [])
+    with _client(distributed, scheduler, n_workers) as client, atomic_dir(output) as tmp:
+        ddf = dd.read_parquet([str(f) for f in table.files], columns=needed)
+        scored = score_dask(model_path, ddf, device=device, on_bad_row=on_bad_row)
+        write = scored.to_parquet(str(tmp), write_index=False, compute=False)
+        counts = scored[["is_anomaly", "error"]].map_partitions(_counts, meta=pd.DataFrame({"n": pd.Series(dtype="int64"), "anomalies": pd.Series(dtype="int64"), "failed": pd.Series(dtype="int64")}))
+        _, totals = dask.compute(write, counts)
+        del client
+    summary = EngineSummary(Path(output), n_scored=int(totals["n"].sum() - totals["failed"].sum()), n_anomalies=int(totals["anomalies"].sum()), n_failed=int(totals["failed"].sum()))
+    return summary
+
+
+def _counts(frame: pd.DataFrame) -> pd.DataFrame:
+    failed = int((frame["error"] != "").sum())
+    return pd.DataFrame({"n": [len(frame)], "anomalies": [int(frame["is_anomaly"].fillna(0).sum())], "failed": [failed]})
+
+
+class _client:
+    """A distributed Client on `scheduler`, or on a LocalCluster bound to 127.0.0.1."""
+
+    def __init__(self, distributed, scheduler: str | None, n_workers: int | None):
+        self.distributed, self.scheduler, self.n_workers = distributed, scheduler, n_workers
+        self.cluster = None
+
+    def __enter__(self):
+        if self.scheduler is not None:
+            try:
+                self.client = self.distributed.Client(self.scheduler, timeout="30s")
+            except OSError as exc:
+                raise DataError(f"cannot reach the Dask scheduler at {self.scheduler}: {exc}") from None
+            return self.client
+        self.cluster = self.distributed.LocalCluster(
+            host="127.0.0.1", n_workers=self.n_workers, threads_per_worker=1, dashboard_address=None
+        )
+        self.client = self.distributed.Client(self.cluster)
+        self.client.run(_one_thread)  # one torch thread per single-threaded worker: no oversubscription
+        return self.client
+
+    def __exit__(self, *exc):
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+        return False

@@ -1,0 +1,191 @@
+"""Parquet tables: one file, a folder of files or a glob, read in record batches.
+
+A Parquet input is one logical table: its files in sorted path order, rows numbered from 1
+across all of them (the `row` of score outputs). Reading streams record batches with
+pyarrow's `iter_batches`, so memory is bounded by the batch and the row group, not the file.
+Needs the `parquet` extra (pyarrow).
+"""
+
+from __future__ import annotations
+
+import glob as globbing
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+from .extras import require
+from .frames import feature_matrix
+from .tabular import CHUNK_ROWS, TableSchema, TrainingTable, _listing
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+_GLOB_CHARS = set("*?[")
+
+
+def _is_parquet_name(path: Path) -> bool:
+    return path.name.lower().endswith(PARQUET_SUFFIXES) and not path.name.startswith((".", "_"))
+
+
+def is_glob(path: str | Path) -> bool:
+    return bool(_GLOB_CHARS & set(str(path)))
+
+
+def is_parquet_input(path: str | Path) -> bool:
+    """A `.parquet`/`.pq` name, a glob (Parquet is the only input read from a glob), or a
+    folder holding Parquet files (at any depth, as Dask and Spark write datasets)."""
+    if is_glob(path):
+        return True
+    path = Path(path)
+    if _is_parquet_name(path):
+        return True
+    return path.is_dir() and any(_is_parquet_name(p) for p in path.rglob("*") if p.is_file())
+
+
+def parquet_files(path: str | Path) -> list[Path]:
+    """The files of a Parquet input in sorted order; DataError when there are none."""
+    if is_glob(path):
+        files = sorted(Path(p) for p in globbing.glob(str(path), recursive=True))
+        files = [p for p in files if p.is_file() and _is_parquet_name(p)]
+        if not files:
+            raise DataError(f"{path}: no Parquet file (.parquet, .pq) matches this pattern")
+        return files
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and _is_parquet_name(p))
+        if not files:
+            raise DataError(f"{path}: the folder holds no Parquet file (.parquet, .pq)")
+        return files
+    if not path.is_file():
+        raise DataError(f"{path}: no such Parquet file")
+    return [path]
+
+
+@dataclass
+class ParquetTable:
+    """The files of one Parquet input, their column names and row counts (footers only)."""
+
+    source: str
+    files: list[Path]
+    columns: list[str]
+    file_columns: list[list[str]]
+    file_rows: list[int]
+
+    @classmethod
+    def open(cls, path: str | Path) -> ParquetTable:
+        pq = require("pyarrow.parquet", "parquet")
+        files = parquet_files(path)
+        file_columns, file_rows = [], []
+        for f in files:
+            try:
+                meta = pq.ParquetFile(f)
+                file_columns.append(list(meta.schema_arrow.names))
+                file_rows.append(int(meta.metadata.num_rows))
+            except Exception as exc:  # pyarrow raises its own types for corrupt files
+                raise DataError(f"{f}: cannot read this Parquet file: {exc}") from None
+        return cls(str(path), files, file_columns[0], file_columns, file_rows)
+
+    @property
+    def n_rows(self) -> int:
+        return sum(self.file_rows)
+
+    def check_columns(self, needed: list[str]) -> None:
+        """DataError naming the first file that lacks any of `needed`."""
+        for f, cols in zip(self.files, self.file_columns):
+            missing = [c for c in needed if c not in cols]
+            if missing:
+                raise DataError(
+                    f"{f}: missing column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} "
+                    f"that the model needs; the file has {_listing(cols)}"
+                )
+
+    def where(self, file: Path, row: int) -> str:
+        """"file: row N", or "input: row N (in file)" when the input has several files."""
+        return f"{file}: row {row}" if len(self.files) == 1 else f"{self.source}: row {row} (in {file})"
+
+    def iter_frames(self, columns: list[str], batch_rows: int = CHUNK_ROWS) -> Iterator[tuple[Path, pd.DataFrame, np.ndarray]]:
+        """(file, frame, row numbers) per record batch; `columns` absent from a file are left out."""
+        pq = require("pyarrow.parquet", "parquet")
+        first = 1
+        for f, cols in zip(self.files, self.file_columns):
+            present = [c for c in columns if c in cols]
+            try:
+                reader = pq.ParquetFile(f)
+                for batch in reader.iter_batches(batch_size=batch_rows, columns=present):
+                    frame = batch.to_pandas()
+                    rows = np.arange(first, first + len(frame), dtype=np.int64)
+                    first += len(frame)
+                    yield f, frame, rows
+            except DataError:
+                raise
+            except Exception as exc:
+                raise DataError(f"{f}: cannot read this Parquet file near row {first}: {exc}") from None
+
+
+def _numeric_field(field) -> bool:
+    import pyarrow as pa
+
+    t = field.type
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
+
+
+def read_training_parquet(
+    path: str | Path,
+    *,
+    columns: list[str] | None = None,
+    exclude: list[str] | None = None,
+    id_column: str | None = None,
+    label_column: str | None = None,
+) -> TrainingTable:
+    """Read a whole Parquet input for training, as `tabular.read_training_table` reads a CSV.
+
+    Features are `columns` when given (text columns are parsed as numbers), else every column
+    of a numeric Parquet type other than the id, label and excluded ones. Any cell of a feature
+    column that is null or not a finite number is a DataError naming the file, column and row.
+    """
+    pq = require("pyarrow.parquet", "parquet")
+    table = ParquetTable.open(path)
+    special = [c for c in (id_column, label_column) if c is not None]
+    for names, what in ((special, "column"), (exclude or [], "column to exclude"), (columns or [], "column")):
+        missing = [c for c in names if c not in table.columns]
+        if missing:
+            raise DataError(f"{table.files[0]}: no {what} {', '.join(map(repr, missing))}; the file has {_listing(table.columns)}")
+    if columns is not None:
+        if not columns:
+            raise DataError(f"{path}: the list of feature columns is empty")
+        clash = [c for c in columns if c in special]
+        if clash:
+            raise DataError(f"{path}: column {clash[0]!r} cannot be both a feature and the id or label column")
+        features = list(dict.fromkeys(columns))
+    else:
+        schema = pq.ParquetFile(table.files[0]).schema_arrow
+        skip = set(special) | set(exclude or [])
+        features = [f.name for f in schema if f.name not in skip and _numeric_field(f)]
+        if not features:
+            raise DataError(f"{table.files[0]}: no numeric columns to use as features; the file has {_listing(table.columns)}")
+    table.check_columns(features + special)
+    parts, ids, labels, integral = [], [], [], [True] * len(features)
+    for f, frame, rows in table.iter_frames(features + special):
+        X, reasons = feature_matrix(frame, features)
+        bad = np.flatnonzero(reasons != "")
+        if len(bad):
+            i = int(bad[0])
+            raise DataError(f"{table.where(f, int(rows[i]))}: {reasons[i]}")
+        for j, name in enumerate(features):
+            integral[j] &= pd.api.types.is_integer_dtype(frame[name].dtype)
+        parts.append(X)
+        if id_column is not None:
+            ids.append(frame[id_column].to_numpy(dtype=object))
+        if label_column is not None:
+            labels.append(frame[label_column].to_numpy(dtype=object))
+    if not parts or sum(len(p) for p in parts) == 0:
+        raise DataError(f"{path}: no data rows")
+    schema = TableSchema(features, ["int64" if k else "float64" for k in integral], id_column)
+    return TrainingTable(
+        np.concatenate(parts),
+        schema,
+        np.concatenate(labels) if label_column is not None else None,
+        np.concatenate(ids) if id_column is not None else None,
+    )
