@@ -80,13 +80,15 @@ def score_parquet_dask(
     *,
     scheduler: str | None = None,
     n_workers: int | None = None,
+    client=None,
     device: str = "auto",
     on_bad_row: str = "skip",
 ) -> EngineSummary:
     """Score a Parquet input (file, folder or glob) on Dask into a Parquet dataset folder.
 
     Without `scheduler`, a LocalCluster on 127.0.0.1 (one single-threaded worker process per
-    core, or `n_workers`) is started and stopped. The output folder appears only when complete.
+    core, or `n_workers`) is started and stopped; `client` uses one the caller already has.
+    The output folder appears only when complete.
     """
     dd = require("dask.dataframe", "dask")
     distributed = require("distributed", "dask")
@@ -100,13 +102,12 @@ def score_parquet_dask(
     columns, id_column = table_columns(cached_detector(model_path, device))
     table.check_columns(columns)
     needed = columns + ([id_column] if id_column is not None and id_column in table.columns else [])
-    with _client(distributed, scheduler, n_workers) as client, atomic_dir(output) as tmp:
+    with _client(distributed, scheduler, n_workers, client), atomic_dir(output) as tmp:
         ddf = dd.read_parquet([str(f) for f in table.files], columns=needed)
         scored = score_dask(model_path, ddf, device=device, on_bad_row=on_bad_row)
         write = scored.to_parquet(str(tmp), write_index=False, compute=False)
         counts = scored[["is_anomaly", "error"]].map_partitions(_counts, meta=pd.DataFrame({"n": pd.Series(dtype="int64"), "anomalies": pd.Series(dtype="int64"), "failed": pd.Series(dtype="int64")}))
         _, totals = dask.compute(write, counts)
-        del client
     summary = EngineSummary(Path(output), n_scored=int(totals["n"].sum() - totals["failed"].sum()), n_anomalies=int(totals["anomalies"].sum()), n_failed=int(totals["failed"].sum()))
     return summary
 
@@ -119,11 +120,13 @@ def _counts(frame: pd.DataFrame) -> pd.DataFrame:
 class _client:
     """A distributed Client on `scheduler`, or on a LocalCluster bound to 127.0.0.1."""
 
-    def __init__(self, distributed, scheduler: str | None, n_workers: int | None):
+    def __init__(self, distributed, scheduler: str | None, n_workers: int | None, client=None):
         self.distributed, self.scheduler, self.n_workers = distributed, scheduler, n_workers
-        self.cluster = None
+        self.cluster, self.client, self.owned = None, client, client is None
 
     def __enter__(self):
+        if not self.owned:
+            return self.client
         if self.scheduler is not None:
             try:
                 self.client = self.distributed.Client(self.scheduler, timeout="30s")
@@ -138,6 +141,8 @@ class _client:
         return self.client
 
     def __exit__(self, *exc):
+        if not self.owned:
+            return False
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()

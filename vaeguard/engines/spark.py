@@ -9,6 +9,7 @@ on every executor. Needs the `spark` extra (pyspark, Java 17).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..errors import DataError
@@ -70,6 +71,7 @@ def local_session(master: str = "local[*]"):
 
     builder = SparkSession.builder.master(master).appName("vaeguard")
     if master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = (
             builder.config("spark.driver.host", "127.0.0.1")
             .config("spark.driver.bindAddress", "127.0.0.1")

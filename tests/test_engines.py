@@ -1,0 +1,199 @@
+"""Dask and Spark engines on loopback: the same scores as the local scoring function, bit for bit.
+
+Dask runs on a LocalCluster(host="127.0.0.1", processes=False): worker threads in the test
+process, for speed (a process cluster costs ~20 s of start-up; the CLI test marked slow uses
+one). Spark runs one local[2] session per module (start-up ~10 s) and skips, saying why, when
+Java cannot start.
+"""
+
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vaeguard.engines import common
+from vaeguard.engines.common import score_frame
+from vaeguard.errors import DataError
+from vaeguard.estimator import VAEAnomalyDetector
+from vaeguard.extras import MissingExtraError, require
+
+COLUMNS = ["a", "b", "c", "d"]
+SCORE_COLUMNS = ["score", "p_value", "is_anomaly", "top_1", "top_2", "top_3", "error"]
+
+
+def make_rows(n, rng, shift=0.0):
+    z = rng.normal(size=(n, 2))
+    X = np.column_stack([z[:, 0], z[:, 1], z[:, 0] + z[:, 1], z[:, 0] - z[:, 1]]) + rng.normal(scale=0.1, size=(n, 4))
+    return X + shift
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """A model file and a two-file Parquet input with ids, anomalies and two bad rows."""
+    root = tmp_path_factory.mktemp("engines")
+    rng = np.random.default_rng(0)
+    detector = VAEAnomalyDetector(hidden_dims=(16,), latent_dim=2, epochs=30, random_state=0).fit(make_rows(600, rng))
+    schema = {"columns": COLUMNS, "dtypes": ["float64"] * 4, "id_column": "id"}
+    detector.save(root / "model.vgm", metadata={"input": {"kind": "table", "schema": schema}})
+    frame = pd.DataFrame(np.vstack([make_rows(450, rng), make_rows(50, rng, shift=4.0)]), columns=COLUMNS)
+    frame.insert(0, "id", [f"r{i}" for i in range(len(frame))])
+    frame["extra"] = "ignored"
+    frame.loc[7, "b"] = np.nan
+    frame.loc[300, "d"] = np.inf
+    data = root / "data"
+    data.mkdir()
+    frame.iloc[:200].to_parquet(data / "part-0.parquet", row_group_size=64)
+    frame.iloc[200:].to_parquet(data / "part-1.parquet", row_group_size=100)
+    expected = score_frame(common.cached_detector(root / "model.vgm", "cpu"), frame.reset_index(drop=True))
+    return root, frame, expected
+
+
+def assert_same_scores(got: pd.DataFrame, expected: pd.DataFrame):
+    got = got.set_index("id").loc[expected["id"]]
+    for col in ("score", "p_value"):
+        a, b = got[col].to_numpy(dtype=np.float64), expected[col].to_numpy(dtype=np.float64)
+        assert np.array_equal(a, b, equal_nan=True), col  # bit for bit, NaN where the row failed
+    assert got["is_anomaly"].astype("Float64").fillna(-1).tolist() == expected["is_anomaly"].astype("Float64").fillna(-1).tolist()
+    for col in ("top_1", "top_2", "top_3", "error"):
+        assert got[col].fillna("").tolist() == expected[col].tolist(), col
+
+
+def test_expected_scores_flag_the_shifted_rows_and_name_bad_cells(dataset):
+    _, _, expected = dataset
+    assert expected.loc[7, "error"] == "column 'b': empty value"
+    assert "column 'd'" in expected.loc[300, "error"] and np.isnan(expected.loc[300, "score"])
+    assert expected["is_anomaly"].iloc[450:].mean() > 0.9 > 0.1 > expected["is_anomaly"].iloc[:450].mean()
+
+
+def test_a_missing_extra_names_the_pip_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dask.dataframe", None)
+    with pytest.raises(MissingExtraError, match=r"pip install 'vaeguard\[dask\]'"):
+        require("dask.dataframe", "dask")
+
+
+# ---------------------------------------------------------------------------- Dask
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(
+        host="127.0.0.1", protocol="tcp", n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+    )
+    client = distributed.Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+def test_dask_scores_equal_the_local_function_and_read_the_model_once(dataset, dask_client):
+    import dask.dataframe as dd
+
+    from vaeguard.engines.dask import score_dask
+
+    root, _, expected = dataset
+    ddf = dd.read_parquet(str(root / "data" / "*.parquet"))
+    loads = common.load_count()
+    scored = score_dask(root / "model.vgm", ddf, device="cpu")
+    assert list(scored.columns) == ["id", *SCORE_COLUMNS]
+    got = scored.compute()
+    assert scored.npartitions >= 2
+    assert common.load_count() - loads <= 1  # one process here: one read, every partition reuses it
+    assert_same_scores(got, expected)
+    assert got.dtypes.equals(scored._meta.dtypes)  # the meta is the real output's
+
+
+def test_dask_on_bad_row_fail_stops_naming_the_column(dataset, dask_client):
+    import dask.dataframe as dd
+
+    from vaeguard.engines.dask import score_dask
+
+    root, _, _ = dataset
+    ddf = dd.read_parquet(str(root / "data" / "*.parquet"))
+    with pytest.raises(DataError, match="column 'b': empty value|column 'd': 'inf' is not a finite number"):
+        score_dask(root / "model.vgm", ddf, device="cpu", on_bad_row="fail").compute()
+
+
+def test_dask_missing_feature_column_is_a_data_error(dataset, dask_client):
+    import dask.dataframe as dd
+
+    from vaeguard.engines.dask import score_dask
+
+    root, frame, _ = dataset
+    with pytest.raises(DataError, match="missing column 'c'"):
+        score_dask(root / "model.vgm", dd.from_pandas(frame.drop(columns="c"), npartitions=2), device="cpu")
+
+
+def test_dask_parquet_dataset_out(dataset, dask_client, tmp_path):
+    from vaeguard.engines.dask import score_parquet_dask
+
+    root, _, expected = dataset
+    out = tmp_path / "scores"
+    out.mkdir()
+    (out / "old.txt").write_text("replaced only when the new dataset is complete")
+    summary = score_parquet_dask(root / "model.vgm", root / "data" / "*.parquet", out, client=dask_client, device="cpu")
+    assert (summary.n_scored, summary.n_failed) == (498, 2)
+    assert summary.n_anomalies == int(expected["is_anomaly"].sum())
+    assert not (out / "old.txt").exists()
+    assert_same_scores(pd.read_parquet(out), expected)
+    assert [p.name for p in tmp_path.iterdir()] == ["scores"]  # no temporary folder left behind
+
+
+# ---------------------------------------------------------------------------- Spark
+
+
+@pytest.fixture(scope="module")
+def spark():
+    pytest.importorskip("pyspark")
+    from vaeguard.engines.spark import local_session
+
+    try:
+        session = local_session("local[2]")
+    except DataError as exc:
+        pytest.skip(f"Spark cannot start here (Java 17 is needed): {exc}")
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def test_spark_scores_equal_the_local_function(dataset, spark):
+    from vaeguard.engines.spark import score_spark
+
+    root, _, expected = dataset
+    df = spark.read.parquet(str(root / "data"))
+    scored = score_spark(root / "model.vgm", df, device="cpu")
+    assert scored.columns == ["id", *SCORE_COLUMNS]
+    assert dict(scored.dtypes)["is_anomaly"] == "tinyint"
+    assert_same_scores(scored.toPandas(), expected)
+
+
+def test_spark_output_schema_is_built_from_a_string_and_quotes_odd_names(dataset, spark):
+    from vaeguard.engines.spark import output_ddl
+
+    ddl = output_ddl("order id`x", "bigint")
+    assert ddl.startswith("`order id``x` bigint, `score` double")
+    root, frame, _ = dataset
+    df = spark.createDataFrame(frame[COLUMNS].assign(**{"order id`x": np.arange(len(frame))}).iloc[:20])
+    assert spark.createDataFrame([], ddl).columns[0] == "order id`x"
+    assert df.count() == 20
+
+
+def test_spark_on_bad_row_fail_stops_the_job(dataset, spark):
+    from vaeguard.engines.spark import score_spark
+
+    root, _, _ = dataset
+    df = spark.read.parquet(str(root / "data"))
+    with pytest.raises(Exception, match="column 'b': empty value|column 'd': 'inf' is not a finite number"):
+        score_spark(root / "model.vgm", df, device="cpu", on_bad_row="fail").collect()
+
+
+def test_spark_parquet_dataset_out(dataset, spark, tmp_path):
+    from vaeguard.engines.spark import score_parquet_spark
+
+    root, _, expected = dataset
+    out = tmp_path / "scores"
+    summary = score_parquet_spark(root / "model.vgm", root / "data", out, master="local[2]", device="cpu")
+    assert (summary.n_scored, summary.n_failed, summary.n_anomalies) == (498, 2, int(expected["is_anomaly"].sum()))
+    assert_same_scores(pd.read_parquet(out), expected)
+    assert [p.name for p in tmp_path.iterdir()] == ["scores"]
