@@ -204,7 +204,7 @@ def test_usage_errors_exit_2(table_model, tables, tmp_path):
 
 
 def test_data_path_of_unknown_kind(table_model, tmp_path):
-    other = tmp_path / "data.parquet"
+    other = tmp_path / "data.xlsx"
     other.write_bytes(b"x")
     result = invoke("score", table_model, other, "-o", tmp_path / "s.csv")
     assert result.exit_code == 1 and "CSV file" in result.output

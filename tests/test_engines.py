@@ -17,6 +17,7 @@ from vaeguard.engines.common import score_frame
 from vaeguard.errors import DataError
 from vaeguard.estimator import VAEAnomalyDetector
 from vaeguard.extras import MissingExtraError, require
+from vaeguard.inputs import TableInput
 
 COLUMNS = ["a", "b", "c", "d"]
 SCORE_COLUMNS = ["score", "p_value", "is_anomaly", "top_1", "top_2", "top_3", "error"]
@@ -33,9 +34,10 @@ def dataset(tmp_path_factory):
     """A model file and a two-file Parquet input with ids, anomalies and two bad rows."""
     root = tmp_path_factory.mktemp("engines")
     rng = np.random.default_rng(0)
-    detector = VAEAnomalyDetector(hidden_dims=(16,), latent_dim=2, epochs=30, random_state=0).fit(make_rows(600, rng))
-    schema = {"columns": COLUMNS, "dtypes": ["float64"] * 4, "id_column": "id"}
-    detector.save(root / "model.vgm", metadata={"input": {"kind": "table", "schema": schema}})
+    spec = TableInput(tuple(COLUMNS), ("float64",) * 4, id_column="id")
+    detector = VAEAnomalyDetector(hidden_dims=(16,), latent_dim=2, epochs=30, random_state=0)
+    detector.fit(pd.DataFrame(make_rows(600, rng), columns=COLUMNS), input_spec=spec)
+    detector.save(root / "model.vgm")
     frame = pd.DataFrame(np.vstack([make_rows(450, rng), make_rows(50, rng, shift=4.0)]), columns=COLUMNS)
     frame.insert(0, "id", [f"r{i}" for i in range(len(frame))])
     frame["extra"] = "ignored"
@@ -61,7 +63,7 @@ def assert_same_scores(got: pd.DataFrame, expected: pd.DataFrame):
 
 def test_expected_scores_flag_the_shifted_rows_and_name_bad_cells(dataset):
     _, _, expected = dataset
-    assert expected.loc[7, "error"] == "column 'b': empty value"
+    assert expected.loc[7, "error"] == "column 'b': 'nan' is not a finite number"
     assert "column 'd'" in expected.loc[300, "error"] and np.isnan(expected.loc[300, "score"])
     assert expected["is_anomaly"].iloc[450:].mean() > 0.9 > 0.1 > expected["is_anomaly"].iloc[:450].mean()
 
@@ -111,7 +113,7 @@ def test_dask_on_bad_row_fail_stops_naming_the_column(dataset, dask_client):
 
     root, _, _ = dataset
     ddf = dd.read_parquet(str(root / "data" / "*.parquet"))
-    with pytest.raises(DataError, match="column 'b': empty value|column 'd': 'inf' is not a finite number"):
+    with pytest.raises(DataError, match="column 'b': 'nan' is not a finite number|column 'd': 'inf' is not a finite number"):
         score_dask(root / "model.vgm", ddf, device="cpu", on_bad_row="fail").compute()
 
 
@@ -184,7 +186,7 @@ def test_spark_on_bad_row_fail_stops_the_job(dataset, spark):
 
     root, _, _ = dataset
     df = spark.read.parquet(str(root / "data"))
-    with pytest.raises(Exception, match="column 'b': empty value|column 'd': 'inf' is not a finite number"):
+    with pytest.raises(Exception, match="column 'b': 'nan' is not a finite number|column 'd': 'inf' is not a finite number"):
         score_spark(root / "model.vgm", df, device="cpu", on_bad_row="fail").collect()
 
 

@@ -168,6 +168,34 @@ def _image_output(chunk, rows: RowScores) -> pd.DataFrame:
     return frame.sort_values("path", kind="stable") if n_failed else frame
 
 
+def is_parquet_output(path: str | Path) -> bool:
+    """Scores go to Parquet when the output name ends in .parquet or .pq, else to CSV."""
+    return Path(path).name.lower().endswith((".parquet", ".pq"))
+
+
+class _ParquetFrames:
+    """Append score frames to one Parquet file, a row group per chunk (needs pyarrow)."""
+
+    def __init__(self, fh):
+        from .extras import require
+
+        self.pa = require("pyarrow", "parquet")
+        self.pq = require("pyarrow.parquet", "parquet")
+        self.fh, self.writer = fh, None
+
+    def __call__(self, frame: pd.DataFrame) -> None:
+        if self.writer is None:
+            table = self.pa.Table.from_pandas(frame, preserve_index=False)
+            self.writer = self.pq.ParquetWriter(self.fh, table.schema)
+        else:
+            table = self.pa.Table.from_pandas(frame, schema=self.writer.schema, preserve_index=False)
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 def score_file(
     detector: VAEAnomalyDetector,
     path: str | Path,
@@ -179,7 +207,8 @@ def score_file(
     progress: Progress | None = None,
     protect=(),
 ) -> ScoringSummary:
-    """Score every row of a CSV file or every image of a folder into the CSV `output`.
+    """Score every row of a table (CSV or Parquet) or every image of a folder into `output`,
+    a CSV file, or a Parquet file when its name ends in .parquet (exact floats, typed columns).
 
     Table output: row (1-based data row), the id column when the model has one, score,
     p_value, is_anomaly, top_1..top_3 (the columns contributing most to the reconstruction
@@ -193,12 +222,18 @@ def score_file(
     spec = detector.input_spec_
     images = isinstance(spec, ImageInput)
     chunks = iter_chunks(path, spec, chunk_size=chunk_size, on_bad_row=on_bad_row, notes=summary.notes)
-    with atomic_write(output, "w", newline="", inputs=[path, *protect]) as fh:
+    as_parquet = is_parquet_output(output)
+    text = {} if as_parquet else {"newline": ""}
+    with atomic_write(output, "wb" if as_parquet else "w", inputs=[path, *protect], **text) as fh:
         header = True
+        write = _ParquetFrames(fh) if as_parquet else None
         for chunk in chunks:
             rows = score_rows(detector, chunk.X, explain=not images or heatmap_dir is not None)
             frame = _image_output(chunk, rows) if images else _table_output(spec, chunk, rows)
-            frame.to_csv(fh, header=header, index=False, float_format=FLOAT_FORMAT, lineterminator=LINE_END)
+            if write is not None:
+                write(frame)
+            else:
+                frame.to_csv(fh, header=header, index=False, float_format=FLOAT_FORMAT, lineterminator=LINE_END)
             header = False
             if images and heatmap_dir is not None:
                 maps = rows.feature_scores.reshape(len(chunk.X), *spec.shape).sum(axis=1)
@@ -212,7 +247,12 @@ def score_file(
                 progress(len(rows.scores) + len(chunk.failed))
         if header:  # an empty source still gets a header line
             columns = IMAGE_COLUMNS if images else ("row", *([spec.id_column] if spec.id_column else []), *SCORE_COLUMNS)
-            pd.DataFrame(columns=list(columns)).to_csv(fh, index=False, lineterminator=LINE_END)
+            if write is not None:
+                write(pd.DataFrame(columns=list(columns)))
+            else:
+                pd.DataFrame(columns=list(columns)).to_csv(fh, index=False, lineterminator=LINE_END)
+        if write is not None:
+            write.close()
     return summary
 
 

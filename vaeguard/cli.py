@@ -213,7 +213,7 @@ def _image_shape(size: Optional[str], channels: Optional[int]) -> Optional[tuple
 
 @app.command()
 def train(
-    data: Annotated[Path, typer.Argument(help="Normal data: a CSV file (.csv, .csv.gz) or a folder of images.")],
+    data: Annotated[Path, typer.Argument(help="Normal data: a CSV file (.csv, .csv.gz), Parquet (a file, a folder or a quoted glob) or a folder of images.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model file to write.", dir_okay=False)],
     config: ConfigOpt = None,
     columns: Annotated[Optional[str], typer.Option(help="CSV: comma-separated feature columns (default: every numeric column).")] = None,
@@ -271,20 +271,30 @@ def train(
     )
 
 
+EngineOpt = Annotated[str, typer.Option(help="local (this process), dask or spark (Parquet in, a Parquet dataset folder out; needs the vaeguard[dask] or vaeguard[spark] extra).", case_sensitive=False)]
+
+
 @app.command()
 def score(
     model: Annotated[Path, typer.Argument(help="Model file written by `vaeguard train`.", dir_okay=False)],
-    data: Annotated[Path, typer.Argument(help="A CSV file or a folder of images.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Scores CSV to write.", dir_okay=False)],
+    data: Annotated[Path, typer.Argument(help="A CSV file, Parquet (a file, a folder or a quoted glob such as 'data/*.parquet') or a folder of images.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Scores to write: a CSV file, a .parquet file, or with --engine dask/spark a folder (a Parquet dataset).")],
     heatmaps: Annotated[Optional[Path], typer.Option(help="Images: write per-pixel score maps as PNGs into this folder.", file_okay=False)] = None,
     on_bad_row: OnBadRowOpt = "fail",
     chunk_size: ChunkOpt = CHUNK_ROWS,
+    engine: EngineOpt = "local",
+    scheduler: Annotated[Optional[str], typer.Option(help="--engine dask: address of a running scheduler, e.g. tcp://10.0.0.5:8786 (default: a local cluster on 127.0.0.1).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="--engine dask without --scheduler: worker processes of the local cluster (default: one per core).", min=1)] = None,
+    master: Annotated[str, typer.Option(help="--engine spark: the Spark master URL.")] = "local[*]",
     device: DeviceOpt = "auto",
 ) -> None:
-    """Score every row of a CSV file or every image of a folder, streaming.
+    """Score every row of a table (CSV or Parquet) or every image of a folder, streaming.
 
-    CSV output: row, id column, score, p_value, is_anomaly, top_1..top_3 contributing columns,
+    Table output: row, id column, score, p_value, is_anomaly, top_1..top_3 contributing columns,
     error. Image output: path, score, p_value, is_anomaly, error. Higher score = more anomalous.
+    With --engine dask or spark the rows are scored on a cluster by the same function and
+    written as a Parquet dataset folder (id column and score columns, no row number); the model
+    file must be readable at the same path on every worker.
 
     Example: vaeguard score model.vgm new.csv -o scores.csv --on-bad-row skip
     """
@@ -294,6 +304,16 @@ def score(
     with _errors():
         if on_bad_row not in ("fail", "skip"):
             raise typer.BadParameter("must be fail or skip", param_hint="--on-bad-row")
+        engine = engine.lower()
+        if engine not in ("local", "dask", "spark"):
+            raise typer.BadParameter("must be local, dask or spark", param_hint="--engine")
+        if engine != "dask" and (scheduler is not None or workers is not None):
+            raise typer.BadParameter("--scheduler and --workers go with --engine dask", param_hint="--scheduler")
+        if engine != "spark" and master != "local[*]":
+            raise typer.BadParameter("--master goes with --engine spark", param_hint="--master")
+        if engine != "local":
+            _score_on_engine(engine, model, data, out, scheduler=scheduler, workers=workers, master=master, device=device, on_bad_row=on_bad_row)
+            return
         _guard(out, data, model)
         if heatmaps is not None and data.is_dir() and heatmaps.resolve().is_relative_to(data.resolve()):
             raise typer.BadParameter("the heatmap folder must lie outside the image folder (its PNGs would be scored next time)", param_hint="--heatmaps")
@@ -305,6 +325,25 @@ def score(
                 protect=[model],
             )
         _print_summary(summary, unit)
+
+
+def _score_on_engine(engine: str, model: Path, data: Path, out: Path, *, scheduler, workers, master, device, on_bad_row) -> None:
+    from .parquet import is_parquet_input
+
+    if not is_parquet_input(data):
+        raise typer.BadParameter(f"--engine {engine} reads Parquet (a file, a folder or a glob); convert {data} first", param_hint="DATA")
+    if out.resolve() in (data.resolve(), model.resolve()) or data.resolve().is_relative_to(out.resolve()):
+        raise typer.BadParameter(f"the output folder {out} would replace the input: choose another", param_hint="--out")
+    if engine == "dask":
+        from .engines.dask import score_parquet_dask
+
+        summary = score_parquet_dask(model, data, out, scheduler=scheduler, n_workers=workers, device=device, on_bad_row=on_bad_row)
+    else:
+        from .engines.spark import score_parquet_spark
+
+        summary = score_parquet_spark(model, data, out, master=master, device=device, on_bad_row=on_bad_row)
+    typer.echo(f"scored {summary.n_scored:,} rows, flagged {summary.n_anomalies:,} as anomalous, failed {summary.n_failed:,} (see the error column)")
+    typer.echo(f"wrote {summary.output}")
 
 
 @app.command()

@@ -18,8 +18,8 @@ import pandas as pd
 
 from .errors import DataError
 from .extras import require
-from .frames import feature_matrix
-from .tabular import CHUNK_ROWS, TableSchema, TrainingTable, _listing
+from .inputs import TableInput
+from .tabular import CHUNK_ROWS, TableChunk, TrainingTable, _listing, _numbers, _usable, _why, frame_features
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 _GLOB_CHARS = set("*?[")
@@ -168,24 +168,66 @@ def read_training_parquet(
     table.check_columns(features + special)
     parts, ids, labels, integral = [], [], [], [True] * len(features)
     for f, frame, rows in table.iter_frames(features + special):
-        X, reasons = feature_matrix(frame, features)
-        bad = np.flatnonzero(reasons != "")
-        if len(bad):
-            i = int(bad[0])
-            raise DataError(f"{table.where(f, int(rows[i]))}: {reasons[i]}")
+        X = np.empty((len(frame), len(features)), dtype=np.float64)
         for j, name in enumerate(features):
+            values, raw = _numbers(frame[name])
+            ok = _usable(values)
+            if not ok.all():
+                i = int(np.flatnonzero(~ok)[0])
+                why = _why(values[i], None if raw is None else raw[i])
+                raise DataError(f"{table.where(f, int(rows[i]))}: column {name!r}: {why}")
+            X[:, j] = values
             integral[j] &= pd.api.types.is_integer_dtype(frame[name].dtype)
         parts.append(X)
         if id_column is not None:
             ids.append(frame[id_column].to_numpy(dtype=object))
         if label_column is not None:
             labels.append(frame[label_column].to_numpy(dtype=object))
-    if not parts or sum(len(p) for p in parts) == 0:
+    if sum(len(p) for p in parts) == 0:
         raise DataError(f"{path}: no data rows")
-    schema = TableSchema(features, ["int64" if k else "float64" for k in integral], id_column)
+    spec = TableInput(tuple(features), tuple("int64" if k else "float64" for k in integral), id_column, label_column)
     return TrainingTable(
         np.concatenate(parts),
-        schema,
+        spec,
         np.concatenate(labels) if label_column is not None else None,
         np.concatenate(ids) if id_column is not None else None,
     )
+
+
+def iter_parquet_chunks(
+    path: str | Path,
+    spec: TableInput,
+    *,
+    chunk_size: int = CHUNK_ROWS,
+    on_bad_row: str = "fail",
+    label_column: str | None = None,
+    notes: list[str] | None = None,
+) -> Iterator[TableChunk]:
+    """Stream a Parquet input as float32 feature chunks in model order, matching columns by name.
+
+    The same rules as `tabular.iter_table_chunks`: missing feature columns are a DataError; a
+    row with an unusable cell stops the run (on_bad_row="fail") or is listed in `bad_rows`
+    ("skip"); without the id column in the data, `ids` is None.
+    """
+    table = ParquetTable.open(path)
+    table.check_columns(list(spec.columns) + ([label_column] if label_column else []))
+    extra = [c for c in table.columns if c not in set(spec.columns) | {spec.id_column, label_column}]
+    if notes is not None and extra:
+        notes.append(f"ignored {len(extra)} extra column(s): {', '.join(map(str, extra))}")
+    has_id = spec.id_column is not None and all(spec.id_column in cols for cols in table.file_columns)
+    wanted = list(spec.columns) + ([spec.id_column] if has_id else []) + ([label_column] if label_column else [])
+    for f, frame, rows in table.iter_frames(wanted, chunk_size):
+        X, bad, problems = frame_features(frame, list(spec.columns), spec.columns)
+        failed = [
+            (int(r), "; ".join(f"column {c!r}: {why}" for c, why in found)) for r, found in zip(rows[bad], problems)
+        ]
+        if failed and on_bad_row == "fail":
+            raise DataError(f"{table.where(f, failed[0][0])}: {failed[0][1]}")
+        good = ~bad
+        yield TableChunk(
+            X=X[good] if bad.any() else X,
+            row_numbers=rows[good],
+            ids=frame[spec.id_column].to_numpy(dtype=object)[good] if has_id else None,
+            labels=frame[label_column].to_numpy(dtype=object)[good] if label_column else None,
+            bad_rows=failed,
+        )

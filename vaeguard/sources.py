@@ -24,8 +24,17 @@ ON_BAD_ROW = ("fail", "skip")
 MAX_IMAGES_PER_CHUNK = 1024  # decoded images are large: a table's chunk size would not bound memory
 
 
+def is_parquet_input(path: str | Path) -> bool:
+    """A Parquet file, a folder holding Parquet files, or a glob (see vaeguard.parquet)."""
+    from .parquet import is_parquet_input as check
+
+    return check(path)
+
+
 def data_kind(path: str | Path) -> str:
-    """"table" for a CSV file, "images" for a folder; DataError for anything else."""
+    """"table" for a CSV or Parquet input, "images" for a folder; DataError for anything else."""
+    if is_parquet_input(path):
+        return "table"
     path = Path(path)
     if is_table_path(path):
         if not path.is_file():
@@ -35,7 +44,7 @@ def data_kind(path: str | Path) -> str:
         return "images"
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
-    raise DataError(f"{path}: expected a CSV file (.csv, .csv.gz) or a folder of images")
+    raise DataError(f"{path}: expected a CSV file (.csv, .csv.gz), Parquet (a .parquet file, a folder or a glob of them) or a folder of images")
 
 
 @dataclass
@@ -59,7 +68,10 @@ def read_training_data(
 ) -> TrainingData:
     """Load a CSV file or an image folder for training (see tabular and images for the rules)."""
     if data_kind(path) == "table":
-        table = read_training_table(path, columns=columns, exclude=exclude, id_column=id_column, label_column=label_column)
+        read = read_training_table
+        if is_parquet_input(path):
+            from .parquet import read_training_parquet as read
+        table = read(path, columns=columns, exclude=exclude, id_column=id_column, label_column=label_column)
         notes = [f"left out column {name!r}: {why}" for name, why in table.dropped]
         return TrainingData(table.X, table.schema, notes=notes)
     folder = read_image_folder(path, image_shape)
@@ -105,17 +117,21 @@ def iter_chunks(
     (on_bad_row="fail") or is listed in `failed` ("skip"). Images: `chunk_size` files at a
     time; an unreadable file is always listed in `failed` and the run goes on.
     """
-    path = Path(path)
     kind = data_kind(path)
     if kind != spec.kind:
-        wanted = "a CSV file" if isinstance(spec, TableInput) else "a folder of images"
+        wanted = "a table (CSV or Parquet)" if isinstance(spec, TableInput) else "a folder of images"
         raise DataError(f"{path}: this model was trained on {wanted}")
     if on_bad_row not in ON_BAD_ROW:
         raise ValueError(f"on_bad_row must be one of {', '.join(ON_BAD_ROW)}; got {on_bad_row!r}")
     if isinstance(spec, TableInput):
-        chunks = iter_table_chunks(
-            path, spec, chunksize=chunk_size, on_bad_row=on_bad_row, label_column=label_column, notes=notes
-        )
+        if is_parquet_input(path):
+            from .parquet import iter_parquet_chunks
+
+            chunks = iter_parquet_chunks(path, spec, chunk_size=chunk_size, on_bad_row=on_bad_row, label_column=label_column, notes=notes)
+        else:
+            chunks = iter_table_chunks(
+                path, spec, chunksize=chunk_size, on_bad_row=on_bad_row, label_column=label_column, notes=notes
+            )
         for chunk in chunks:
             yield Chunk(chunk.X, chunk.row_numbers.tolist(), chunk.ids, chunk.labels, chunk.bad_rows, chunk.bad_ids)
         return

@@ -51,7 +51,8 @@ def score_dask(model_path: str | Path, ddf, *, device: str = "auto", on_bad_row:
         )
     needed = columns + ([id_column] if id_column is not None and id_column in ddf.columns else [])
     ddf = ddf[needed]
-    meta = score_frame(detector, ddf._meta)  # the empty frame through the same function: exact dtypes
+    # Dask's stand-in rows (typed like the input) through the same function: the output's dtypes.
+    meta = score_frame(detector, ddf._meta_nonempty).iloc[:0]
     return ddf.map_partitions(_score_partition, model_path, device, on_bad_row, meta=meta)
 
 
