@@ -12,6 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from typer.testing import CliRunner
+
+from vaeguard.cli import app
 from vaeguard.engines import common
 from vaeguard.engines.common import score_frame
 from vaeguard.errors import DataError
@@ -47,8 +50,19 @@ def dataset(tmp_path_factory):
     data.mkdir()
     frame.iloc[:200].to_parquet(data / "part-0.parquet", row_group_size=64)
     frame.iloc[200:].to_parquet(data / "part-1.parquet", row_group_size=100)
-    expected = score_frame(common.cached_detector(root / "model.vgm", "cpu"), frame.reset_index(drop=True))
+    # The reference: the local CLI on the same files, to Parquet (every bit of each score).
+    result = CliRunner().invoke(app, ["score", str(root / "model.vgm"), str(data), "-o", str(root / "local.parquet"), "--on-bad-row", "skip", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    expected = pd.read_parquet(root / "local.parquet")
+    # The local output leaves the id of a failed row empty (its row number says which it is);
+    # the engines keep it: fill it in from the row number to compare row by row.
+    expected["id"] = frame["id"].to_numpy()[expected.pop("row").to_numpy() - 1]
     return root, frame, expected
+
+
+def test_the_local_cli_and_score_frame_agree(dataset):
+    root, frame, expected = dataset
+    assert_same_scores(score_frame(common.cached_detector(root / "model.vgm", "cpu"), frame), expected)
 
 
 def assert_same_scores(got: pd.DataFrame, expected: pd.DataFrame):
@@ -58,11 +72,12 @@ def assert_same_scores(got: pd.DataFrame, expected: pd.DataFrame):
         assert np.array_equal(a, b, equal_nan=True), col  # bit for bit, NaN where the row failed
     assert got["is_anomaly"].astype("Float64").fillna(-1).tolist() == expected["is_anomaly"].astype("Float64").fillna(-1).tolist()
     for col in ("top_1", "top_2", "top_3", "error"):
-        assert got[col].fillna("").tolist() == expected[col].tolist(), col
+        assert got[col].fillna("").tolist() == expected[col].fillna("").tolist(), col
 
 
 def test_expected_scores_flag_the_shifted_rows_and_name_bad_cells(dataset):
     _, _, expected = dataset
+    assert expected["id"].tolist() == [f"r{i}" for i in range(500)]
     assert expected.loc[7, "error"] == "column 'b': 'nan' is not a finite number"
     assert "column 'd'" in expected.loc[300, "error"] and np.isnan(expected.loc[300, "score"])
     assert expected["is_anomaly"].iloc[450:].mean() > 0.9 > 0.1 > expected["is_anomaly"].iloc[:450].mean()
@@ -181,15 +196,6 @@ def test_spark_output_schema_is_built_from_a_string_and_quotes_odd_names(dataset
     assert df.count() == 20
 
 
-def test_spark_on_bad_row_fail_stops_the_job(dataset, spark):
-    from vaeguard.engines.spark import score_spark
-
-    root, _, _ = dataset
-    df = spark.read.parquet(str(root / "data"))
-    with pytest.raises(Exception, match="column 'b': 'nan' is not a finite number|column 'd': 'inf' is not a finite number"):
-        score_spark(root / "model.vgm", df, device="cpu", on_bad_row="fail").collect()
-
-
 def test_spark_parquet_dataset_out(dataset, spark, tmp_path):
     from vaeguard.engines.spark import score_parquet_spark
 
@@ -199,3 +205,46 @@ def test_spark_parquet_dataset_out(dataset, spark, tmp_path):
     assert (summary.n_scored, summary.n_failed, summary.n_anomalies) == (498, 2, int(expected["is_anomaly"].sum()))
     assert_same_scores(pd.read_parquet(out), expected)
     assert [p.name for p in tmp_path.iterdir()] == ["scores"]
+
+
+def test_spark_from_the_command_line(dataset, spark, tmp_path):
+    root, _, expected = dataset
+    out = tmp_path / "scores"
+    result = CliRunner().invoke(app, ["score", str(root / "model.vgm"), str(root / "data" / "*.parquet"), "-o", str(out), "--engine", "spark", "--master", "local[2]", "--on-bad-row", "skip", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "scored 498 rows" in result.output and "failed 2" in result.output
+    assert_same_scores(pd.read_parquet(out), expected)
+
+
+@pytest.mark.slow
+def test_dask_from_the_command_line_on_a_process_cluster(dataset, tmp_path):
+    """The CLI's own LocalCluster: two worker processes on 127.0.0.1 (~20 s to start)."""
+    pytest.importorskip("distributed")
+    root, _, expected = dataset
+    out = tmp_path / "scores"
+    result = CliRunner().invoke(app, ["score", str(root / "model.vgm"), str(root / "data" / "*.parquet"), "-o", str(out), "--engine", "dask", "--workers", "2", "--on-bad-row", "skip", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "scored 498 rows" in result.output and "failed 2" in result.output
+    assert_same_scores(pd.read_parquet(out), expected)
+
+
+def test_engine_options_are_checked(dataset, tmp_path):
+    root, _, _ = dataset
+    runner = CliRunner()
+    result = runner.invoke(app, ["score", str(root / "model.vgm"), str(root / "data"), "-o", str(tmp_path / "o"), "--engine", "ray"])
+    assert result.exit_code == 2 and "must be local, dask or spark" in result.output
+    result = runner.invoke(app, ["score", str(root / "model.vgm"), str(root / "data"), "-o", str(tmp_path / "o"), "--scheduler", "tcp://127.0.0.1:1"])
+    assert result.exit_code == 2 and "--scheduler and --workers go with --engine dask" in result.output
+    (tmp_path / "t.csv").write_text("a,b,c,d\n1,2,3,4\n")
+    result = runner.invoke(app, ["score", str(root / "model.vgm"), str(tmp_path / "t.csv"), "-o", str(tmp_path / "o"), "--engine", "dask"])
+    assert result.exit_code == 2 and "--engine dask reads Parquet" in result.output
+
+
+def test_spark_on_bad_row_fail_stops_the_job(dataset, spark):
+    """Last in the module: a failed task costs Spark its Python workers, which restart slowly."""
+    from vaeguard.engines.spark import score_spark
+
+    root, _, _ = dataset
+    df = spark.read.parquet(str(root / "data"))
+    with pytest.raises(Exception, match="column 'b': 'nan' is not a finite number|column 'd': 'inf' is not a finite number"):
+        score_spark(root / "model.vgm", df, device="cpu", on_bad_row="fail").collect()
