@@ -230,6 +230,8 @@ def train(
     epochs: EpochsOpt = None,
     fpr: FprOpt = None,
     seed: SeedOpt = None,
+    out_of_core: Annotated[bool, typer.Option("--out-of-core", help="Tables: stream shuffled mini-batches from disk instead of loading the table, so memory stays flat whatever the file size (validation and calibration rows chosen by a seeded hash of each row).")] = False,
+    buffer_rows: Annotated[int, typer.Option(help="--out-of-core: rows in the shuffle buffer.", min=2)] = 65_536,
     device: DeviceOpt = "auto",
 ) -> None:
     """Train a detector on normal data and save it as a single model file.
@@ -247,6 +249,11 @@ def train(
             score_type=score_type, epochs=epochs, fpr=fpr, random_state=seed,
             hidden_dims=_parse_hidden_dims(hidden_dims),
         )
+        if out_of_core:
+            _train_out_of_core(data, out, params, device, buffer_rows, columns=_split(columns) or data_cfg.get("columns"),
+                               exclude=_split(exclude) or data_cfg.get("exclude"), id_column=id_column or data_cfg.get("id_column"),
+                               label_column=data_cfg.get("label_column"))
+            return
         size = image_size or ("x".join(map(str, data_cfg["image_size"])) if "image_size" in data_cfg else None)
         shape = _image_shape(size, channels or data_cfg.get("channels"))
         training = read_training_data(
@@ -265,6 +272,22 @@ def train(
         detector.save(out, metadata={"trained_on": str(data)}, inputs=[data, config])
     for where, reason in training.skipped:
         typer.echo(f"  skipped {where}: {reason}", err=True)
+    typer.echo(
+        f"trained {detector.n_epochs_} epochs, threshold {detector.threshold_:.6g} ({describe_threshold_rule(detector.threshold_rule_)}); "
+        f"wrote {out}"
+    )
+
+
+def _train_out_of_core(data: Path, out: Path, params: dict, device: str, buffer_rows: int, **columns) -> None:
+    from .calibration import describe_threshold_rule
+    from .estimator import VAEAnomalyDetector
+    from .streaming import TableStream
+
+    stream = TableStream(data, buffer_rows=buffer_rows, **columns)
+    detector = VAEAnomalyDetector(**params, device=device, verbose=not _state["quiet"])
+    typer.echo(f"training out of core on {data}: {stream.input_spec.n_features:,} features, buffer {buffer_rows:,} rows", err=True)
+    detector.fit_stream(stream)
+    detector.save(out, metadata={"trained_on": str(data), "out_of_core": True})
     typer.echo(
         f"trained {detector.n_epochs_} epochs, threshold {detector.threshold_:.6g} ({describe_threshold_rule(detector.threshold_rule_)}); "
         f"wrote {out}"

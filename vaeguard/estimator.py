@@ -41,7 +41,7 @@ from .scoring import (
     reconstruct,
     score_and_explain,
 )
-from .training import TrainConfig, resolve_device, train_vae
+from .training import TrainConfig, resolve_device, train_vae, train_vae_batches
 
 # score_type="auto" picks "ratio" from this image height and width up: measured better than
 # "elbo" on 28x28 MNIST, worse on scikit-learn's 8x8 digits.
@@ -204,51 +204,15 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         n_val = min(n_val, n - n_cal - 1)
         cal_idx, val_idx, train_idx = np.split(order, [n_cal, n_cal + n_val])
 
-        self.likelihood_ = self._resolve_likelihood(X)
-        standardize = self.standardize if self.standardize != "auto" else self.likelihood_ == "gaussian"
-        if standardize and self.likelihood_ == "bernoulli":
-            raise ValueError("standardize=True cannot be combined with the bernoulli likelihood, which needs data in [0, 1]")
-        if standardize:
+        if self._standardize_option(self._resolve_likelihood(X)):
             # float64 whatever X is: the model file stores float64, and a loaded detector
             # must standardise bit-identically to the fitted one
-            self.mean_ = X[train_idx].mean(axis=0, dtype=np.float64)
+            mean = X[train_idx].mean(axis=0, dtype=np.float64)
             scale = X[train_idx].std(axis=0, dtype=np.float64)
-            self.scale_ = np.where(scale > 1e-12, scale, 1.0)
         else:
-            self.mean_, self.scale_ = np.zeros(X.shape[1]), np.ones(X.shape[1])
+            mean, scale = None, None
+        train_cfg, n_reference = self._setup(X.shape[1], mean, scale, n_train=len(train_idx))
         Xs = self._standardize(X)
-        image_shape = self._image_shape(X.shape[1], self.input_spec_)
-        context_model = self.likelihood_ == "bernoulli" and image_shape is not None
-        self.score_type_ = self._resolve_score_type(context_model, image_shape)
-        n_reference = min(len(train_idx), MAX_REFERENCE_CODES) if self.score_type_ == "fused" else 0
-
-        self.config_ = VAEConfig(
-            input_dim=X.shape[1],
-            latent_dim=self.latent_dim,
-            hidden_dims=tuple(self.hidden_dims),
-            likelihood=self.likelihood_,
-            architecture=self.architecture,
-            input_shape=self._resolve_input_shape(X.shape[1]) if self.architecture == "conv" else (
-                image_shape if context_model else None
-            ),
-            context_model=context_model,
-            latent_neighbours=n_reference,
-        )
-        train_cfg = TrainConfig(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            beta=self.beta,
-            kl_warmup_epochs=self.kl_warmup_epochs,
-            patience=self.patience,
-            verbose=bool(self.verbose),
-        )
-        check_model_size(self.config_, rows=self.batch_size, training=True)  # before allocating
-        check_scoring_size(self.config_, self.score_type_, self.n_importance_samples)
-        self.device_ = resolve_device(self.device)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed_)
-            self.model_ = VAE(self.config_)
         if self.model_.context is not None:
             self.model_.context.fit(torch.as_tensor(Xs[train_idx], dtype=torch.float32))
         self.history_ = train_vae(
@@ -271,6 +235,97 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             )
         self._store_training_scores(Xs)
         return self
+
+    def _standardize_option(self, likelihood: str) -> bool:
+        """Set likelihood_; True when the features are to be standardised."""
+        self.likelihood_ = likelihood
+        standardize = self.standardize if self.standardize != "auto" else likelihood == "gaussian"
+        if standardize and likelihood == "bernoulli":
+            raise ValueError("standardize=True cannot be combined with the bernoulli likelihood, which needs data in [0, 1]")
+        return bool(standardize)
+
+    def _setup(self, n_features: int, mean: np.ndarray | None, scale: np.ndarray | None, n_train: int) -> tuple[TrainConfig, int]:
+        """Scaling, score type, network and device from what the data says; the training config
+        and the number of reference codes (score_type "fused"). Shared by `fit` and `fit_stream`.
+        """
+        if mean is not None:
+            self.mean_, self.scale_ = mean, np.where(scale > 1e-12, scale, 1.0)
+        else:
+            self.mean_, self.scale_ = np.zeros(n_features), np.ones(n_features)
+        image_shape = self._image_shape(n_features, self.input_spec_)
+        context_model = self.likelihood_ == "bernoulli" and image_shape is not None
+        self.score_type_ = self._resolve_score_type(context_model, image_shape)
+        n_reference = min(n_train, MAX_REFERENCE_CODES) if self.score_type_ == "fused" else 0
+
+        self.config_ = VAEConfig(
+            input_dim=n_features,
+            latent_dim=self.latent_dim,
+            hidden_dims=tuple(self.hidden_dims),
+            likelihood=self.likelihood_,
+            architecture=self.architecture,
+            input_shape=self._resolve_input_shape(n_features) if self.architecture == "conv" else (
+                image_shape if context_model else None
+            ),
+            context_model=context_model,
+            latent_neighbours=n_reference,
+        )
+        train_cfg = TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            beta=self.beta,
+            kl_warmup_epochs=self.kl_warmup_epochs,
+            patience=self.patience,
+            verbose=bool(self.verbose),
+        )
+        check_model_size(self.config_, rows=self.batch_size, training=True)  # before allocating
+        check_scoring_size(self.config_, self.score_type_, self.n_importance_samples)
+        self.device_ = resolve_device(self.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed_)
+            self.model_ = VAE(self.config_)
+        return train_cfg, n_reference
+
+    def fit_stream(self, stream) -> "VAEAnomalyDetector":
+        """Train on a table larger than memory, streamed from disk (a vaeguard.streaming.TableStream).
+
+        The same model as `fit` in structure and file format: statistics come from a first
+        pass, validation and calibration rows are chosen by a seeded hash of each row, and the
+        training loop (vaeguard.training) reads shuffled mini-batches from the stream each
+        epoch. Memory is bounded by the stream's chunk, shuffle buffer and held-out caps.
+        Only contamination="auto" (a threshold from the calibration rows) is supported.
+        """
+        self._validate_params()
+        if self.contamination != "auto":
+            raise ValueError("out-of-core training sets the threshold from calibration rows: use contamination='auto'")
+        rng = check_random_state(self.random_state)
+        self.seed_ = int(rng.randint(np.iinfo(np.int32).max))
+        stats = stream.prepare(self.seed_, self.validation_fraction, self.calibration_fraction, reference_rows=MAX_REFERENCE_CODES)
+        self.input_spec_ = stream.input_spec
+        self.n_features_in_ = self.input_spec_.n_features
+        standardize = self._standardize_option(self._resolve_likelihood(np.array([stats.low, stats.high])))
+        train_cfg, n_reference = self._setup(
+            self.n_features_in_, stats.mean if standardize else None, stats.std if standardize else None, n_train=len(stats.reference)
+        )
+        if self.model_.context is not None:
+            raise ValueError("out-of-core training reads tables: image models (with a context model) train in memory")
+        batch_size = max(1, min(self.batch_size, stats.n_train))
+        validation = self._standardize(stats.validation)
+        self.history_ = train_vae_batches(
+            self.model_,
+            lambda epoch, generator: stream.train_batches(epoch, batch_size, transform=self._standardize),
+            validation,
+            train_cfg,
+            seed=self.seed_,
+            device=self.device_,
+        )
+        self.n_epochs_ = len(self.history_["train_loss"])
+        if n_reference:
+            reference = self._standardize(stats.reference[:n_reference])
+            fit_latent_neighbours(self.model_, reference, validation if len(validation) else reference)
+        self.calibration_scores_ = np.concatenate([self._scores(self._standardize(X))[0] for X in stream.calibration_chunks()])
+        # PyOD's decision_scores_ (every training row's score) would grow with the file: not set.
+        return self.set_threshold(fpr=self.fpr)
 
     def _resolve_input_spec(self, X: np.ndarray, spec: InputSpec | None) -> InputSpec:
         if spec is not None:

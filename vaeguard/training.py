@@ -6,6 +6,7 @@ import copy
 import math
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -81,30 +82,52 @@ def train_vae(
     seed: int,
     device: torch.device,
 ) -> dict[str, list[float]]:
-    """Train `model` in place; return the per-epoch history.
+    """Train `model` in place on rows held in memory; return the per-epoch history.
 
     With a validation set, the weights of the epoch with the lowest validation negative ELBO
     (at full beta) are restored at the end, and training stops after `patience` epochs
     without improvement.
     """
-    model.to(device)
     train = torch.as_tensor(X_train, dtype=torch.float32, device=device)
+    batch_size = max(1, min(cfg.batch_size, len(train)))
+
+    def epoch_batches(epoch: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+        order = torch.randperm(len(train), generator=generator, device=device)
+        for idx in order.split(batch_size):
+            yield train[idx]
+
+    return train_vae_batches(model, epoch_batches, X_val, cfg, seed, device)
+
+
+def train_vae_batches(
+    model: VAE,
+    epoch_batches: Callable[[int, torch.Generator], Iterable[torch.Tensor | np.ndarray]],
+    X_val: np.ndarray | None,
+    cfg: TrainConfig,
+    seed: int,
+    device: torch.device,
+) -> dict[str, list[float]]:
+    """The training loop: `epoch_batches(epoch, generator)` gives each epoch's mini-batches.
+
+    Rows in memory (`train_vae`) and rows streamed from disk (`vaeguard.streaming`) both come
+    through here, so early stopping, KL warm-up and the history are the same for both.
+    """
+    model.to(device)
     val = None if X_val is None or len(X_val) == 0 else torch.as_tensor(X_val, dtype=torch.float32, device=device)
     generator = torch.Generator(device=device).manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS if val is not None or key.startswith("train")}
     history["epoch_seconds"] = []
     best_loss, best_state, stale = math.inf, None, 0
-    batch_size = max(1, min(cfg.batch_size, len(train)))
 
     for epoch in range(cfg.epochs):
         start = time.perf_counter()
         model.train()
         weight = kl_weight(epoch, cfg)
-        order = torch.randperm(len(train), generator=generator, device=device)
         recon_sum = kl_sum = 0.0
-        for idx in order.split(batch_size):
-            batch = train[idx]
+        n_seen = 0
+        for batch in epoch_batches(epoch, generator):
+            batch = torch.as_tensor(batch, dtype=torch.float32, device=device)
             terms = model(batch, generator)
             loss = terms.loss(weight).mean()
             _check_finite(loss, epoch, cfg)
@@ -114,8 +137,11 @@ def train_vae(
             optimizer.step()
             recon_sum += terms.recon.detach().sum().item()
             kl_sum += terms.kl.detach().sum().item()
-        history["train_recon"].append(recon_sum / len(train))
-        history["train_kl"].append(kl_sum / len(train))
+            n_seen += len(batch)
+        if n_seen == 0:
+            raise TrainingError("no training rows: every row went to validation or calibration")
+        history["train_recon"].append(recon_sum / n_seen)
+        history["train_kl"].append(kl_sum / n_seen)
         history["train_loss"].append(history["train_recon"][-1] + cfg.beta * history["train_kl"][-1])
 
         message = f"epoch {epoch + 1:>3}/{cfg.epochs}  train -ELBO {history['train_loss'][-1]:.4f}"
@@ -143,7 +169,7 @@ def train_vae(
         log_every = max(1, cfg.epochs // 10)
         if cfg.verbose and ((epoch + 1) % log_every == 0 or epoch + 1 == cfg.epochs or stopping):
             seconds = history["epoch_seconds"][-1]
-            print(f"{message}  ({len(X_train) / seconds:,.0f} samples/s)", file=sys.stderr)
+            print(f"{message}  ({n_seen / seconds:,.0f} samples/s)", file=sys.stderr)
         if stopping:
             if cfg.verbose:
                 print(f"early stop: no better validation -ELBO for {cfg.patience} epochs", file=sys.stderr)
