@@ -250,6 +250,10 @@ def train(
             hidden_dims=_parse_hidden_dims(hidden_dims),
         )
         if out_of_core:
+            from .distributed import launched_by_torchrun
+
+            if launched_by_torchrun():
+                raise typer.BadParameter("runs in one process: under torchrun, train without it", param_hint="--out-of-core")
             _train_out_of_core(data, out, params, device, buffer_rows, columns=_split(columns) or data_cfg.get("columns"),
                                exclude=_split(exclude) or data_cfg.get("exclude"), id_column=id_column or data_cfg.get("id_column"),
                                label_column=data_cfg.get("label_column"))
@@ -264,12 +268,24 @@ def train(
             label_column=label_column or data_cfg.get("label_column"),
             image_shape=shape,
         )
-        for note in training.notes:
-            typer.echo(f"note: {note}", err=True)
-        detector = VAEAnomalyDetector(**params, device=device, verbose=not _state["quiet"])
-        typer.echo(f"training on {len(training.X):,} samples x {training.X.shape[1]:,} features from {data}", err=True)
+        from . import distributed
+
+        device = distributed.init_from_env(device)  # under torchrun: join the process group
+        rank, size = distributed.world()
+        if rank == 0:
+            for note in training.notes:
+                typer.echo(f"note: {note}", err=True)
+        detector = VAEAnomalyDetector(**params, device=device, verbose=not _state["quiet"] and rank == 0)
+        if rank == 0:
+            processes = f" in {size} processes" if size > 1 else ""
+            typer.echo(f"training on {len(training.X):,} samples x {training.X.shape[1]:,} features from {data}{processes}", err=True)
         detector.fit(training.X, input_spec=training.input_spec)
-        detector.save(out, metadata={"trained_on": str(data)}, inputs=[data, config])
+        if rank == 0:
+            metadata = {"trained_on": str(data)} | ({"processes": size} if size > 1 else {})
+            detector.save(out, metadata=metadata, inputs=[data, config])
+        distributed.shutdown()
+        if rank != 0:
+            return
     for where, reason in training.skipped:
         typer.echo(f"  skipped {where}: {reason}", err=True)
     typer.echo(

@@ -298,6 +298,10 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         self._validate_params()
         if self.contamination != "auto":
             raise ValueError("out-of-core training sets the threshold from calibration rows: use contamination='auto'")
+        from .distributed import world
+
+        if world()[1] > 1:
+            raise ValueError("out-of-core training runs in one process; under torchrun, train in memory (without --out-of-core)")
         rng = check_random_state(self.random_state)
         self.seed_ = int(rng.randint(np.iinfo(np.int32).max))
         stats = stream.prepare(self.seed_, self.validation_fraction, self.calibration_fraction, reference_rows=MAX_REFERENCE_CODES)

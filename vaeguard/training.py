@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from .distributed import world
 from .errors import TrainingError
 from .model import VAE
 
@@ -88,8 +89,14 @@ def train_vae(
     (at full beta) are restored at the end, and training stops after `patience` epochs
     without improvement.
     """
+    rank, size = world()
+    if size > 1:
+        # DistributedDataParallel: an equal share of the rows per process (every process must
+        # take as many steps), and a per-process batch that keeps one step's rows as configured.
+        share = len(X_train) // size
+        X_train = X_train[rank * share : (rank + 1) * share]
     train = torch.as_tensor(X_train, dtype=torch.float32, device=device)
-    batch_size = max(1, min(cfg.batch_size, len(train)))
+    batch_size = max(1, min(max(1, cfg.batch_size // size), len(train)))
 
     def epoch_batches(epoch: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
         order = torch.randperm(len(train), generator=generator, device=device)
@@ -114,7 +121,11 @@ def train_vae_batches(
     """
     model.to(device)
     val = None if X_val is None or len(X_val) == 0 else torch.as_tensor(X_val, dtype=torch.float32, device=device)
-    generator = torch.Generator(device=device).manual_seed(seed)
+    rank, size = world()
+    # In a process group, gradients are averaged across processes after each backward pass;
+    # every process holds the same weights, so validation and early stopping agree.
+    step_model = model if size == 1 else torch.nn.parallel.DistributedDataParallel(model)
+    generator = torch.Generator(device=device).manual_seed(seed + rank)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS if val is not None or key.startswith("train")}
     history["epoch_seconds"] = []
@@ -128,7 +139,7 @@ def train_vae_batches(
         n_seen = 0
         for batch in epoch_batches(epoch, generator):
             batch = torch.as_tensor(batch, dtype=torch.float32, device=device)
-            terms = model(batch, generator)
+            terms = step_model(batch, generator)
             loss = terms.loss(weight).mean()
             _check_finite(loss, epoch, cfg)
             optimizer.zero_grad(set_to_none=True)
@@ -167,11 +178,11 @@ def train_vae_batches(
         stopping = val is not None and stale >= cfg.patience
         # about ten lines per run: every `log_every`-th epoch, the last, and an early stop
         log_every = max(1, cfg.epochs // 10)
-        if cfg.verbose and ((epoch + 1) % log_every == 0 or epoch + 1 == cfg.epochs or stopping):
+        if cfg.verbose and rank == 0 and ((epoch + 1) % log_every == 0 or epoch + 1 == cfg.epochs or stopping):
             seconds = history["epoch_seconds"][-1]
             print(f"{message}  ({n_seen / seconds:,.0f} samples/s)", file=sys.stderr)
         if stopping:
-            if cfg.verbose:
+            if cfg.verbose and rank == 0:
                 print(f"early stop: no better validation -ELBO for {cfg.patience} epochs", file=sys.stderr)
             break
 
