@@ -19,7 +19,6 @@ Run from the repository root:  python benchmarks/bigdata.py --threads 1 [--quick
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys

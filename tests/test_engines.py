@@ -142,14 +142,21 @@ def test_dask_missing_feature_column_is_a_data_error(dataset, dask_client):
         score_dask(root / "model.vgm", dd.from_pandas(frame.drop(columns="c"), npartitions=2), device="cpu")
 
 
-def test_dask_parquet_dataset_out(dataset, dask_client, tmp_path):
-    from vaeguard.engines.dask import score_parquet_dask
+def test_dask_parquet_dataset_out(dataset, dask_client, tmp_path, monkeypatch):
+    import dask.dataframe as dd
+
+    from vaeguard.engines import dask as engine
 
     root, _, expected = dataset
     out = tmp_path / "scores"
     out.mkdir()
     (out / "old.txt").write_text("replaced only when the new dataset is complete")
-    summary = score_parquet_dask(root / "model.vgm", root / "data" / "*.parquet", out, client=dask_client, device="cpu")
+    calls = []
+    monkeypatch.setattr(engine, "score_frame", lambda d, f: calls.append(len(f)) or score_frame(d, f))
+    summary = engine.score_parquet_dask(root / "model.vgm", root / "data" / "*.parquet", out, client=dask_client, device="cpu")
+    # Writing and counting share one graph: the meta call, then each partition exactly once.
+    assert len(calls) == 1 + dd.read_parquet(str(root / "data" / "*.parquet")).npartitions
+    assert sum(calls[1:]) == 500
     assert (summary.n_scored, summary.n_failed) == (498, 2)
     assert summary.n_anomalies == int(expected["is_anomaly"].sum())
     assert not (out / "old.txt").exists()

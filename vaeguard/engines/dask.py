@@ -8,7 +8,7 @@ readable at the same path on every worker (a shared file system). Needs the `das
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -58,14 +58,13 @@ def score_dask(model_path: str | Path, ddf, *, device: str = "auto", on_bad_row:
 
 @dataclass
 class EngineSummary:
-    """What an engine run did: counts and the output dataset."""
+    """What an engine run did: rows scored, flagged and failed (see the `error` column), and
+    the output dataset folder."""
 
     output: Path
     n_scored: int = 0
     n_anomalies: int = 0
     n_failed: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
 
 def _one_thread() -> None:
@@ -103,14 +102,14 @@ def score_parquet_dask(
     columns, id_column = table_columns(cached_detector(model_path, device))
     table.check_columns(columns)
     needed = columns + ([id_column] if id_column is not None and id_column in table.columns else [])
-    with _client(distributed, scheduler, n_workers, client), atomic_dir(output) as tmp:
+    with _Client(distributed, scheduler, n_workers, client), atomic_dir(output) as tmp:
         ddf = dd.read_parquet([str(f) for f in table.files], columns=needed)
         scored = score_dask(model_path, ddf, device=device, on_bad_row=on_bad_row)
         write = scored.to_parquet(str(tmp), write_index=False, compute=False)
-        counts = scored[["is_anomaly", "error"]].map_partitions(_counts, meta=pd.DataFrame({"n": pd.Series(dtype="int64"), "anomalies": pd.Series(dtype="int64"), "failed": pd.Series(dtype="int64")}))
-        _, totals = dask.compute(write, counts)
-    summary = EngineSummary(Path(output), n_scored=int(totals["n"].sum() - totals["failed"].sum()), n_anomalies=int(totals["anomalies"].sum()), n_failed=int(totals["failed"].sum()))
-    return summary
+        counts = scored[["is_anomaly", "error"]].map_partitions(_counts, meta=_counts(scored._meta))
+        _, totals = dask.compute(write, counts)  # one graph: each partition is scored once
+    n_failed = int(totals["failed"].sum())
+    return EngineSummary(Path(output), int(totals["n"].sum()) - n_failed, int(totals["anomalies"].sum()), n_failed)
 
 
 def _counts(frame: pd.DataFrame) -> pd.DataFrame:
@@ -118,7 +117,7 @@ def _counts(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"n": [len(frame)], "anomalies": [int(frame["is_anomaly"].fillna(0).sum())], "failed": [failed]})
 
 
-class _client:
+class _Client:
     """A distributed Client on `scheduler`, or on a LocalCluster bound to 127.0.0.1."""
 
     def __init__(self, distributed, scheduler: str | None, n_workers: int | None, client=None):
