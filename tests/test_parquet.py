@@ -118,3 +118,17 @@ def test_without_pyarrow_the_error_names_the_extra(files, models, tmp_path, monk
     assert result.output.strip().splitlines()[-1] == (
         "error: reading and writing Parquet needs pyarrow, which is not installed: pip install 'vaeguard[parquet]'"
     )
+
+
+def test_evaluate_and_calibrate_read_parquet_too(files, models, tmp_path):
+    frame = pd.concat([pd.read_parquet(f) for f in sorted((files / "parts").glob("*.parquet"))], ignore_index=True).drop(index=5)
+    frame["c"] = frame["c"].astype(float)
+    frame["label"] = (frame.index >= 180).astype(int)
+    frame.to_parquet(tmp_path / "labelled.parquet")
+    result = invoke("evaluate", models["parquet"], tmp_path / "labelled.parquet", "--label-column", "label", "-o", tmp_path / "report")
+    assert result.exit_code == 0, result.output
+    auroc = float(result.output.split("AUROC ")[1].split()[0])
+    assert auroc > 0.95
+    result = invoke("calibrate", models["parquet"], files / "train.parquet", "--fpr", "0.05", "-o", tmp_path / "recal.vgm")
+    assert result.exit_code == 0, result.output
+    assert "5% false-positive target" in result.output
