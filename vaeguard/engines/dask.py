@@ -18,6 +18,9 @@ from ..extras import require
 from .common import cached_detector, check_no_errors, score_frame, table_columns
 
 
+PARTITION_BYTES = "64MiB"
+
+
 def _score_partition(frame: pd.DataFrame, model_path: str, device: str, on_bad_row: str) -> pd.DataFrame:
     scored = score_frame(cached_detector(model_path, device), frame)
     if on_bad_row == "fail":
@@ -103,7 +106,10 @@ def score_parquet_dask(
     table.check_columns(columns)
     needed = columns + ([id_column] if id_column is not None and id_column in table.columns else [])
     with _Client(distributed, scheduler, n_workers, client), atomic_dir(output) as tmp:
-        ddf = dd.read_parquet([str(f) for f in table.files], columns=needed)
+        # 64 MiB partitions (~300k rows of 20 float columns): Dask's default of whole files or
+        # 256 MiB made five 1M-row partitions of a 1 GB file, a 1.9 GB worker and one idle
+        # worker of two (measured by benchmarks/bigdata.py).
+        ddf = dd.read_parquet([str(f) for f in table.files], columns=needed, blocksize=PARTITION_BYTES)
         scored = score_dask(model_path, ddf, device=device, on_bad_row=on_bad_row)
         write = scored.to_parquet(str(tmp), write_index=False, compute=False)
         counts = scored[["is_anomaly", "error"]].map_partitions(_counts, meta=_counts(scored._meta))
