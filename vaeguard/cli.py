@@ -256,7 +256,7 @@ def train(
                 raise typer.BadParameter("runs in one process: under torchrun, train without it", param_hint="--out-of-core")
             _train_out_of_core(data, out, params, device, buffer_rows, columns=_split(columns) or data_cfg.get("columns"),
                                exclude=_split(exclude) or data_cfg.get("exclude"), id_column=id_column or data_cfg.get("id_column"),
-                               label_column=data_cfg.get("label_column"))
+                               label_column=label_column or data_cfg.get("label_column"))
             return
         size = image_size or ("x".join(map(str, data_cfg["image_size"])) if "image_size" in data_cfg else None)
         shape = _image_shape(size, channels or data_cfg.get("channels"))
@@ -303,7 +303,7 @@ def _train_out_of_core(data: Path, out: Path, params: dict, device: str, buffer_
     detector = VAEAnomalyDetector(**params, device=device, verbose=not _state["quiet"])
     typer.echo(f"training out of core on {data}: {stream.input_spec.n_features:,} features, buffer {buffer_rows:,} rows", err=True)
     detector.fit_stream(stream)
-    detector.save(out, metadata={"trained_on": str(data), "out_of_core": True})
+    detector.save(out, metadata={"trained_on": str(data), "out_of_core": True}, inputs=[data])
     typer.echo(
         f"trained {detector.n_epochs_} epochs, threshold {detector.threshold_:.6g} ({describe_threshold_rule(detector.threshold_rule_)}); "
         f"wrote {out}"
