@@ -38,7 +38,7 @@ def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("engines")
     rng = np.random.default_rng(0)
     spec = TableInput(tuple(COLUMNS), ("float64",) * 4, id_column="id")
-    detector = VAEAnomalyDetector(hidden_dims=(16,), latent_dim=2, epochs=30, random_state=0)
+    detector = VAEAnomalyDetector(hidden_dims=(16,), latent_dim=2, epochs=30, score_type="elbo", random_state=0)
     detector.fit(pd.DataFrame(make_rows(600, rng), columns=COLUMNS), input_spec=spec)
     detector.save(root / "model.vgm")
     frame = pd.DataFrame(np.vstack([make_rows(450, rng), make_rows(50, rng, shift=4.0)]), columns=COLUMNS)
@@ -254,3 +254,20 @@ def test_spark_on_bad_row_fail_stops_the_job(dataset, spark):
     df = spark.read.parquet(str(root / "data"))
     with pytest.raises(Exception, match="column 'b': 'nan' is not a finite number|column 'd': 'inf' is not a finite number"):
         score_spark(root / "model.vgm", df, device="cpu", on_bad_row="fail").collect()
+
+
+def test_dask_with_the_default_fused_score_equals_the_local_function(dataset, dask_client, tmp_path):
+    """The default score of gaussian tables ("fused", with training codes) is batch-independent too."""
+    import dask.dataframe as dd
+
+    from vaeguard.engines.dask import score_dask
+
+    root, frame, _ = dataset
+    rng = np.random.default_rng(5)
+    detector = VAEAnomalyDetector(hidden_dims=(16,), latent_dim=2, epochs=5, random_state=0)
+    detector.fit(pd.DataFrame(make_rows(400, rng), columns=COLUMNS), input_spec=TableInput(tuple(COLUMNS), ("float64",) * 4, id_column="id"))
+    assert detector.score_type_ == "fused"
+    detector.save(tmp_path / "fused.vgm")
+    expected = score_frame(common.cached_detector(tmp_path / "fused.vgm", "cpu"), frame)
+    got = score_dask(tmp_path / "fused.vgm", dd.from_pandas(frame, npartitions=3), device="cpu").compute()
+    assert np.array_equal(got["score"].to_numpy(), expected["score"].to_numpy(), equal_nan=True)

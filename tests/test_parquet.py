@@ -12,7 +12,7 @@ from vaeguard.cli import app
 pytest.importorskip("pyarrow")
 runner = CliRunner()
 COLUMNS = ["a", "b", "c", "d"]
-SMALL = ["--hidden-dims", "16", "--latent-dim", "2", "--epochs", "20", "--seed", "0"]
+SMALL = ["--hidden-dims", "16", "--latent-dim", "2", "--epochs", "20", "--seed", "0", "--score-type", "elbo"]
 
 
 def invoke(*args):
