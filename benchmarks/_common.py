@@ -106,6 +106,24 @@ def finish(results: dict) -> dict:
     return results
 
 
+def publish(results: dict, text: str, out: str | Path, markdown: str | Path | None = None) -> None:
+    """End a run: mark the results complete, write them as JSON, print the tables (and save them)."""
+    write_json(out, finish(results))
+    print(text)
+    if markdown is not None:
+        write_text(markdown, text)
+    log(f"wrote {out}" + (f" and {markdown}" if markdown else ""))
+
+
+def resolve_dir(cli_value: str | None, env: str, default: Path) -> Path:
+    """A data folder: the command-line value, else the environment variable `env`, else `default`."""
+    if cli_value:
+        return Path(cli_value).expanduser()
+    if os.environ.get(env):
+        return Path(os.environ[env]).expanduser()
+    return default
+
+
 def set_threads(n: int | None) -> None:
     """Use n threads (torch, BLAS) here and in child processes (OMP/MKL/OpenBLAS env); None: defaults."""
     if n is None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import REPO_ROOT, finish, fmt, log, markdown_table, median, run_header, set_threads, write_json, write_text
+from _common import REPO_ROOT, fmt, log, markdown_table, median, publish, resolve_dir, run_header, set_threads, write_json, write_text
 
 from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
@@ -143,15 +142,6 @@ def all_methods(use_pyod: bool) -> list[Method]:
 
 
 # ---------------------------------------------------------------------------- data
-
-
-def resolve_data_dir(cli_value: str | None) -> Path:
-    """--data-dir, else $VAEGUARD_MNIST_DIR, else ../shared/data/mnist beside the repository."""
-    if cli_value:
-        return Path(cli_value).expanduser()
-    if os.environ.get(MNIST_DIR_ENV):
-        return Path(os.environ[MNIST_DIR_ENV]).expanduser()
-    return DEFAULT_DATA_DIR
 
 
 def protocol_split(
@@ -298,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit(f"--methods {args.methods!r} matches none of: {', '.join(m.name for m in all_methods(True))}")
     reference = methods[0].name
 
-    data_dir = resolve_data_dir(args.data_dir)
+    data_dir = resolve_dir(args.data_dir, MNIST_DIR_ENV, DEFAULT_DATA_DIR)
     try:
         X_train, y_train = load_mnist("train", data_dir=data_dir, download=False)
         X_test, y_test = load_mnist("test", data_dir=data_dir, download=False)
@@ -354,16 +344,10 @@ def main(argv: list[str] | None = None) -> int:
                 summarise(methods_out, reference)
                 write_json(args.out, results)  # after every cell, so a long run keeps its progress
 
-    finish(results)
-    write_json(args.out, results)
     tables = "\n".join(
         protocol_table(p, args.digit_list, results["protocols"][p]["methods"], reference) for p in args.protocol_list
     )
-    notes = _notes(results["settings"], results["machine"])
-    print(tables + "\n" + notes)
-    if args.markdown is not None:
-        write_text(args.markdown, tables + "\n" + notes)
-    log(f"wrote {args.out}" + (f" and {args.markdown}" if args.markdown else ""))
+    publish(results, tables + "\n" + _notes(results["settings"], results["machine"]), args.out, args.markdown)
     return 0
 
 

@@ -14,7 +14,6 @@ Run from the repository root (see benchmarks/README.md):
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import REPO_ROOT, finish, fmt, log, markdown_table, median, run_header, set_threads, write_json, write_text
+from _common import REPO_ROOT, fmt, log, markdown_table, median, publish, resolve_dir, run_header, set_threads, write_json
 
 from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
@@ -179,15 +178,6 @@ def all_methods(use_pyod: bool) -> list[Method]:
 
 
 # ---------------------------------------------------------------------------- data
-
-
-def resolve_data_dir(cli_value: str | None) -> Path:
-    """--data-dir, else $VAEGUARD_DATA_DIR, else ../shared/data beside the repository."""
-    if cli_value:
-        return Path(cli_value).expanduser()
-    if os.environ.get(DATA_DIR_ENV):
-        return Path(os.environ[DATA_DIR_ENV]).expanduser()
-    return DEFAULT_DATA_DIR
 
 
 def data_file(data_dir: Path, suite: str, name: str) -> Path:
@@ -369,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         if not methods:
             sys.exit(f"--methods {args.methods!r} matches none of: {', '.join(m.name for m in all_methods(True))}")
     reference = methods[0].name
-    data_dir = resolve_data_dir(args.data_dir)
+    data_dir = resolve_dir(args.data_dir, DATA_DIR_ENV, DEFAULT_DATA_DIR)
 
     # One tiny fit and score per method first, so one-time costs (imports, JIT, thread pools)
     # do not land in the first set's timings.
@@ -417,14 +407,8 @@ def main(argv: list[str] | None = None) -> int:
                 summarise(methods_out, reference)
                 write_json(args.out, results)  # after every cell, so a long run keeps its progress
 
-    finish(results)
-    write_json(args.out, results)
     tables = "\n".join(suite_table(s, args.names[s], results["suites"][s]["methods"], reference) for s in args.suite_list)
-    text = tables + "\n" + _notes(results["settings"], results["machine"])
-    print(text)
-    if args.markdown is not None:
-        write_text(args.markdown, text)
-    log(f"wrote {args.out}" + (f" and {args.markdown}" if args.markdown else ""))
+    publish(results, tables + "\n" + _notes(results["settings"], results["machine"]), args.out, args.markdown)
     return 0
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import REPO_ROOT, finish, fmt, log, markdown_table, median, run_header, set_threads, time_repeats, write_json, write_text
+from _common import REPO_ROOT, fmt, log, markdown_table, median, publish, run_header, set_threads, time_repeats, write_json
 
 import torch
 from torch import nn
@@ -465,13 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         log("streaming CSV ...")
         results["csv"] = bench_csv(args.work_dir, args.csv_rows, args.csv_gb, args.csv_train_rows,
                                    args.csv_train_epochs, args.keep, args.device, shlex.split(args.cli))
-    finish(results)
-    write_json(args.out, results)
-    text = tables(results)
-    print(text)
-    if args.markdown is not None:
-        write_text(args.markdown, text)
-    log(f"wrote {args.out}" + (f" and {args.markdown}" if args.markdown else ""))
+    publish(results, tables(results), args.out, args.markdown)
     return 0
 
 

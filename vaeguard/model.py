@@ -9,7 +9,7 @@ reshape to (n, C, H, W) internally, so the rest of the package never has to care
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn

@@ -95,23 +95,6 @@ def _upgrade_from_version_1(description: dict) -> dict:
     return {**description, "metadata": metadata, "input": old}
 
 
-def _field(description: dict, key: str, kind: type | tuple[type, ...], where: str = "description"):
-    value = description.get(key) if isinstance(description, dict) else None
-    if not isinstance(value, kind) or isinstance(value, bool) and kind in (int, float, (int, float)):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise ModelFileError(f"field {where}.{key} is missing or not a {names} (got {type(value).__name__})")
-    return value
-
-
-def _array(arrays: dict[str, np.ndarray], key: str, length: int | None = None) -> np.ndarray:
-    if key not in arrays:
-        raise ModelFileError(f"tensor {key!r} is missing")
-    value = np.asarray(arrays[key], dtype=np.float64)
-    if value.ndim != 1 or (length is not None and len(value) != length):
-        raise ModelFileError(f"tensor {key!r} has shape {value.shape}, expected ({length},)")
-    return value
-
-
 @dataclass
 class FittedState:
     """Everything a fitted detector is, as JSON-able fields and named arrays."""
@@ -135,10 +118,7 @@ class FittedState:
     metadata: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
 
-    _FITTED = (
-        ("likelihood", str), ("score_type", str), ("seed", int), ("n_features_in", int),
-        ("threshold", (int, float)), ("threshold_rule", dict), ("n_epochs", int),
-    )
+    _FITTED = ("likelihood", "score_type", "seed", "n_features_in", "threshold", "threshold_rule", "n_epochs")
 
     @property
     def standardizes(self) -> bool:
@@ -146,7 +126,7 @@ class FittedState:
         return bool(np.any(self.scale != 1) or np.any(self.mean != 0))
 
     def save(self, path: str | Path, *, inputs=()) -> Path:
-        fitted = {name: getattr(self, name) for name, _ in self._FITTED}
+        fitted = {name: getattr(self, name) for name in self._FITTED}
         fitted["feature_names_in"] = self.feature_names_in
         description = {
             "params": self.params,
@@ -172,32 +152,28 @@ class FittedState:
 
     @classmethod
     def _from_description(cls, description, arrays: dict[str, np.ndarray]) -> "FittedState":
-        check_description(description)
+        check_description(description)  # every field by name and type (see _FIELDS)
         check_model_arrays(description, arrays)
-        fitted = _field(description, "fitted", dict)
-        values = {name: _field(fitted, name, kind, "fitted") for name, kind in cls._FITTED}
-        names = fitted.get("feature_names_in")
-        if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
-            raise ModelFileError("field fitted.feature_names_in must be a list of strings or null")
-        if description.get("input") is None:
-            raise ModelFileError("field description.input is missing: train the model with this vaeguard")
-        spec = input_from_dict(description["input"], "field description.input")
-        n = values["n_features_in"]
+        fitted = description["fitted"]
+        if description["input"] is None:
+            raise ModelFileError("field 'input' is missing: train the model with this vaeguard")
+        spec = input_from_dict(description["input"], "field 'input'")
+        n = fitted["n_features_in"]
         if spec.n_features != n:
-            raise ModelFileError(f"field description.input describes {spec.n_features} features, the model has {n}")
+            raise ModelFileError(f"field 'input' describes {spec.n_features} features, the model has {n}")
         return cls(
-            params=_field(description, "params", dict),
-            model_config=_field(description, "model_config", dict),
+            params=description["params"],
+            model_config=description["model_config"],
             input=spec,
-            feature_names_in=names,
-            history=_field(description, "history", dict),
+            feature_names_in=fitted["feature_names_in"],
+            history=description["history"],
             weights={k[len(WEIGHT_PREFIX):]: v for k, v in arrays.items() if k.startswith(WEIGHT_PREFIX)},
-            calibration_scores=_array(arrays, "calibration_scores"),
-            mean=_array(arrays, "mean", n),
-            scale=_array(arrays, "scale", n),
-            metadata=description.get("metadata") if isinstance(description.get("metadata"), dict) else {},
-            versions=description.get("versions") if isinstance(description.get("versions"), dict) else {},
-            **values,
+            calibration_scores=np.asarray(arrays["calibration_scores"], dtype=np.float64),
+            mean=np.asarray(arrays["mean"], dtype=np.float64),
+            scale=np.asarray(arrays["scale"], dtype=np.float64),
+            metadata=description["metadata"],
+            versions=description["versions"],
+            **{name: fitted[name] for name in cls._FITTED},
         )
 
 
@@ -296,7 +272,7 @@ def check_model_arrays(description: dict, arrays: dict[str, np.ndarray], path: s
     Expected: `mean` and `scale` of length n_features_in (scale > 0), `calibration_scores`
     one-dimensional and non-empty, every tensor finite.
     """
-    where = f"{where}" if path else ""
+    where = f"{path}: " if path else ""
     n = description["fitted"]["n_features_in"]
     for name in ("mean", "scale", "calibration_scores"):
         if name not in arrays:
