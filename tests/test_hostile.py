@@ -830,7 +830,7 @@ def test_usage_errors_exit_2_without_reprs(tmp_path, args, message):
     assert model.read_bytes() == before and not (tmp_path / "o.vgm").exists()
 
 
-@pytest.mark.parametrize("command", ["score", "train", "calibrate", "evaluate", "score-model", "calibrate-link", "sample"])
+@pytest.mark.parametrize("command", ["score", "train", "calibrate", "evaluate", "score-model", "calibrate-link", "sample", "interpolate"])
 def test_every_writing_command_refuses_to_overwrite_its_input(tmp_path, command):
     model, _ = _cli_table_model()
     local_model = tmp_path / "m.vgm"
@@ -847,6 +847,7 @@ def test_every_writing_command_refuses_to_overwrite_its_input(tmp_path, command)
         "calibrate-link": ["calibrate", local_model, data, "--label-column", "label", "-o", link],
         "evaluate": ["evaluate", local_model, tmp_path / "metrics.json", "--label-column", "label", "-o", tmp_path],
         "sample": ["sample", local_model, "-o", local_model, "--n", "4"],
+        "interpolate": ["interpolate", local_model, "x", "y", "--data", data, "-o", data],
     }[command]
     if command == "evaluate":
         (tmp_path / "metrics.json").write_bytes(b"id,a,b,c,label\nx,0.1,0.2,0.3,0\n")  # data named like a report file
