@@ -124,6 +124,27 @@ def resolve_dir(cli_value: str | None, env: str, default: Path) -> Path:
     return default
 
 
+def summarise(methods_out: dict, reference: str, cells: str, count: str) -> None:
+    """Per method: mean AUROC, median fit/score seconds, median per-cell fit-time ratio to `reference`.
+
+    Each method's results hold one cell per data set or digit under `cells` ("per_set",
+    "per_digit"); the summary counts them under `count` ("n_sets", "n_digits").
+    """
+    ref = methods_out.get(reference, {}).get(cells, {})
+    for out in methods_out.values():
+        done = {k: c for k, c in out[cells].items() if "auroc" in c}
+        aurocs = [c["auroc"] for c in done.values()]
+        ratios = [c["fit_s"] / ref[k]["fit_s"] for k, c in done.items() if "fit_s" in ref.get(k, {})]
+        out["summary"] = {
+            count: len(done),
+            "n_failed": len(out[cells]) - len(done),
+            "mean_auroc": float(sum(aurocs) / len(aurocs)) if aurocs else None,
+            "median_fit_s": median([c["fit_s"] for c in done.values()]) if done else None,
+            "median_score_s": median([c["score_s"] for c in done.values()]) if done else None,
+            "median_fit_ratio_vs_reference": median(ratios) if ratios else None,
+        }
+
+
 def set_threads(n: int | None) -> None:
     """Use n threads (torch, BLAS) here and in child processes (OMP/MKL/OpenBLAS env); None: defaults."""
     if n is None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import REPO_ROOT, fmt, log, markdown_table, median, publish, resolve_dir, run_header, set_threads, write_json, write_text
+from _common import REPO_ROOT, fmt, log, markdown_table, median, publish, resolve_dir, run_header, set_threads, summarise, write_json, write_text
 
 from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
@@ -186,23 +186,6 @@ def run_cell(method: Method, X_train: np.ndarray, X_test: np.ndarray, labels: np
     }
 
 
-def summarise(methods_out: dict, reference: str) -> None:
-    """Per method: mean AUROC, median fit/score seconds, median per-digit fit-time ratio to the reference."""
-    ref = methods_out.get(reference, {}).get("per_digit", {})
-    for name, out in methods_out.items():
-        cells = {d: c for d, c in out["per_digit"].items() if "auroc" in c}
-        aurocs = [c["auroc"] for c in cells.values()]
-        ratios = [c["fit_s"] / ref[d]["fit_s"] for d, c in cells.items() if "fit_s" in ref.get(d, {})]
-        out["summary"] = {
-            "n_digits": len(cells),
-            "n_failed": len(out["per_digit"]) - len(cells),
-            "mean_auroc": float(np.mean(aurocs)) if aurocs else None,
-            "median_fit_s": median([c["fit_s"] for c in cells.values()]) if cells else None,
-            "median_score_s": median([c["score_s"] for c in cells.values()]) if cells else None,
-            "median_fit_ratio_vs_reference": median(ratios) if ratios else None,
-        }
-
-
 def protocol_table(protocol: str, digits: list[int], methods_out: dict, reference: str) -> str:
     header = ["method", *map(str, digits), "mean AUROC", "median fit s", "median score s", f"fit × {reference}"]
     rows = []
@@ -265,7 +248,7 @@ def join_results(paths: list[Path]) -> str:
                 methods_out.setdefault(name, {"per_digit": {}})["per_digit"].update(out["per_digit"])
         digits = sorted({int(d) for out in methods_out.values() for d in out["per_digit"]})
         reference = runs[0]["settings"]["reference_method"]
-        summarise(methods_out, reference)
+        summarise(methods_out, reference, "per_digit", "n_digits")
         tables.append(protocol_table(protocol, digits, methods_out, reference))
     sources = ", ".join(f"{Path(p).name} ({run['started_utc']})" for p, run in zip(paths, runs))
     return "\n".join(tables) + "\n" + _notes(runs[0]["settings"], runs[0]["machine"]) + f"Joined from {sources}.\n"
@@ -341,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                     cell = {"error": f"{type(exc).__name__}: {exc}"}
                     log(f"    FAILED: {cell['error']}")
                 methods_out[method.name]["per_digit"][str(digit)] = cell
-                summarise(methods_out, reference)
+                summarise(methods_out, reference, "per_digit", "n_digits")
                 write_json(args.out, results)  # after every cell, so a long run keeps its progress
 
     tables = "\n".join(

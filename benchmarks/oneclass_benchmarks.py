@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import REPO_ROOT, fmt, log, markdown_table, median, publish, resolve_dir, run_header, set_threads, write_json
+from _common import REPO_ROOT, fmt, log, markdown_table, publish, resolve_dir, run_header, set_threads, summarise, write_json
 
 from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
@@ -236,23 +236,6 @@ def run_cell(method: Method, X_train: np.ndarray, X_test: np.ndarray, labels: np
     return cell
 
 
-def summarise(methods_out: dict, reference: str) -> None:
-    """Per method: mean AUROC, median fit seconds, median per-set fit-time ratio to the reference."""
-    ref = methods_out.get(reference, {}).get("per_set", {})
-    for out in methods_out.values():
-        cells = {s: c for s, c in out["per_set"].items() if "auroc" in c}
-        aurocs = [c["auroc"] for c in cells.values()]
-        ratios = [c["fit_s"] / ref[s]["fit_s"] for s, c in cells.items() if "fit_s" in ref.get(s, {})]
-        out["summary"] = {
-            "n_sets": len(cells),
-            "n_failed": len(out["per_set"]) - len(cells),
-            "mean_auroc": float(np.mean(aurocs)) if aurocs else None,
-            "median_fit_s": median([c["fit_s"] for c in cells.values()]) if cells else None,
-            "median_score_s": median([c["score_s"] for c in cells.values()]) if cells else None,
-            "median_fit_ratio_vs_reference": median(ratios) if ratios else None,
-        }
-
-
 def threshold_lines(suite: str, names: list[str], methods_out: dict) -> str:
     """Per vaeguard method: the measured false-positive rate on test normals against the target."""
     lines = []
@@ -404,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
                     cell = {"error": f"{type(exc).__name__}: {exc}"}
                     log(f"    FAILED: {cell['error']}")
                 methods_out[method.name]["per_set"][name] = cell
-                summarise(methods_out, reference)
+                summarise(methods_out, reference, "per_set", "n_sets")
                 write_json(args.out, results)  # after every cell, so a long run keeps its progress
 
     tables = "\n".join(suite_table(s, args.names[s], results["suites"][s]["methods"], reference) for s in args.suite_list)
