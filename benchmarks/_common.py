@@ -183,6 +183,17 @@ def _jsonable(value):
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
+def plain(value):
+    """A JSON-ready copy of a parameter value (repr for objects such as torch devices)."""
+    if isinstance(value, (int, float, str, bool, type(None))):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    return repr(value)
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if len(values) else float("nan")
 

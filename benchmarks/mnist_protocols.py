@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import REPO_ROOT, fmt, log, markdown_table, median, publish, resolve_dir, run_header, set_threads, summarise, write_json, write_text
+from _common import REPO_ROOT, fmt, log, markdown_table, median, plain, publish, resolve_dir, run_header, set_threads, summarise, write_json, write_text
 
 from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
@@ -67,7 +67,7 @@ def _vaeguard_method(name: str, params: dict) -> Method:
         return VAEAnomalyDetector(**kwargs)
 
     def describe(est: VAEAnomalyDetector) -> dict:
-        info = {"params": {k: _plain(v) for k, v in est.get_params().items()}}
+        info = {"params": {k: plain(v) for k, v in est.get_params().items()}}
         if hasattr(est, "n_epochs_"):
             info["epochs_run"] = est.n_epochs_
         return info
@@ -78,17 +78,6 @@ def _vaeguard_method(name: str, params: dict) -> Method:
 def _pca_score(pca: PCA, X: np.ndarray) -> np.ndarray:
     residual = X - pca.inverse_transform(pca.transform(X))
     return np.einsum("ij,ij->i", residual, residual)
-
-
-def _plain(value):
-    """A JSON-ready copy of a parameter value (repr for objects such as torch devices)."""
-    if isinstance(value, (int, float, str, bool, type(None))):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return repr(value)
 
 
 def _pyod_methods() -> list[Method]:
@@ -111,7 +100,7 @@ def _pyod_methods() -> list[Method]:
                 name,
                 build,
                 lambda est, X: est.decision_function(X),
-                lambda est: {"params": {k: _plain(v) for k, v in est.get_params().items()}},
+                lambda est: {"params": {k: plain(v) for k, v in est.get_params().items()}},
             )
         )
     return methods

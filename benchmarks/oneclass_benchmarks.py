@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import REPO_ROOT, fmt, log, markdown_table, publish, resolve_dir, run_header, set_threads, summarise, write_json
+from _common import REPO_ROOT, fmt, log, markdown_table, plain, publish, resolve_dir, run_header, set_threads, summarise, write_json
 
 from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
@@ -69,19 +69,8 @@ class Method:
     describe: Callable[[object], dict] = field(default=lambda est: {})
 
 
-def _plain(value):
-    """A JSON-ready copy of a parameter value (repr for objects such as torch devices)."""
-    if isinstance(value, (int, float, str, bool, type(None))):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return repr(value)
-
-
 def _params(est) -> dict:
-    return {"params": {k: _plain(v) for k, v in est.get_params().items()}}
+    return {"params": {k: plain(v) for k, v in est.get_params().items()}}
 
 
 def _vaeguard_method(name: str, params: dict) -> Method:
@@ -95,7 +84,7 @@ def _vaeguard_method(name: str, params: dict) -> Method:
         info = _params(est)
         for attr in ("n_epochs_", "score_type_", "likelihood_"):
             if hasattr(est, attr):
-                info[attr.rstrip("_")] = _plain(getattr(est, attr))
+                info[attr.rstrip("_")] = plain(getattr(est, attr))
         return info
 
     return Method(name, build, lambda est, X: est.anomaly_score(X), describe)
