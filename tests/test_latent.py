@@ -16,12 +16,26 @@ FAST = dict(latent_dim=4, hidden_dims=(32,), epochs=3, batch_size=16, random_sta
 
 def test_distance_is_the_kth_nearest_reference_code():
     rng = np.random.default_rng(0)
-    codes, queries = rng.normal(size=(50, 3)), rng.normal(size=(7, 3))
-    model = LatentNeighbours(50, 3).fit(torch.as_tensor(codes, dtype=torch.float32))
-    brute = np.sort(np.linalg.norm(queries[:, None] - codes[None], axis=-1), axis=1)[:, 4]
+    codes, queries = 3 * rng.normal(size=(300, 3)), 3 * rng.normal(size=(700, 3))
+    codes[150:] = codes[:150]  # duplicated training rows give tied distances
+    queries[:40] = codes[:40] + 1e-6
+    model = LatentNeighbours(300, 3).fit(torch.as_tensor(codes, dtype=torch.float32))
+    stored = model.codes.double().numpy()
+    brute = np.sort(np.linalg.norm(queries.astype(np.float32)[:, None] - stored[None], axis=-1), axis=1)[:, 4]
     got = model.distance(torch.as_tensor(queries, dtype=torch.float32)).numpy()
-    np.testing.assert_allclose(got, brute, rtol=1e-5)
+    np.testing.assert_allclose(got, brute, rtol=1e-6)
     assert LatentNeighbours(3, 2).k == 3  # fewer codes than neighbours: the farthest one
+
+
+def test_distance_of_a_row_does_not_depend_on_the_rows_beside_it():
+    """The ranking product rounds by a row's place in the block; the exact re-rank must not."""
+    rng = np.random.default_rng(1)
+    model = LatentNeighbours(2000, 16).fit(torch.as_tensor(rng.normal(size=(2000, 16)), dtype=torch.float32))
+    queries = torch.as_tensor(rng.normal(size=(600, 16)), dtype=torch.float32)
+    together = model.distance(queries)
+    order = torch.as_tensor(rng.permutation(600))
+    assert torch.equal(model.distance(queries[order]), together[order])
+    assert torch.equal(torch.cat([model.distance(q[None]) for q in queries[:50]]), together[:50])
 
 
 def test_fused_score_is_the_mean_of_two_robust_z_scores_and_batch_invariant():

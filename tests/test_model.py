@@ -103,3 +103,26 @@ def test_importance_weighting_tightens_the_bound():
     one = anomaly_scores(model, X, "iwae", n_samples=1).mean()
     many = anomaly_scores(model, X, "iwae", n_samples=256).mean()
     assert many < one
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        VAEConfig(input_dim=6, hidden_dims=(8, 4), latent_dim=2, likelihood="gaussian", latent_neighbours=3),
+        VAEConfig(input_dim=6, hidden_dims=(), latent_dim=3),
+        VAEConfig(input_dim=63, architecture="conv", input_shape=(1, 7, 9), conv_channels=(2, 3), hidden_dims=(5,)),
+        VAEConfig(input_dim=150, architecture="conv", input_shape=(3, 10, 5), conv_channels=(4,), hidden_dims=()),
+    ],
+)
+def test_model_footprint_counts_what_a_forward_pass_outputs(cfg):
+    """The size limits count activations by shape arithmetic; a real forward pass must agree."""
+    from vaeguard.limits import model_footprint
+
+    model, counted = VAE(cfg), []
+    for layer in model.modules():
+        if not list(layer.children()):
+            layer.register_forward_hook(lambda m, i, o: counted.append(o.numel()))
+    with torch.no_grad():
+        model.decode(model.encode(torch.rand(1, cfg.input_dim))[0])
+    n_params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+    assert model_footprint(cfg) == (n_params, sum(counted) + 3 * cfg.input_dim)

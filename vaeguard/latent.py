@@ -21,7 +21,11 @@ import torch
 from torch import nn
 
 N_NEIGHBOURS = 5
-MAX_REFERENCE_CODES = 20_000  # bounds memory and scoring time on large training sets
+# Reference codes kept: a random subset of the training codes beyond this many. It bounds the
+# scoring time and memory; subsampling the reference set of a kNN detector costs little
+# accuracy (Zimek et al., 2013). Measured against 20,000 (README, "The cost of fused"): mean
+# AUROC -0.0005 over the 14 tables (worst: mammography -0.004), +0.0002 over 8 Fashion classes.
+MAX_REFERENCE_CODES = 2_048
 _CHUNK = 512
 
 
@@ -48,16 +52,29 @@ class LatentNeighbours(nn.Module):
         self.codes.copy_(codes)
         return self
 
+    @property
+    def norms(self) -> torch.Tensor:
+        """Squared length of each reference code, for the ranking in `distance`."""
+        return self.codes.square().sum(dim=1)
+
     @torch.no_grad()
     def distance(self, mu: torch.Tensor) -> torch.Tensor:
-        """Euclidean distance from each code to its k-th nearest reference code, shape (n,)."""
-        parts = [
-            # topk(k)[-1] picks the same element as kthvalue(k), at half the time for k << n
-            torch.cdist(chunk, self.codes, compute_mode="donot_use_mm_for_euclid_dist")
-            .topk(self.k, dim=1, largest=False)
-            .values[:, -1]
-            for chunk in mu.split(_CHUNK)
-        ]
+        """Euclidean distance from each code to its k-th nearest reference code, shape (n,).
+
+        A matrix product ranks the reference codes (|r|^2 - 2 mu.r, fast but rounded by the
+        row's place in the block), and the 2k nearest by that ranking get their distance
+        computed exactly, in float64, from the two codes alone. So the k-th of those is the
+        same number wherever the row sits, and the true k nearest are among the candidates
+        unless the 2k nearest lie within float32 rounding of each other.
+        """
+        codes = self.codes.to(mu.dtype)
+        n_candidates = min(2 * self.k, len(codes))
+        parts = []
+        for chunk in mu.split(_CHUNK):
+            ranking = torch.addmm(self.norms.to(mu.dtype)[None, :], chunk, codes.T, alpha=-2)
+            nearest = ranking.topk(n_candidates, dim=1, largest=False, sorted=False).indices
+            exact = (self.codes.double()[nearest] - chunk.double()[:, None, :]).square().sum(dim=-1)
+            parts.append(exact.topk(self.k, dim=1, largest=False).values[:, -1].sqrt().to(mu.dtype))
         return torch.cat(parts) if parts else mu.new_empty(0)
 
     @torch.no_grad()

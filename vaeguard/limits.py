@@ -7,7 +7,8 @@ error, not a machine swapping itself to death or an allocation traceback. So:
 - `MEMORY_BUDGET_BYTES` (default 4 GiB; environment variable VAEGUARD_MEMORY_BUDGET_GB) bounds
   what one model may need: its parameters (times 4 when training: weights, gradients and two
   Adam moments) plus the activations of one batch of rows. The estimate builds the network
-  on PyTorch's "meta" device, which records shapes and allocates nothing.
+  on PyTorch's "meta" device, which records shapes and allocates nothing, and counts the
+  activations from the layer shapes.
 - `MAX_IMAGE_PIXELS` bounds one image file decoded (width x height, read from its header
   before decoding): above it the file gets a per-file error.
 - `MAX_INPUT_FEATURES` bounds the width of a row (C x H x W for images).
@@ -65,7 +66,9 @@ def check_importance_samples(n_samples: int) -> None:
 def model_footprint(cfg) -> tuple[int, int]:
     """(number of parameters, activation values per row) of the VAE `cfg` describes.
 
-    Built and run on the meta device: shapes only, no memory, whatever the sizes.
+    The network is built on the meta device (shapes only, no memory, whatever the sizes) and
+    its activations are counted by shape arithmetic: running even a meta forward pass would
+    import torch's compiler stack (about 75 MB and a second on every model load).
     """
     import json
 
@@ -91,17 +94,40 @@ def _footprint(cfg_json: str) -> tuple[int, int]:
                 raise DataError(f"{name} holds {value:,}, over the limit of {MAX_WIDTH:,}")
     with torch.device("meta"):
         model = VAE(cfg)
-        n_params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
-        counted = []
-        hooks = [m.register_forward_hook(lambda m, i, o: counted.append(o.numel())) for m in model.modules() if not list(m.children())]
-        try:
-            with torch.no_grad():
-                x = torch.empty(1, cfg.input_dim)
-                model.decode(model.encode(x)[0])
-        finally:
-            for hook in hooks:
-                hook.remove()
-    return int(n_params), int(sum(counted)) + 3 * cfg.input_dim
+    n_params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
+    encoder_in = cfg.input_shape if cfg.architecture == "conv" else (cfg.input_dim,)
+    per_row = _layer_outputs(model.encoder, encoder_in) + _layer_outputs(model.decoder, (cfg.latent_dim,))
+    return int(n_params), per_row + 3 * cfg.input_dim
+
+
+def _layer_outputs(part, shape: tuple[int, ...]) -> int:
+    """Values per row that the layers of `part` (an encoder or a decoder) output, in order."""
+    from torch import nn
+
+    total = 0
+    for layer in part.modules():
+        if any(True for _ in layer.children()):
+            continue
+        if isinstance(layer, nn.Linear):
+            shape = (layer.out_features,)
+        elif isinstance(layer, nn.Flatten):
+            shape = (math.prod(shape),)
+        elif isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+            if len(shape) == 1:  # the decoder's view of its flat features as an image
+                shape = part.feature_shape
+            shape = (layer.out_channels, *(_conv_output(n, layer, i) for i, n in enumerate(shape[1:])))
+        total += math.prod(shape)  # an activation keeps its input's shape
+    return total
+
+
+def _conv_output(n: int, layer, axis: int) -> int:
+    """Output length along `axis` (0: height, 1: width) of a Conv2d or ConvTranspose2d layer."""
+    from torch import nn
+
+    k, s, p, d = layer.kernel_size[axis], layer.stride[axis], layer.padding[axis], layer.dilation[axis]
+    if isinstance(layer, nn.ConvTranspose2d):
+        return (n - 1) * s - 2 * p + d * (k - 1) + layer.output_padding[axis] + 1
+    return (n + 2 * p - d * (k - 1) - 1) // s + 1
 
 
 def check_model_size(cfg, *, rows: int = 1, samples: int = 1, training: bool = False) -> int:

@@ -185,6 +185,7 @@ class ELBOTerms:
 
     feature_nll: torch.Tensor  # (n, input_dim): reconstruction -log p(x_i | z) per feature
     kl: torch.Tensor  # (n,): KL(q(z | x) || N(0, I))
+    mu: torch.Tensor  # (n, latent_dim): the posterior mean, where the encoder puts each row
 
     @property
     def recon(self) -> torch.Tensor:
@@ -245,4 +246,4 @@ class VAE(nn.Module):
         if generator is not None:
             eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
             z = mu + torch.exp(0.5 * logvar) * eps
-        return ELBOTerms(self.feature_nll(x, self.decode(z)), gaussian_kl(mu, logvar))
+        return ELBOTerms(self.feature_nll(x, self.decode(z)), gaussian_kl(mu, logvar), mu)

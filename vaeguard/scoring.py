@@ -110,7 +110,8 @@ def fit_latent_neighbours(model: VAE, X_reference: np.ndarray, X_scale: np.ndarr
     model.neighbours.fit(torch.as_tensor(encode_means(model, X_reference)))
 
     def parts(x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([model(x).recon, model.neighbours.distance(model.encode(x)[0])], dim=1)
+        terms = model(x)
+        return torch.stack([terms.recon, model.neighbours.distance(terms.mu)], dim=1)
 
     both = _run(model, X_scale, parts)
     model.neighbours.set_scales(both[:, 0], both[:, 1])
@@ -164,7 +165,7 @@ def score_and_explain(
             if score_type == "ratio":
                 score = terms.recon + terms.kl - model.context.nll(x)
             elif score_type == "fused":
-                score = model.neighbours.fuse(terms.recon, model.neighbours.distance(model.encode(x)[0]))
+                score = model.neighbours.fuse(terms.recon, model.neighbours.distance(terms.mu))
             else:
                 score = {"elbo": terms.recon + terms.kl, "recon": terms.recon, "kl": terms.kl}[score_type]
             return torch.cat([score[:, None], terms.feature_nll], dim=1) if explain else score[:, None]
