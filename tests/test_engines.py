@@ -77,7 +77,7 @@ def assert_same_scores(got: pd.DataFrame, expected: pd.DataFrame):
 def test_expected_scores_flag_the_shifted_rows_and_name_bad_cells(dataset):
     _, _, expected = dataset
     assert expected["id"].tolist() == [f"r{i}" for i in range(500)]
-    assert expected.loc[7, "error"] == "column 'b': 'nan' is not a finite number"
+    assert expected.loc[7, "error"] == "column 'b': missing value (null or NaN)"
     assert "column 'd'" in expected.loc[300, "error"] and np.isnan(expected.loc[300, "score"])
     assert expected["is_anomaly"].iloc[450:].mean() > 0.9 > 0.1 > expected["is_anomaly"].iloc[:450].mean()
 
@@ -127,7 +127,7 @@ def test_dask_on_bad_row_fail_stops_naming_the_column(dataset, dask_client):
 
     root, _, _ = dataset
     ddf = dd.read_parquet(str(root / "data" / "*.parquet"))
-    with pytest.raises(DataError, match="column 'b': 'nan' is not a finite number|column 'd': 'inf' is not a finite number"):
+    with pytest.raises(DataError, match="column 'b': missing value \\(null or NaN\\)|column 'd': 'inf' is not a finite number"):
         score_dask(root / "model.vgm", ddf, device="cpu", on_bad_row="fail").compute()
 
 
@@ -252,7 +252,7 @@ def test_spark_on_bad_row_fail_stops_the_job(dataset, spark):
 
     root, _, _ = dataset
     df = spark.read.parquet(str(root / "data"))
-    with pytest.raises(Exception, match="column 'b': 'nan' is not a finite number|column 'd': 'inf' is not a finite number"):
+    with pytest.raises(Exception, match="column 'b': missing value \\(null or NaN\\)|column 'd': 'inf' is not a finite number"):
         score_spark(root / "model.vgm", df, device="cpu", on_bad_row="fail").collect()
 
 

@@ -433,7 +433,12 @@ def _numbers(col: pd.Series) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def _why(value: float, raw: str | None) -> str:
-    """Why a cell is not usable as a feature value (`raw` is its text, None if parsed by pandas)."""
+    """Why a cell is not usable as a feature value (`raw` is its text, None if already numeric).
+
+    In a numeric column (Parquet, a DataFrame) NaN is how a null arrives, so it is a missing value.
+    """
+    if raw is None and np.isnan(value):
+        return "missing value (null or NaN)"
     raw = str(value) if raw is None else raw
     if not raw.strip():
         return "empty value"
