@@ -229,13 +229,11 @@ def iter_parquet_chunks(
         ]
         if failed and on_bad_row == "fail":
             raise DataError(f"{table.where(f, failed[0][0])}: {failed[0][1]}")
-        good = ~bad
-        ids = frame[spec.id_column].to_numpy(dtype=object) if has_id else None
-        yield TableChunk(
-            X=X[good] if bad.any() else X,
-            row_numbers=rows[good],
-            ids=ids[good] if has_id else None,
-            labels=frame[label_column].to_numpy(dtype=object)[good] if label_column else None,
-            bad_rows=failed,
-            bad_ids={int(r): i for r, i in zip(rows[bad], ids[bad])} if has_id and bad.any() else {},
+        yield TableChunk.of(
+            X,
+            bad,
+            rows,
+            frame[spec.id_column].to_numpy(dtype=object) if has_id else None,
+            frame[label_column].to_numpy(dtype=object) if label_column else None,
+            failed,
         )

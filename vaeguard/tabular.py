@@ -50,7 +50,7 @@ class TrainingTable:
 
 @dataclass
 class TableChunk:
-    """One chunk of a CSV file being scored: the good rows, and the bad rows skipped in it."""
+    """One chunk of a table (CSV or Parquet) being read: the good rows, and the bad rows skipped in it."""
 
     X: np.ndarray
     row_numbers: np.ndarray
@@ -58,6 +58,20 @@ class TableChunk:
     labels: np.ndarray | None
     bad_rows: list[tuple[int, str]] = field(default_factory=list)
     bad_ids: dict[int, object] = field(default_factory=dict)  # row number -> id, for bad rows that have one
+
+    @classmethod
+    def of(cls, X: np.ndarray, bad: np.ndarray, rows: np.ndarray, ids: np.ndarray | None,
+           labels: np.ndarray | None, bad_rows: list[tuple[int, str]]) -> "TableChunk":
+        """The chunk of a table source: its good rows, and the ids of the `bad` ones."""
+        good = ~bad
+        return cls(
+            X=X[good] if bad.any() else X,
+            row_numbers=rows[good],
+            ids=None if ids is None else ids[good],
+            labels=None if labels is None else labels[good],
+            bad_rows=bad_rows,
+            bad_ids={int(r): i for r, i in zip(rows[bad], ids[bad])} if ids is not None and bad.any() else {},
+        )
 
 
 @dataclass
@@ -670,17 +684,12 @@ def iter_table_chunks(
             problems.append(_Bad(int(chunk.rows[i]), int(chunk.lines[i]), found[0][0], found[0][1], more))
         if problems and on_bad_row == "fail":
             raise min(problems, key=lambda b: (b.row, b.line)).error(path)
-        good = ~bad
-        bad_ids = {}
-        if id_pos is not None and bad.any():
-            id_values = chunk.frame[id_pos].to_numpy(dtype=object)
-            bad_ids = {int(chunk.rows[i]): id_values[i] for i in np.flatnonzero(bad)}
-        yield TableChunk(
-            X=X[good] if bad.any() else X,
-            row_numbers=chunk.rows[good],
-            ids=None if id_pos is None else chunk.frame[id_pos].to_numpy(dtype=object)[good],
-            labels=None if label_pos is None else chunk.frame[label_pos].to_numpy(dtype=object)[good],
-            bad_rows=sorted((b.row, b.reason()) for b in problems),
-            bad_ids=bad_ids,
+        yield TableChunk.of(
+            X,
+            bad,
+            chunk.rows,
+            None if id_pos is None else chunk.frame[id_pos].to_numpy(dtype=object),
+            None if label_pos is None else chunk.frame[label_pos].to_numpy(dtype=object),
+            sorted((b.row, b.reason()) for b in problems),
         )
 
