@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import finish, fmt, log, markdown_table, run_header, set_threads, write_json, write_text
+from _common import finish, fmt, log, markdown_table, median, run_header, set_threads, write_json, write_text
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -148,7 +148,7 @@ def bench_engines(work: Path, cli, workers: list[int], results: dict) -> None:
     results["engines"] = runs
 
 
-def bench_train(work: Path, cli, sizes_mb: list[int], epochs: int, results: dict) -> None:
+def bench_train(work: Path, cli, sizes_mb: list[int], epochs: int, repeats: int, results: dict) -> None:
     runs = []
     test = work / "test.parquet"
     write_parquet(test, min_bytes=1, seed=9, anomalous_share=0.5)
@@ -162,8 +162,13 @@ def bench_train(work: Path, cli, sizes_mb: list[int], epochs: int, results: dict
         for mode, flag in modes:
             model = work / f"m_{mb}_{mode[:2]}.vgm"
             cmd = [*cli, "train", str(path), "-o", str(model), "--id-column", "id", "--epochs", str(epochs), *flag, *TRAIN_OPTIONS]
-            log(f"train {mode} {mb} MB: " + shlex.join(cmd))
-            run = run_measured(cmd, work / "run.log")
+            log(f"train {mode} {mb} MB, {repeats} time(s): " + shlex.join(cmd))
+            # Peak memory of one command varies by tens of MB from run to run (allocator
+            # state), as much as the file size moves it: report the median of the repeats.
+            measured = [run_measured(cmd, work / "run.log") for _ in range(repeats)]
+            run = dict(measured[0], wall_s=median([m["wall_s"] for m in measured]),
+                       peak_rss_mb=median([m["peak_rss_mb"] for m in measured]),
+                       peak_rss_mb_runs=[m["peak_rss_mb"] for m in measured])
             run.update(mode=mode, mb=path.stat().st_size / 1e6, rows=rows, auroc=auroc(model, test))
             runs.append(run)
     results["train"] = runs
@@ -193,9 +198,10 @@ def tables(results: dict) -> str:
         parts.append("### Dask and Spark engines (Parquet in, Parquet dataset out)\n\n"
                      + markdown_table(["run", "rows", "start-up s (1,000 rows)", "wall s", "rows/s", "rows/s after start-up", "peak RSS MB (largest process)"], rows))
     if "train" in results:
-        rows = [[r["mode"], fmt(r["mb"]), f"{r['rows']:,}", fmt(r["wall_s"]), fmt(r["peak_rss_mb"]), f"{r['auroc']:.4f}"] for r in results["train"]]
-        parts.append("### Training: out-of-core vs in memory (Parquet input)\n\n"
-                     + markdown_table(["mode", "input MB", "rows", "wall s", "peak RSS MB", "AUROC (held-out, 50% shifted)"], rows))
+        rows = [[r["mode"], fmt(r["mb"]), f"{r['rows']:,}", fmt(r["wall_s"]), fmt(r["peak_rss_mb"]),
+                 " / ".join(f"{m:.0f}" for m in r["peak_rss_mb_runs"]), f"{r['auroc']:.4f}"] for r in results["train"]]
+        parts.append("### Training: out-of-core vs in memory (Parquet input; medians of the repeats)\n\n"
+                     + markdown_table(["mode", "input MB", "rows", "wall s", "peak RSS MB", "each run", "AUROC (held-out, 50% shifted)"], rows))
     return "\n\n".join(parts) + "\n"
 
 
@@ -206,6 +212,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--train-mb", default="100,500,2000")
     parser.add_argument("--train-epochs", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each training command; the table gives median wall time and peak memory")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/vaeguard-bigdata"))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="small sizes, to check the script runs")
@@ -226,7 +233,7 @@ def main(argv=None) -> int:
     if "engines" in parts:
         bench_engines(args.work_dir, cli, [int(w) for w in args.workers.split(",")], results)
     if "train" in parts:
-        bench_train(args.work_dir, cli, [int(s) for s in args.train_mb.split(",")], args.train_epochs, results)
+        bench_train(args.work_dir, cli, [int(s) for s in args.train_mb.split(",")], args.train_epochs, args.repeats, results)
     results["total_s"] = time.perf_counter() - start
     write_json(args.out, finish(results))
     text = tables(results)
