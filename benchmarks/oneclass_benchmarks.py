@@ -37,7 +37,7 @@ from vaeguard import VAEAnomalyDetector
 # are at run time. random_state=0 is added to every variant.
 VAEGUARD_VARIANTS: list[tuple[str, dict]] = [
     ("vaeguard default", {}),
-    ("vaeguard fast", {"epochs": 15}),
+    ("vaeguard fast", {"architecture": "mlp", "epochs": 15}),  # the MLP also for grey-level images
 ]
 KNN_K = 5
 PCA_VARIANCE = 0.9  # components that explain 90% of the training variance (at most PCA_MAX)

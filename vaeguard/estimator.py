@@ -70,7 +70,10 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         "auto": bernoulli when every value lies in [0, 1] and the values sit near 0 and 1
         (mean of 4·x·(1 - x) at most 0.15, see `grey_spread`: MNIST-like strokes), otherwise
         gaussian (with standardisation: grey-level images such as Fashion-MNIST, tables).
-    architecture : "mlp", or "conv" for images given as flat rows of `input_shape` (C, H, W).
+    architecture : "mlp", "conv" (images given as flat rows of `input_shape` (C, H, W)) or
+        "auto": conv for grey-level images (an image input with the gaussian likelihood, e.g.
+        Fashion-MNIST), mlp otherwise (tables; near-binary images such as MNIST, which the
+        MLP with the "ratio" score models well). The resolved one is `config_.architecture`.
     input_shape : (C, H, W) of image rows; without it, rows whose length is a square of at
         least 8x8 count as single-channel square images.
     score_type : "elbo" (negative ELBO), "recon", "iwae" (importance-weighted -log p(x)), "kl",
@@ -101,7 +104,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         "latent_dim": _POSITIVE_INT,
         "hidden_dims": [tuple, list],
         "likelihood": [StrOptions({"auto", "bernoulli", "gaussian"})],
-        "architecture": [StrOptions({"mlp", "conv"})],
+        "architecture": [StrOptions({"auto", "mlp", "conv"})],
         "input_shape": [None, tuple, list],
         "score_type": [StrOptions({"auto", *SCORE_TYPES})],
         "epochs": _POSITIVE_INT,
@@ -128,7 +131,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         latent_dim: int = VAEConfig.latent_dim,
         hidden_dims: tuple[int, ...] = VAEConfig.hidden_dims,
         likelihood: str = "auto",
-        architecture: str = VAEConfig.architecture,
+        architecture: str = "auto",
         input_shape: tuple[int, int, int] | None = None,
         score_type: str = "auto",
         epochs: int = TrainConfig.epochs,
@@ -255,6 +258,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         image_shape = self._image_shape(n_features, self.input_spec_)
         context_model = self.likelihood_ == "bernoulli" and image_shape is not None
         self.score_type_ = self._resolve_score_type(context_model, image_shape)
+        architecture = self._resolve_architecture()
         n_reference = min(n_train, MAX_REFERENCE_CODES) if self.score_type_ == "fused" else 0
 
         self.config_ = VAEConfig(
@@ -262,8 +266,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             latent_dim=self.latent_dim,
             hidden_dims=tuple(self.hidden_dims),
             likelihood=self.likelihood_,
-            architecture=self.architecture,
-            input_shape=self._resolve_input_shape(n_features) if self.architecture == "conv" else (
+            architecture=architecture,
+            input_shape=self._resolve_input_shape(n_features) if architecture == "conv" else (
                 image_shape if context_model else None
             ),
             context_model=context_model,
@@ -377,9 +381,12 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             )
         return self.score_type
 
-    def _resolve_input_shape(self, n_features: int) -> tuple[int, int, int] | None:
-        if self.architecture != "conv":
-            return None
+    def _resolve_architecture(self) -> str:
+        if self.architecture != "auto":
+            return self.architecture
+        return "conv" if isinstance(self.input_spec_, ImageInput) and self.likelihood_ == "gaussian" else "mlp"
+
+    def _resolve_input_shape(self, n_features: int) -> tuple[int, int, int]:
         shape = self._image_shape(n_features, self.input_spec_, min_side=1)
         if shape is None:
             raise ValueError(
