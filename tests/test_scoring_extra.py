@@ -85,8 +85,10 @@ def test_context_model_config_is_checked():
 
 
 def test_auto_score_is_ratio_for_near_binary_images_and_fused_for_grey_levels_and_tables():
+    """And architecture="auto": conv only for grey-level images."""
     det = VAEAnomalyDetector(**FAST).fit(_stripes(60))
     assert det.likelihood_ == "bernoulli" and det.score_type_ == "ratio" and det.config_.context_model
+    assert det.config_.architecture == "mlp"
     small = VAEAnomalyDetector(**FAST).fit(_stripes(60, side=8))  # 8x8: too small for "ratio"
     assert small.score_type_ == "elbo" and small.config_.context_model
     # the same bars in grey levels: no longer near 0 and 1, so gaussian and the fused score
@@ -94,8 +96,12 @@ def test_auto_score_is_ratio_for_near_binary_images_and_fused_for_grey_levels_an
     grey_det = VAEAnomalyDetector(**FAST).fit(grey)
     assert grey_det.likelihood_ == "gaussian" and grey_det.score_type_ == "fused"
     assert not grey_det.config_.context_model and grey_det.config_.latent_neighbours > 0
+    assert grey_det.config_.architecture == "conv" and grey_det.config_.input_shape == (1, 16, 16)
+    assert VAEAnomalyDetector(**FAST, architecture="mlp").fit(grey).config_.architecture == "mlp"
     table = VAEAnomalyDetector(**FAST).fit(np.random.default_rng(0).random((60, 10)))
-    assert table.score_type_ == "fused" and not table.config_.context_model
+    assert table.score_type_ == "fused" and not table.config_.context_model and table.config_.architecture == "mlp"
+    square_table = VAEAnomalyDetector(**FAST).fit(np.random.default_rng(0).normal(size=(60, 64)))  # 8x8, not images
+    assert square_table.config_.architecture == "mlp"
     binary_table = VAEAnomalyDetector(**FAST).fit((np.random.default_rng(0).random((60, 10)) > 0.5) * 1.0)
     assert binary_table.likelihood_ == "bernoulli" and binary_table.score_type_ == "elbo"
 
