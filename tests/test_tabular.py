@@ -161,7 +161,7 @@ BAD = (
 
 def test_skip_policy_numbers_rows_across_chunk_boundaries(tmp_path):
     path = write(tmp_path, BAD)
-    got = chunks(path, on_bad_row="skip", chunksize=3)
+    got = chunks(path, on_bad_row="skip", chunk_size=3)
     rows = [r for c in got for r in c.row_numbers.tolist()]
     bad = [b for c in got for b in c.bad_rows]
     assert rows == [1, 3, 8, 9]
@@ -182,7 +182,7 @@ def test_skip_policy_numbers_rows_across_chunk_boundaries(tmp_path):
 
 def test_chunk_with_only_bad_rows_is_still_yielded(tmp_path):
     path = write(tmp_path, "x1,x2\n1,1\n2,2\n3,3\na,b\nc,d\ne,f\n7,7\n")
-    got = chunks(path, on_bad_row="skip", chunksize=3)
+    got = chunks(path, on_bad_row="skip", chunk_size=3)
     assert [len(c.X) for c in got] == [3, 0, 1]
     assert got[1].X.shape == (0, 2) and [r for r, _ in got[1].bad_rows] == [4, 5, 6]
     assert "column 'x1': 'a' is not a number; column 'x2': 'b' is not a number" == got[1].bad_rows[0][1]
@@ -201,7 +201,7 @@ def test_chunk_with_only_bad_rows_is_still_yielded(tmp_path):
 def test_fail_policy_names_file_column_row_and_line(tmp_path, body, message):
     path = write(tmp_path, "x1,x2\n" + body)
     with pytest.raises(DataError, match=message):
-        chunks(path, chunksize=3)
+        chunks(path, chunk_size=3)
 
 
 def test_fail_policy_reports_first_bad_row_of_a_chunk(tmp_path):
@@ -255,14 +255,14 @@ QUOTED = (
 )
 
 
-@pytest.mark.parametrize("chunksize", [1, 2, 3, 4, 7, 20_000])
-def test_quoted_fields_spanning_lines_keep_rows_and_lines(tmp_path, chunksize):
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 4, 7, 20_000])
+def test_quoted_fields_spanning_lines_keep_rows_and_lines(tmp_path, chunk_size):
     path = write(tmp_path, QUOTED)
-    rows, ids, X, bad = flat(path, chunksize=chunksize)
+    rows, ids, X, bad = flat(path, chunk_size=chunk_size)
     assert rows == [1, 2, 3] and ids == ["a\nb", "c,d", 'e "q"\n\nf'] and X == [[1, 2], [3, 4], [5, 6]]
     assert bad == [(4, "expected 3 fields, saw 2"), (5, "column 'x2': 'x' is not a number")]
     with pytest.raises(DataError, match=r"data.csv: row 4 \(line 9\): expected 3 fields, saw 2"):
-        chunks(path, chunksize=chunksize)
+        chunks(path, chunk_size=chunk_size)
     with pytest.raises(DataError, match=r"row 4 \(line 9\): expected 3 fields, saw 2"):
         read_training_table(path, id_column="id")
 
@@ -270,8 +270,8 @@ def test_quoted_fields_spanning_lines_keep_rows_and_lines(tmp_path, chunksize):
 def test_literal_quotes_inside_unquoted_fields(tmp_path):
     # A quote that neither opens nor closes a field is text to pandas and the csv module alike.
     path = write(tmp_path, 'id,x1,x2\n5",1,2\nab"c,3,4\n"q,r",5,6\n7,7\n8,8,8\n')
-    for chunksize in (1, 2, 100):
-        rows, ids, X, bad = flat(path, chunksize=chunksize)
+    for chunk_size in (1, 2, 100):
+        rows, ids, X, bad = flat(path, chunk_size=chunk_size)
         assert rows == [1, 2, 3, 5] and ids == ['5"', 'ab"c', "q,r", "8"]
         assert bad == [(4, "expected 3 fields, saw 2")]
     with pytest.raises(DataError, match=r"row 4 \(line 5\): expected 3 fields, saw 2"):
@@ -287,7 +287,7 @@ def test_short_lines_are_malformed_and_trailing_empty_fields_tolerated_anywhere(
 
 def test_unclosed_quote_at_end_of_file(tmp_path):
     path = write(tmp_path, 'id,x1,x2\n1,1,2\n"open,3,4\n5,5,5\n')
-    assert flat(path, chunksize=1)[3] == [(2, "a quoted field is not closed before the end of the file")]
+    assert flat(path, chunk_size=1)[3] == [(2, "a quoted field is not closed before the end of the file")]
     with pytest.raises(DataError, match=r"row 2 \(line 3\): a quoted field is not closed"):
         chunks(path)
 
@@ -298,20 +298,20 @@ def test_header_spanning_lines_counts_its_lines(tmp_path):
         read_training_table(path)
 
 
-@pytest.mark.parametrize("chunksize", [1, 2, 20_000])
-def test_line_endings(tmp_path, chunksize):
+@pytest.mark.parametrize("chunk_size", [1, 2, 20_000])
+def test_line_endings(tmp_path, chunk_size):
     crlf = tmp_path / "crlf.csv"
     crlf.write_bytes(b"id,x1,x2\r\na,1,2\r\n\r\nb,3,x\r\nc,5,6")  # a blank line, no final newline
-    assert flat(crlf, chunksize=chunksize) == ([1, 3], ["a", "c"], [[1, 2], [5, 6]], [(2, "column 'x2': 'x' is not a number")])
+    assert flat(crlf, chunk_size=chunk_size) == ([1, 3], ["a", "c"], [[1, 2], [5, 6]], [(2, "column 'x2': 'x' is not a number")])
     mac = tmp_path / "mac.csv"
     mac.write_bytes(b"id,x1,x2\ra,1,2\r\rb,3,x\rc,5,6\r")
-    assert flat(mac, chunksize=chunksize) == flat(crlf, chunksize=chunksize)
+    assert flat(mac, chunk_size=chunk_size) == flat(crlf, chunk_size=chunk_size)
     with pytest.raises(DataError, match=r"row 2 \(line 4\)"):
-        chunks(mac, chunksize=chunksize)
+        chunks(mac, chunk_size=chunk_size)
     lone = tmp_path / "lone.csv"
     lone.write_bytes(b'id,x1,x2\na,1,2\nb,3\r4,5\n"c\rd",6,7\n')
     with pytest.raises(DataError, match=r"lone.csv: line 3: a carriage return"):
-        chunks(lone, chunksize=chunksize)
+        chunks(lone, chunk_size=chunk_size)
 
 
 def test_byte_order_mark_gzip_and_no_final_newline(tmp_path):
@@ -328,7 +328,7 @@ def test_bytes_that_are_not_utf8_are_named_by_line(tmp_path):
     data = tmp_path / "data.csv"
     data.write_bytes(b"x1,x2\n1,2\n3,4\n5,\xff6\n")
     with pytest.raises(DataError, match=r"data.csv: line 4: not UTF-8 text"):
-        chunks(data, chunksize=2)
+        chunks(data, chunk_size=2)
     header = tmp_path / "header.csv"
     header.write_bytes(b"x1,x\xff2\n1,2\n")
     with pytest.raises(DataError, match=r"header.csv: line 1: the header is not UTF-8 text"):
@@ -391,11 +391,11 @@ def test_rows_and_lines_agree_with_the_csv_module_on_random_files(tmp_path, seed
     path.write_bytes(text.encode())
     good, bad = _reference(text, 3)
     assert len(good) > 100 and len(bad) > 20
-    for chunksize in (1, 3, 50, 20_000):
-        rows, ids, X, bad_rows = flat(path, chunksize=chunksize)
+    for chunk_size in (1, 3, 50, 20_000):
+        rows, ids, X, bad_rows = flat(path, chunk_size=chunk_size)
         assert rows == good
         assert bad_rows == [(r, why) for r, _, why in bad]
         assert [x1 for x1, _ in X] == [-x2 for _, x2 in X]
     first_bad = bad[0]
     with pytest.raises(DataError, match=rf"row {first_bad[0]} \(line {first_bad[1]}\): {first_bad[2]}"):
-        chunks(path, chunksize=7)
+        chunks(path, chunk_size=7)

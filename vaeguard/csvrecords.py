@@ -261,8 +261,8 @@ def _bad_text_line(path: Path, block: bytes, ends: np.ndarray, first_line: int, 
     return DataError(f"{path}: cannot parse the file near line {first_line}: {exc}")
 
 
-def raw_chunks(path: Path, header: list[str], text_columns: list[int], chunksize: int) -> Iterator[RawChunk]:
-    """Stream the file in chunks of about `chunksize` lines, dropping blank lines and numbering
+def raw_chunks(path: Path, header: list[str], text_columns: list[int], chunk_size: int) -> Iterator[RawChunk]:
+    """Stream the file in chunks of about `chunk_size` lines, dropping blank lines and numbering
     rows and lines.
 
     The reader cuts the bytes into records itself, so it knows the line each record starts on
@@ -278,7 +278,7 @@ def raw_chunks(path: Path, header: list[str], text_columns: list[int], chunksize
     except OSError as exc:
         raise DataError(f"{path}: cannot open the file: {exc}") from exc
     blocks = _LineBlocks(fh)
-    next_line, next_row, want, header_left = 1, 1, chunksize + 1, True  # + the header line
+    next_line, next_row, want, header_left = 1, 1, chunk_size + 1, True  # + the header line
     with fh:
         while True:
             try:
@@ -294,9 +294,9 @@ def raw_chunks(path: Path, header: list[str], text_columns: list[int], chunksize
             if rec.cut < len(block):
                 blocks.push_back(len(block) - rec.cut)
                 if not len(rec.starts):  # one record longer than the block: read more lines at once
-                    want += chunksize
+                    want += chunk_size
                     continue
-            want = chunksize
+            want = chunk_size
             lines = next_line + rec.lines
             counted = ~rec.blank
             if header_left:  # the header is not a row

@@ -20,7 +20,7 @@ import pandas as pd
 from .errors import DataError
 from .extras import require
 from .inputs import TableInput
-from .tabular import CHUNK_ROWS, TableChunk, TrainingTable, _listing, _numbers, _usable, _why, frame_features
+from .tabular import CHUNK_ROWS, TableChunk, TrainingTable, _listing, _numbers, _usable, _why, frame_features, note_extra_columns
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 READ_BUFFER_BYTES = 64 * 1024  # per column being read
@@ -218,8 +218,8 @@ def iter_parquet_chunks(
     table = ParquetTable.open(path)
     table.check_columns(list(spec.columns) + ([label_column] if label_column else []))
     extra = [c for c in table.columns if c not in set(spec.columns) | {spec.id_column, label_column}]
-    if notes is not None and extra:
-        notes.append(f"ignored {len(extra)} extra column(s): {', '.join(map(str, extra))}")
+    if notes is not None:
+        note_extra_columns(notes, extra)
     has_id = spec.id_column is not None and all(spec.id_column in cols for cols in table.file_columns)
     wanted = list(spec.columns) + ([spec.id_column] if has_id else []) + ([label_column] if label_column else [])
     for f, frame, rows in table.iter_frames(wanted, chunk_size):

@@ -125,14 +125,10 @@ def iter_chunks(
         raise ValueError(f"on_bad_row must be one of {', '.join(ON_BAD_ROW)}; got {on_bad_row!r}")
     if isinstance(spec, TableInput):
         if is_parquet_input(path):
-            from .parquet import iter_parquet_chunks
-
-            chunks = iter_parquet_chunks(path, spec, chunk_size=chunk_size, on_bad_row=on_bad_row, label_column=label_column, notes=notes)
+            from .parquet import iter_parquet_chunks as read
         else:
-            chunks = iter_table_chunks(
-                path, spec, chunksize=chunk_size, on_bad_row=on_bad_row, label_column=label_column, notes=notes
-            )
-        for chunk in chunks:
+            read = iter_table_chunks
+        for chunk in read(path, spec, chunk_size=chunk_size, on_bad_row=on_bad_row, label_column=label_column, notes=notes):
             yield Chunk(chunk.X, chunk.row_numbers.tolist(), chunk.ids, chunk.labels, chunk.bad_rows, chunk.bad_ids)
         return
     for batch in iter_image_batches(path, spec.shape, batch_size=min(chunk_size, MAX_IMAGES_PER_CHUNK)):

@@ -161,7 +161,7 @@ def read_training_table(
     first_bad: list[BadRow | None] = [None] * len(candidates)
     ids, labels, n_rows = [], [], 0
     malformed: BadRow | None = None
-    for chunk in raw_chunks(path, header, text_positions, chunksize=CHUNK_ROWS):
+    for chunk in raw_chunks(path, header, text_positions, chunk_size=CHUNK_ROWS):
         if chunk.malformed and malformed is None:
             malformed = chunk.malformed[0]
         n_rows += len(chunk.rows)
@@ -277,11 +277,17 @@ def frame_features(frame: pd.DataFrame, keys: Sequence, names: Sequence[str]) ->
     return X, bad, problems
 
 
+def note_extra_columns(notes: list[str], extra: Sequence) -> None:
+    """Tell the user which columns of the input the model does not read (CSV and Parquet alike)."""
+    if extra:
+        notes.append(f"ignored {len(extra)} extra column(s): {', '.join(map(str, extra))}")
+
+
 def iter_table_chunks(
     path: str | Path,
     schema: TableInput,
     *,
-    chunksize: int = CHUNK_ROWS,
+    chunk_size: int = CHUNK_ROWS,
     on_bad_row: str = "fail",
     label_column: str | None = None,
     notes: list[str] | None = None,
@@ -299,14 +305,13 @@ def iter_table_chunks(
     """
     if on_bad_row not in ("fail", "skip"):
         raise ValueError(f"on_bad_row must be 'fail' or 'skip', not {on_bad_row!r}")
-    if chunksize < 1:
-        raise ValueError(f"chunksize must be at least 1, not {chunksize}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
     path = Path(path)
     header = read_header(path)
     report = _compare_header(header, schema, label_column)
     if notes is not None:
-        if report["extra"]:
-            notes.append(f"ignored {len(report['extra'])} extra column(s): {', '.join(map(str, report['extra']))}")
+        note_extra_columns(notes, report["extra"])
         if report["reordered"]:
             notes.append("columns are in another order than at training: matched by name")
     if report["missing"]:
@@ -321,7 +326,7 @@ def iter_table_chunks(
     label_pos = None if label_column is None else _positions(path, header, [label_column], "label column")[0]
     text_positions = [p for p in (id_pos, label_pos) if p is not None]
 
-    for chunk in raw_chunks(path, header, text_positions, chunksize):
+    for chunk in raw_chunks(path, header, text_positions, chunk_size):
         X, bad, cell_problems = frame_features(chunk.frame, positions, schema.columns)
         problems = list(chunk.malformed)
         for i, found in zip(np.flatnonzero(bad), cell_problems):
