@@ -93,3 +93,16 @@ def test_default_on_grey_level_images_separates_a_new_kind_well():
     test = np.vstack([_grey_textures(100, "normal", 1), _grey_textures(100, "anomaly", 2)])
     labels = np.r_[np.zeros(100), np.ones(100)]
     assert roc_auc_score(labels, det.anomaly_score(test)) > 0.9
+
+
+def test_large_training_sets_keep_a_capped_random_subset_of_codes():
+    """Scoring cost is bounded: at most MAX_REFERENCE_CODES codes, drawn from the training rows."""
+    from vaeguard.latent import MAX_REFERENCE_CODES
+
+    X = np.random.default_rng(2).normal(size=(MAX_REFERENCE_CODES + 1500, 4))
+    det = VAEAnomalyDetector(**{**FAST, "epochs": 1, "batch_size": 256}).fit(X)
+    assert det.score_type_ == "fused"
+    assert det.config_.latent_neighbours == MAX_REFERENCE_CODES == len(det.model_.neighbours.codes)
+    small = VAEAnomalyDetector(**{**FAST, "epochs": 1}).fit(X[:500])
+    held_out = round(small.calibration_fraction * 500) + round(small.validation_fraction * 500)
+    assert len(small.model_.neighbours.codes) == 500 - held_out  # every training row
