@@ -87,10 +87,22 @@ def dataset_rows(path: Path) -> int:
         return sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 22), b"")) - 1
 
 
-def scored(cli, model, data: dict, out: Path, work: Path, extra=(), label="") -> dict:
+def repeated(cmd: list[str], work: Path, repeats: int) -> dict:
+    """`cmd` run `repeats` times: median wall time and peak RSS, and each run's peak.
+
+    Peak memory of one command varies by tens of MB from run to run (allocator state), as much
+    as the file size moves it, so the tables give medians.
+    """
+    measured = [run_measured(cmd, work / "run.log") for _ in range(repeats)]
+    return dict(measured[0], wall_s=median([m["wall_s"] for m in measured]),
+                peak_rss_mb=median([m["peak_rss_mb"] for m in measured]),
+                peak_rss_mb_runs=[m["peak_rss_mb"] for m in measured])
+
+
+def scored(cli, model, data: dict, out: Path, work: Path, extra=(), label="", repeats: int = 1) -> dict:
     cmd = [*cli, "score", str(model), data["path"], "-o", str(out), "--on-bad-row", "skip", *extra]
-    log(f"{label}: " + shlex.join(cmd))
-    run = run_measured(cmd, work / "run.log")
+    log(f"{label}, {repeats} time(s): " + shlex.join(cmd))
+    run = repeated(cmd, work, repeats)
     n = dataset_rows(out)
     if n != data["rows"]:
         raise RuntimeError(f"{out} has {n} rows, expected {data['rows']}")
@@ -98,7 +110,7 @@ def scored(cli, model, data: dict, out: Path, work: Path, extra=(), label="") ->
     return run
 
 
-def bench_parquet(work: Path, cli, gb: float, results: dict) -> None:
+def bench_parquet(work: Path, cli, gb: float, repeats: int, results: dict) -> None:
     big = work / "big.parquet"
     if not big.exists():
         log(f"writing {big} (>= {gb:g} GB) ...")
@@ -118,11 +130,11 @@ def bench_parquet(work: Path, cli, gb: float, results: dict) -> None:
     tiny_path = work / "tiny.parquet"
     pq.write_table(pq.read_table(big).slice(0, 1000), tiny_path)
     tiny = {"path": str(tiny_path), "rows": 1000, "bytes": tiny_path.stat().st_size}
-    results["startup"] = scored(cli, model, tiny, work / "s_tiny.parquet", work, ("--device", "cpu"), "start-up: 1,000 rows")
+    results["startup"] = scored(cli, model, tiny, work / "s_tiny.parquet", work, ("--device", "cpu"), "start-up: 1,000 rows", repeats)
     results["files"] = {"parquet": data_pq, "csv": data_csv}
     runs = []
     for label, data, out in (("CSV -> CSV", data_csv, work / "s.csv"), ("Parquet -> Parquet", data_pq, work / "s.parquet")):
-        runs.append(scored(cli, model, data, out, work, ("--device", "cpu"), label))
+        runs.append(scored(cli, model, data, out, work, ("--device", "cpu"), label, repeats))
         out.unlink()
     results["parquet"] = runs
 
@@ -163,12 +175,7 @@ def bench_train(work: Path, cli, sizes_mb: list[int], epochs: int, repeats: int,
             model = work / f"m_{mb}_{mode[:2]}.vgm"
             cmd = [*cli, "train", str(path), "-o", str(model), "--id-column", "id", "--epochs", str(epochs), *flag, *TRAIN_OPTIONS]
             log(f"train {mode} {mb} MB, {repeats} time(s): " + shlex.join(cmd))
-            # Peak memory of one command varies by tens of MB from run to run (allocator
-            # state), as much as the file size moves it: report the median of the repeats.
-            measured = [run_measured(cmd, work / "run.log") for _ in range(repeats)]
-            run = dict(measured[0], wall_s=median([m["wall_s"] for m in measured]),
-                       peak_rss_mb=median([m["peak_rss_mb"] for m in measured]),
-                       peak_rss_mb_runs=[m["peak_rss_mb"] for m in measured])
+            run = repeated(cmd, work, repeats)
             run.update(mode=mode, mb=path.stat().st_size / 1e6, rows=rows, auroc=auroc(model, test))
             runs.append(run)
     results["train"] = runs
@@ -190,9 +197,10 @@ def tables(results: dict) -> str:
     parts = []
     if "parquet" in results:
         files = results["files"]
-        rows = [[r["label"], fmt(r["bytes"] / 1e6), f"{r['rows']:,}", fmt(r["wall_s"]), f"{r['rows_s']:,.0f}", fmt(r["peak_rss_mb"])] for r in results["parquet"]]
-        parts.append(f"### Local scoring, CSV vs Parquet (same {files['parquet']['rows']:,} rows; start-up: 1,000 rows in {fmt(results['startup']['wall_s'])} s, {fmt(results['startup']['peak_rss_mb'])} MB)\n\n"
-                     + markdown_table(["run", "input MB", "rows", "wall s", "rows/s", "peak RSS MB"], rows))
+        rows = [[r["label"], fmt(r["bytes"] / 1e6), f"{r['rows']:,}", fmt(r["wall_s"]), f"{r['rows_s']:,.0f}", fmt(r["peak_rss_mb"]),
+                 " / ".join(f"{m:.0f}" for m in r.get("peak_rss_mb_runs", [r["peak_rss_mb"]]))] for r in results["parquet"]]
+        parts.append(f"### Local scoring, CSV vs Parquet (same {files['parquet']['rows']:,} rows; medians of the repeats; start-up: 1,000 rows in {fmt(results['startup']['wall_s'])} s, {fmt(results['startup']['peak_rss_mb'])} MB)\n\n"
+                     + markdown_table(["run", "input MB", "rows", "wall s", "rows/s", "peak RSS MB", "each run"], rows))
     if "engines" in results:
         rows = [[r["label"], f"{r['rows']:,}", fmt(r["startup_s"]), fmt(r["wall_s"]), f"{r['rows_s']:,.0f}", f"{r['rows_s_after_startup']:,.0f}", fmt(r["peak_rss_mb"])] for r in results["engines"]]
         parts.append("### Dask and Spark engines (Parquet in, Parquet dataset out)\n\n"
@@ -212,7 +220,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--train-mb", default="100,500,2000")
     parser.add_argument("--train-epochs", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each training command; the table gives median wall time and peak memory")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each local scoring and training command; the tables give median wall time and peak memory")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/vaeguard-bigdata"))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="small sizes, to check the script runs")
@@ -229,7 +237,7 @@ def main(argv=None) -> int:
     parts = args.parts.split(",")
     start = time.perf_counter()
     if "parquet" in parts or "engines" in parts:
-        bench_parquet(args.work_dir, cli, args.gb, results)
+        bench_parquet(args.work_dir, cli, args.gb, args.repeats if "parquet" in parts else 1, results)
     if "engines" in parts:
         bench_engines(args.work_dir, cli, [int(w) for w in args.workers.split(",")], results)
     if "train" in parts:

@@ -90,3 +90,38 @@ def test_an_image_model_refuses_a_table(tmp_path):
     pd.DataFrame(X).to_csv(path, index=False)
     with pytest.raises(DataError, match="folder of images"):
         score_file(det, path, tmp_path / "out.csv")
+
+
+def test_a_scorer_loaded_from_the_file_scores_like_the_detector(frame_detector, tmp_path):
+    from vaeguard.scorer import Scorer
+
+    det, normal = frame_detector
+    det.save(tmp_path / "m.vgm")
+    scorer = Scorer.load(tmp_path / "m.vgm", device="cpu")
+    rows = normal.iloc[:40]
+    np.testing.assert_array_equal(scorer.anomaly_score(rows.to_numpy()), det.anomaly_score(rows))
+    pd.testing.assert_frame_equal(score_frame(scorer, rows), score_frame(det, rows))
+    assert scorer.threshold == det.threshold_ and scorer.calibration_scores.tolist() == det.calibration_scores_.tolist()
+    with pytest.raises(DataError, match="rows of 3 features"):
+        scorer.anomaly_score(np.zeros((2, 4)))
+
+
+def test_scoring_a_file_never_imports_scikit_learn(frame_detector, tmp_path):
+    """`vaeguard score` loads a Scorer, not the estimator: scikit-learn (and the scipy.stats
+    it imports) would add about 60 MB to every scoring process."""
+    import subprocess
+    import sys
+
+    det, normal = frame_detector
+    det.save(tmp_path / "m.vgm")
+    normal.iloc[:20].to_csv(tmp_path / "t.csv", index=False)
+    code = (
+        "import sys; from vaeguard.cli import app\n"
+        f"sys.argv = ['vaeguard', '-q', 'score', {str(tmp_path / 'm.vgm')!r}, {str(tmp_path / 't.csv')!r}, "
+        f"'-o', {str(tmp_path / 's.csv')!r}, '--device', 'cpu']\n"
+        "try:\n    app()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+    assert len(pd.read_csv(tmp_path / "s.csv")) == 20

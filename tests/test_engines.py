@@ -61,7 +61,7 @@ def dataset(tmp_path_factory):
 
 def test_the_local_cli_and_score_frame_agree(dataset):
     root, frame, expected = dataset
-    assert_same_scores(score_frame(common.cached_detector(root / "model.vgm", "cpu"), frame), expected)
+    assert_same_scores(score_frame(common.cached_scorer(root / "model.vgm", "cpu"), frame), expected)
 
 
 def assert_same_scores(got: pd.DataFrame, expected: pd.DataFrame):
@@ -268,6 +268,6 @@ def test_dask_with_the_default_fused_score_equals_the_local_function(dataset, da
     detector.fit(pd.DataFrame(make_rows(400, rng), columns=COLUMNS), input_spec=TableInput(tuple(COLUMNS), ("float64",) * 4, id_column="id"))
     assert detector.score_type_ == "fused"
     detector.save(tmp_path / "fused.vgm")
-    expected = score_frame(common.cached_detector(tmp_path / "fused.vgm", "cpu"), frame)
+    expected = score_frame(common.cached_scorer(tmp_path / "fused.vgm", "cpu"), frame)
     got = score_dask(tmp_path / "fused.vgm", dd.from_pandas(frame, npartitions=3), device="cpu").compute()
     assert np.array_equal(got["score"].to_numpy(), expected["score"].to_numpy(), equal_nan=True)

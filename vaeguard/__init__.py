@@ -14,7 +14,7 @@ from .errors import DataError, DownloadError, ModelFileError, TrainingError, Vae
 _FROM_ESTIMATOR = ("VAEAnomalyDetector", "load")
 _SUBMODULES = (
     "bulk", "calibration", "config", "digits", "evaluation", "images", "inputs", "metrics",
-    "mnist", "model", "modelfile", "plots", "report", "scoring", "sources", "tabular", "training",
+    "mnist", "model", "modelfile", "plots", "report", "scorer", "scoring", "sources", "tabular", "training",
 )
 
 __all__ = [

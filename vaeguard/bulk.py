@@ -2,7 +2,9 @@
 
 Every path through here ends in `score_rows`, the one function that scores a chunk: one
 forward pass gives the anomaly scores and the per-feature scores, then the conformal p-values,
-the flags (`calibration.is_flagged`) and the top contributing features follow. Around it:
+the flags (`calibration.is_flagged`) and the top contributing features follow. Each function
+takes a `Scorer` (what `vaeguard score` and the engines load: no scikit-learn) or a fitted
+`VAEAnomalyDetector` (scored through its `.scorer()`, with the same result). Around it:
 
 - `score_frame`: pandas DataFrame -> DataFrame, pure; what the Dask and Spark engines map;
 - `score_file`: a CSV file or an image folder (vaeguard.sources) -> a scores CSV, streamed
@@ -14,6 +16,7 @@ the flags (`calibration.is_flagged`) and the top contributing features follow. A
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Union
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,13 +26,17 @@ import pandas as pd
 from .atomic import atomic_write
 from .calibration import is_flagged, p_values
 from .errors import DataError
-from .estimator import VAEAnomalyDetector
 from .images import save_heatmap_png
 from .inputs import ImageInput, TableInput
+from .scorer import Scorer, as_scorer
 from .sources import describe_key, iter_chunks
 from .tabular import CHUNK_ROWS, frame_features
 
+if TYPE_CHECKING:
+    from .estimator import VAEAnomalyDetector
+
 Progress = Callable[[int], None]
+Model = Union[Scorer, "VAEAnomalyDetector"]
 TOP_K = 3
 TOP_COLUMNS = tuple(f"top_{i + 1}" for i in range(TOP_K))
 SCORE_COLUMNS = ("score", "p_value", "is_anomaly", *TOP_COLUMNS, "error")
@@ -49,20 +56,13 @@ class RowScores:
     feature_scores: np.ndarray | None
 
 
-def score_rows(detector: VAEAnomalyDetector, X: np.ndarray, *, explain: bool = True) -> RowScores:
+def score_rows(scorer: Scorer, X: np.ndarray, *, explain: bool = True) -> RowScores:
     """Score a chunk of rows (in the units the model was fitted on) with one forward pass."""
     if len(X) == 0:
         width = X.shape[1] if X.ndim == 2 else 0
         return RowScores(np.empty(0), np.empty(0), np.empty(0, dtype=bool), np.empty((0, width)) if explain else None)
-    if hasattr(detector, "feature_names_in_"):  # fitted on a DataFrame: X's columns are already in its order
-        X = pd.DataFrame(X, columns=detector.feature_names_in_, copy=False)
-    if explain:
-        scores, features = detector.score_and_explain(X)
-    else:
-        scores, features = detector.anomaly_score(X), None
-    return RowScores(
-        scores, p_values(detector.calibration_scores_, scores), is_flagged(scores, detector.threshold_), features
-    )
+    scores, features = scorer.score_and_explain(X, explain=explain)
+    return RowScores(scores, p_values(scorer.calibration_scores, scores), is_flagged(scores, scorer.threshold), features)
 
 
 def top_features(feature_scores: np.ndarray, names) -> np.ndarray:
@@ -95,15 +95,15 @@ def _table_frame(rows: RowScores, names, good: np.ndarray, errors: list[str]) ->
     return pd.DataFrame(columns)
 
 
-def table_input_of(detector: VAEAnomalyDetector) -> TableInput:
-    """The fitted detector's table description; DataError for a model of images."""
-    spec = detector.input_spec_
+def table_input_of(model: Model) -> TableInput:
+    """The model's table description; DataError for a model of images."""
+    spec = as_scorer(model).input_spec
     if not isinstance(spec, TableInput):
         raise DataError("this model was trained on images: it scores image folders, not tables")
     return spec
 
 
-def score_frame(detector: VAEAnomalyDetector, frame: pd.DataFrame) -> pd.DataFrame:
+def score_frame(model: Model, frame: pd.DataFrame) -> pd.DataFrame:
     """Score every row of a DataFrame; pure, so any engine can map it over partitions.
 
     Feature columns are matched by name; extra columns are ignored. The result has the
@@ -112,14 +112,15 @@ def score_frame(detector: VAEAnomalyDetector, frame: pd.DataFrame) -> pd.DataFra
     with a cell that is not a finite number gets NaN scores, a missing flag and an error
     naming the column.
     """
-    spec = table_input_of(detector)
+    scorer = as_scorer(model)
+    spec = table_input_of(scorer)
     missing = [c for c in spec.columns if c not in frame.columns]
     if missing:
         raise DataError(f"missing column(s) {', '.join(map(repr, missing))} that the model needs")
     X, bad, problems = frame_features(frame, list(spec.columns), spec.columns)
     good = ~bad
     errors = ["; ".join(f"column {c!r}: {why}" for c, why in found) for found in problems]
-    out = _table_frame(score_rows(detector, X[good] if bad.any() else X), spec.columns, good, errors)
+    out = _table_frame(score_rows(scorer, X[good] if bad.any() else X), spec.columns, good, errors)
     if spec.id_column is not None and spec.id_column in frame.columns:
         out.insert(0, spec.id_column, frame[spec.id_column].to_numpy())
     out.index = frame.index
@@ -197,7 +198,7 @@ class _ParquetFrames:
 
 
 def score_file(
-    detector: VAEAnomalyDetector,
+    model: Model,
     path: str | Path,
     output: str | Path,
     *,
@@ -219,7 +220,8 @@ def score_file(
     must not be `path`, one of its images or one of `protect` (e.g. the model file).
     """
     summary = ScoringSummary(Path(output))
-    spec = detector.input_spec_
+    scorer = as_scorer(model)
+    spec = scorer.input_spec
     images = isinstance(spec, ImageInput)
     chunks = iter_chunks(path, spec, chunk_size=chunk_size, on_bad_row=on_bad_row, notes=summary.notes)
     as_parquet = is_parquet_output(output)
@@ -228,7 +230,7 @@ def score_file(
         header = True
         write = _ParquetFrames(fh) if as_parquet else None
         for chunk in chunks:
-            rows = score_rows(detector, chunk.X, explain=not images or heatmap_dir is not None)
+            rows = score_rows(scorer, chunk.X, explain=not images or heatmap_dir is not None)
             frame = _image_output(chunk, rows) if images else _table_output(spec, chunk, rows)
             if write is not None:
                 write(frame)
@@ -290,7 +292,7 @@ class LabelledScores:
 
 
 def score_labelled(
-    detector: VAEAnomalyDetector,
+    model: Model,
     path: str | Path,
     *,
     label_column: str | None = None,
@@ -302,8 +304,9 @@ def score_labelled(
     subfolders name the class (e.g. normal/, scratch/, dent/; `normal_label` names the normal one).
     """
     path = Path(path)
-    if isinstance(detector.input_spec_, TableInput):
-        label_column = label_column or detector.input_spec_.label_column
+    scorer = as_scorer(model)
+    if isinstance(scorer.input_spec, TableInput):
+        label_column = label_column or scorer.input_spec.label_column
         if label_column is None:
             raise DataError(f"{path}: name the column holding the labels with --label-column")
         source = f"{path}: column {label_column!r}"
@@ -311,14 +314,14 @@ def score_labelled(
         normal_label = "normal" if normal_label is None else normal_label
         source = f"{path}: subfolder names"
     scores, groups, keys, failed = [], [], [], []
-    for chunk in iter_chunks(path, detector.input_spec_, chunk_size=chunk_size, on_bad_row=on_bad_row, label_column=label_column):
-        scores.append(score_rows(detector, chunk.X, explain=False).scores)
+    for chunk in iter_chunks(path, scorer.input_spec, chunk_size=chunk_size, on_bad_row=on_bad_row, label_column=label_column):
+        scores.append(score_rows(scorer, chunk.X, explain=False).scores)
         groups.append(np.asarray([str(v) for v in chunk.labels], dtype=object))
         keys += chunk.keys
         failed += [(describe_key(key), reason) for key, reason in chunk.failed]
     scores_all = np.concatenate(scores) if scores else np.empty(0)
     groups_all = np.concatenate(groups) if groups else np.empty(0, dtype=object)
-    if isinstance(detector.input_spec_, ImageInput) and len(groups_all) and not (groups_all == normal_label).any():
+    if isinstance(scorer.input_spec, ImageInput) and len(groups_all) and not (groups_all == normal_label).any():
         found = sorted(set(groups_all.tolist()) - {""})
         raise DataError(
             f"{path}: no subfolder named {normal_label!r} holds normal images (subfolders: "
@@ -328,11 +331,12 @@ def score_labelled(
 
 
 def score_normal(
-    detector: VAEAnomalyDetector, path: str | Path, *, on_bad_row: str = "fail", chunk_size: int = CHUNK_ROWS
+    model: Model, path: str | Path, *, on_bad_row: str = "fail", chunk_size: int = CHUNK_ROWS
 ) -> np.ndarray:
     """Anomaly scores of unlabelled (normal) data, streamed; unreadable images are left out."""
+    scorer = as_scorer(model)
     parts = [
-        score_rows(detector, chunk.X, explain=False).scores
-        for chunk in iter_chunks(path, detector.input_spec_, chunk_size=chunk_size, on_bad_row=on_bad_row)
+        score_rows(scorer, chunk.X, explain=False).scores
+        for chunk in iter_chunks(path, scorer.input_spec, chunk_size=chunk_size, on_bad_row=on_bad_row)
     ]
     return np.concatenate(parts) if parts else np.empty(0)

@@ -338,7 +338,7 @@ def score(
     Example: vaeguard score model.vgm new.csv -o scores.csv --on-bad-row skip
     """
     from .bulk import score_file
-    from .estimator import load
+    from .scorer import Scorer
 
     with _errors():
         if on_bad_row not in ("fail", "skip"):
@@ -356,11 +356,11 @@ def score(
         _guard(out, data, model)
         if heatmaps is not None and data.is_dir() and heatmaps.resolve().is_relative_to(data.resolve()):
             raise typer.BadParameter("the heatmap folder must lie outside the image folder (its PNGs would be scored next time)", param_hint="--heatmaps")
-        detector = load(model, device=device)
-        unit = "rows" if detector.input_spec_.kind == "table" else "images"
+        scorer = Scorer.load(model, device=device)  # not the estimator: no scikit-learn, 60 MB less
+        unit = "rows" if scorer.input_spec.kind == "table" else "images"
         with _progress(f"scoring {data.name}", unit) as advance:
             summary = score_file(
-                detector, data, out, chunk_size=chunk_size, on_bad_row=on_bad_row, heatmap_dir=heatmaps, progress=advance,
+                scorer, data, out, chunk_size=chunk_size, on_bad_row=on_bad_row, heatmap_dir=heatmaps, progress=advance,
                 protect=[model],
             )
         _print_summary(summary, unit)

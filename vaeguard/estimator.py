@@ -31,8 +31,9 @@ from .inputs import ImageInput, InputSpec, TableInput, default_columns
 from .model import VAE, VAEConfig
 from . import generative
 from .latent import MAX_REFERENCE_CODES
-from .limits import MAX_IMPORTANCE_SAMPLES, check_model_size, check_model_tensors
+from .limits import MAX_IMPORTANCE_SAMPLES, check_model_size
 from .modelfile import FittedState
+from .scorer import Scorer, build_model, check_unit_range, standardize
 from .scoring import (
     SCORE_TYPES,
     check_scoring_size,
@@ -462,22 +463,11 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     def _validated(self, X) -> np.ndarray:
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        if self.likelihood_ == "bernoulli" and len(X) and (X.min() < 0.0 or X.max() > 1.0):
-            row, col = np.argwhere((X < 0.0) | (X > 1.0))[0]
-            raise DataError(
-                f"this model uses the bernoulli likelihood and needs values in [0, 1]; "
-                f"row {row}, feature {col} holds {X[row, col]:g}"
-            )
+        check_unit_range(X, self.likelihood_)
         return self._standardize(X)
 
-    def _standardizes(self) -> bool:
-        return bool(np.any(self.scale_ != 1) or np.any(self.mean_ != 0))
-
     def _standardize(self, X: np.ndarray) -> np.ndarray:
-        if not self._standardizes():
-            return X.astype(np.float32, copy=False)  # [0, 1] data: nothing to do, no copy
-        with np.errstate(over="ignore"):  # beyond float32: inf, and the score says so (not finite)
-            return ((X - self.mean_) / self.scale_).astype(np.float32)
+        return standardize(X, self.mean_, self.scale_)
 
     def _scores(self, Xs: np.ndarray, explain: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         return score_and_explain(
@@ -491,6 +481,23 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     def score_and_explain(self, X) -> tuple[np.ndarray, np.ndarray]:
         """`anomaly_score(X)` and `feature_scores(X)` from one forward pass: what bulk scoring uses."""
         return self._scores(self._validated(X), explain=True)
+
+    def scorer(self) -> Scorer:
+        """The fitted model's scoring half (vaeguard.scorer.Scorer): what bulk scoring and the
+        engines use; it shares this detector's network and scores bit-identically."""
+        check_is_fitted(self)
+        return Scorer(
+            model=self.model_,
+            input_spec=self.input_spec_,
+            likelihood=self.likelihood_,
+            score_type=self.score_type_,
+            seed=self.seed_,
+            n_importance_samples=self.n_importance_samples,
+            mean=self.mean_,
+            scale=self.scale_,
+            calibration_scores=self.calibration_scores_,
+            threshold=self.threshold_,
+        )
 
     def score_samples(self, X) -> np.ndarray:
         """Higher = more normal (scikit-learn's convention): minus the anomaly score."""
@@ -577,20 +584,16 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     def load(cls, path: str | Path, device: str = "auto") -> "VAEAnomalyDetector":
         """Rebuild a detector from a model file written by `save` (never unpickles)."""
         state = FittedState.load(path)
+        model = build_model(state, path, device)
+        params = dict(state.params, device=device)
+        params["hidden_dims"] = tuple(params["hidden_dims"])
+        if params.get("input_shape") is not None:
+            params["input_shape"] = tuple(params["input_shape"])
         try:
-            params = dict(state.params, device=device)
-            params["hidden_dims"] = tuple(params["hidden_dims"])
-            if params.get("input_shape") is not None:
-                params["input_shape"] = tuple(params["input_shape"])
             detector = cls(**params)
-            detector.config_ = VAEConfig(**state.model_config)
-            check_model_tensors(detector.config_, state.weights, prefix="")  # before allocating
-            detector.device_ = resolve_device(device)
-            detector.model_ = VAE(detector.config_)
-            detector.model_.load_state_dict({k: torch.from_numpy(v) for k, v in state.weights.items()})
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        except TypeError as exc:
             raise ModelFileError(f"{path} does not describe a valid vaeguard model: {exc}") from None
-        detector.model_.to(detector.device_).eval()
+        detector.config_, detector.model_, detector.device_ = model.cfg, model, next(model.parameters()).device
         detector.input_spec_ = state.input
         detector.likelihood_ = state.likelihood
         detector.score_type_ = state.score_type

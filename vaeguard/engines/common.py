@@ -10,10 +10,10 @@ import pandas as pd
 
 from ..bulk import TOP_K, score_frame
 from ..errors import DataError
-from ..estimator import VAEAnomalyDetector
+from ..scorer import Scorer
 
-__all__ = ["TOP_K", "cached_detector", "check_no_errors", "load_count", "score_frame", "table_columns"]
-_cache: dict[tuple, VAEAnomalyDetector] = {}
+__all__ = ["TOP_K", "cached_scorer", "check_no_errors", "load_count", "score_frame", "table_columns"]
+_cache: dict[tuple, Scorer] = {}
 _lock = threading.Lock()
 _loads = 0
 
@@ -28,33 +28,31 @@ def model_key(model_path: str | Path, device: str) -> tuple:
     return str(path), stat.st_mtime_ns, stat.st_size, device
 
 
-def cached_detector(model_path: str | Path, device: str = "auto") -> VAEAnomalyDetector:
+def cached_scorer(model_path: str | Path, device: str = "auto") -> Scorer:
     """The model in `model_path`, read once per process (threads share it) and kept."""
     global _loads
     key = model_key(model_path, device)
     with _lock:
-        detector = _cache.get(key)
-        if detector is None:
-            from ..estimator import load
-
-            detector = load(key[0], device=device)
+        scorer = _cache.get(key)
+        if scorer is None:
+            scorer = Scorer.load(key[0], device=device)
             for old in [k for k in _cache if k[0] == key[0]]:
                 del _cache[old]
-            _cache[key] = detector
+            _cache[key] = scorer
             _loads += 1
-        return detector
+        return scorer
 
 
 def load_count() -> int:
-    """How many times this process has read a model file through `cached_detector`."""
+    """How many times this process has read a model file through `cached_scorer`."""
     return _loads
 
 
-def table_columns(detector: VAEAnomalyDetector) -> tuple[list[str], str | None]:
+def table_columns(scorer: Scorer) -> tuple[list[str], str | None]:
     """The model's feature columns and id column; DataError when it was not trained on a table."""
     from ..bulk import table_input_of
 
-    spec = table_input_of(detector)
+    spec = table_input_of(scorer)
     return list(spec.columns), spec.id_column
 
 

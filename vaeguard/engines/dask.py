@@ -15,14 +15,14 @@ import pandas as pd
 
 from ..errors import DataError
 from ..extras import require
-from .common import cached_detector, check_no_errors, score_frame, table_columns
+from .common import cached_scorer, check_no_errors, score_frame, table_columns
 
 
 PARTITION_BYTES = "64MiB"
 
 
 def _score_partition(frame: pd.DataFrame, model_path: str, device: str, on_bad_row: str) -> pd.DataFrame:
-    scored = score_frame(cached_detector(model_path, device), frame)
+    scored = score_frame(cached_scorer(model_path, device), frame)
     if on_bad_row == "fail":
         check_no_errors(scored, "a Dask partition")
     return scored
@@ -44,8 +44,8 @@ def score_dask(model_path: str | Path, ddf, *, device: str = "auto", on_bad_row:
     require("dask.dataframe", "dask")
     _check_on_bad_row(on_bad_row)
     model_path = str(Path(model_path).resolve())
-    detector = cached_detector(model_path, device)
-    columns, id_column = table_columns(detector)
+    scorer = cached_scorer(model_path, device)
+    columns, id_column = table_columns(scorer)
     missing = [c for c in columns if c not in ddf.columns]
     if missing:
         raise DataError(
@@ -55,7 +55,7 @@ def score_dask(model_path: str | Path, ddf, *, device: str = "auto", on_bad_row:
     needed = columns + ([id_column] if id_column is not None and id_column in ddf.columns else [])
     ddf = ddf[needed]
     # Dask's stand-in rows (typed like the input) through the same function: the output's dtypes.
-    meta = score_frame(detector, ddf._meta_nonempty).iloc[:0]
+    meta = score_frame(scorer, ddf._meta_nonempty).iloc[:0]
     return ddf.map_partitions(_score_partition, model_path, device, on_bad_row, meta=meta)
 
 
@@ -102,7 +102,7 @@ def score_parquet_dask(
 
     _check_on_bad_row(on_bad_row)
     table = ParquetTable.open(data)
-    columns, id_column = table_columns(cached_detector(model_path, device))
+    columns, id_column = table_columns(cached_scorer(model_path, device))
     table.check_columns(columns)
     needed = columns + ([id_column] if id_column is not None and id_column in table.columns else [])
     with _Client(distributed, scheduler, n_workers, client), atomic_dir(output) as tmp:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from ..extras import require
-from .common import TOP_K, cached_detector, check_no_errors, score_frame, table_columns
+from .common import TOP_K, cached_scorer, check_no_errors, score_frame, table_columns
 from .dask import EngineSummary
 
 
@@ -41,7 +41,7 @@ def score_spark(model_path: str | Path, df, *, device: str = "auto", on_bad_row:
     if on_bad_row not in ("fail", "skip"):
         raise ValueError(f"on_bad_row must be 'fail' or 'skip', not {on_bad_row!r}")
     model_path = str(Path(model_path).resolve())
-    columns, id_column = table_columns(cached_detector(model_path, device))
+    columns, id_column = table_columns(cached_scorer(model_path, device))
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise DataError(
@@ -54,9 +54,9 @@ def score_spark(model_path: str | Path, df, *, device: str = "auto", on_bad_row:
     ddl = output_ddl(id_column, df.schema[id_column].dataType.simpleString() if id_column else None)
 
     def score_batches(batches):
-        detector = cached_detector(model_path, device)
+        scorer = cached_scorer(model_path, device)
         for frame in batches:
-            scored = score_frame(detector, frame)
+            scored = score_frame(scorer, frame)
             if on_bad_row == "fail":
                 check_no_errors(scored, "a Spark batch")
             yield scored
@@ -100,7 +100,7 @@ def score_parquet_spark(
     from ..parquet import ParquetTable
 
     table = ParquetTable.open(data)
-    columns, _ = table_columns(cached_detector(model_path, device))
+    columns, _ = table_columns(cached_scorer(model_path, device))
     table.check_columns(columns)
     spark = local_session(master)
     with atomic_dir(output) as tmp:
