@@ -42,7 +42,7 @@ from .scoring import (
     reconstruct,
     score_and_explain,
 )
-from .training import TrainConfig, resolve_device, train_vae, train_vae_batches
+from .training import TrainConfig, auto_epochs, resolve_device, train_vae, train_vae_batches
 
 # score_type="auto" picks "ratio" from this image height and width up: measured better than
 # "elbo" on 28x28 MNIST, worse on scikit-learn's 8x8 digits.
@@ -84,7 +84,9 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         [0, 1] of at least 16x16 pixels, "fused" with the gaussian likelihood (tables,
         grey-level images), otherwise "elbo" (on smaller images the local context already
         spans the shape).
-    epochs, batch_size, learning_rate, beta, kl_warmup_epochs, patience : training.
+    epochs : the most training epochs (early stopping on the validation loss may end sooner);
+        "auto": 50, or on small data enough epochs for 1,000 gradient steps (training.auto_epochs).
+    batch_size, learning_rate, beta, kl_warmup_epochs, patience : training.
     validation_fraction : share of data for early stopping on the validation negative ELBO.
     calibration_fraction : share of data held out to set the threshold and p-values.
     fpr : target false-positive rate of the threshold on normal data.
@@ -108,7 +110,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         "architecture": [StrOptions({"auto", "mlp", "conv"})],
         "input_shape": [None, tuple, list],
         "score_type": [StrOptions({"auto", *SCORE_TYPES})],
-        "epochs": _POSITIVE_INT,
+        "epochs": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "batch_size": _POSITIVE_INT,
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "beta": [Interval(Real, 0, None, closed="left")],
@@ -135,7 +137,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         architecture: str = "auto",
         input_shape: tuple[int, int, int] | None = None,
         score_type: str = "auto",
-        epochs: int = TrainConfig.epochs,
+        epochs: int | str = "auto",
         batch_size: int = TrainConfig.batch_size,
         learning_rate: float = TrainConfig.learning_rate,
         beta: float = TrainConfig.beta,
@@ -215,7 +217,9 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             scale = X[train_idx].std(axis=0, dtype=np.float64)
         else:
             mean, scale = None, None
-        train_cfg, n_reference = self._setup(X.shape[1], mean, scale, n_train=len(train_idx))
+        train_cfg, n_reference = self._setup(
+            X.shape[1], mean, scale, n_train=len(train_idx), n_reference=min(len(train_idx), MAX_REFERENCE_CODES)
+        )
         Xs = self._standardize(X)
         if self.model_.context is not None:
             self.model_.context.fit(torch.as_tensor(Xs[train_idx], dtype=torch.float32))
@@ -248,7 +252,9 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             raise ValueError("standardize=True cannot be combined with the bernoulli likelihood, which needs data in [0, 1]")
         return bool(standardize)
 
-    def _setup(self, n_features: int, mean: np.ndarray | None, scale: np.ndarray | None, n_train: int) -> tuple[TrainConfig, int]:
+    def _setup(
+        self, n_features: int, mean: np.ndarray | None, scale: np.ndarray | None, n_train: int, n_reference: int
+    ) -> tuple[TrainConfig, int]:
         """Scaling, score type, network and device from what the data says; the training config
         and the number of reference codes (score_type "fused"). Shared by `fit` and `fit_stream`.
         """
@@ -260,7 +266,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         context_model = self.likelihood_ == "bernoulli" and image_shape is not None
         self.score_type_ = self._resolve_score_type(context_model, image_shape)
         architecture = self._resolve_architecture()
-        n_reference = min(n_train, MAX_REFERENCE_CODES) if self.score_type_ == "fused" else 0
+        n_reference = n_reference if self.score_type_ == "fused" else 0
 
         self.config_ = VAEConfig(
             input_dim=n_features,
@@ -275,7 +281,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             latent_neighbours=n_reference,
         )
         train_cfg = TrainConfig(
-            epochs=self.epochs,
+            epochs=auto_epochs(n_train, self.batch_size) if self.epochs == "auto" else self.epochs,
             batch_size=self.batch_size,
             learning_rate=self.learning_rate,
             beta=self.beta,
@@ -314,7 +320,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         self.n_features_in_ = self.input_spec_.n_features
         standardize = self._standardize_option(self._resolve_likelihood(np.array([stats.low, stats.high])))
         train_cfg, n_reference = self._setup(
-            self.n_features_in_, stats.mean if standardize else None, stats.std if standardize else None, n_train=len(stats.reference)
+            self.n_features_in_, stats.mean if standardize else None, stats.std if standardize else None,
+            n_train=stats.n_train, n_reference=len(stats.reference),
         )
         if self.model_.context is not None:
             raise ValueError("out-of-core training reads tables: image models (with a context model) train in memory")
