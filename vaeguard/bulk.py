@@ -16,9 +16,9 @@ takes a `Scorer` (what `vaeguard score` and the engines load: no scikit-learn) o
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Union
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 import pandas as pd
@@ -56,8 +56,9 @@ class RowScores:
     feature_scores: np.ndarray | None
 
 
-def score_rows(scorer: Scorer, X: np.ndarray, *, explain: bool = True) -> RowScores:
+def score_rows(model: Model, X: np.ndarray, *, explain: bool = True) -> RowScores:
     """Score a chunk of rows (in the units the model was fitted on) with one forward pass."""
+    scorer = as_scorer(model)
     if len(X) == 0:
         width = X.shape[1] if X.ndim == 2 else 0
         return RowScores(np.empty(0), np.empty(0), np.empty(0, dtype=bool), np.empty((0, width)) if explain else None)

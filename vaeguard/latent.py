@@ -26,9 +26,10 @@ N_NEIGHBOURS = 5
 # accuracy (Zimek et al., 2013). Measured against 20,000 (README, "Which score"): mean
 # AUROC -0.0005 over the 14 tables (worst: mammography -0.004), +0.0002 over 8 Fashion classes.
 MAX_REFERENCE_CODES = 2_048
-# Rows ranked at once: a 64 x 2,048 float32 block (512 KB) stays in cache, and measured on
-# 2M rows it kept `vaeguard score` at 435 MB peak where 512-row blocks (4 MB each) fragmented
-# the heap up to 510 MB; 64 rows were also the fastest (137 ms per 20,000 rows against 185).
+# Rows ranked at once: a 64 x 2,048 float32 block (512 KB) stays in cache. Measured on 2M
+# rows, `vaeguard score` peaked at 452 MB in three runs, against 483-539 MB with 512-row blocks
+# (4 MB each, which fragmented the heap); 64 rows were also the fastest (137 ms per 20,000 rows
+# against 185).
 _CHUNK = 64
 
 

@@ -57,7 +57,7 @@ def build_model(state: FittedState, path: str | Path, device: str = "auto") -> V
     return model.to(target).eval()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Scorer:
     """Scores rows in the units the model was fitted on; see the module docstring."""
 
