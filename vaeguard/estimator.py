@@ -42,7 +42,7 @@ from .scoring import (
     reconstruct,
     score_and_explain,
 )
-from .training import TrainConfig, auto_epochs, resolve_device, train_vae, train_vae_batches
+from .training import TrainConfig, auto_epochs, auto_patience, resolve_device, train_vae, train_vae_batches
 
 # score_type="auto" picks "ratio" from this image height and width up: measured better than
 # "elbo" on 28x28 MNIST, worse on scikit-learn's 8x8 digits.
@@ -86,7 +86,9 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         spans the shape).
     epochs : the most training epochs (early stopping on the validation loss may end sooner);
         "auto": 50, or on small data enough epochs for 1,000 gradient steps (training.auto_epochs).
-    batch_size, learning_rate, beta, kl_warmup_epochs, patience : training.
+    patience : epochs without a better validation loss before training stops; "auto": 10, or on
+        small data enough epochs for 100 gradient steps (training.auto_patience).
+    batch_size, learning_rate, beta, kl_warmup_epochs : training.
     validation_fraction : share of data for early stopping on the validation negative ELBO.
     calibration_fraction : share of data held out to set the threshold and p-values.
     fpr : target false-positive rate of the threshold on normal data.
@@ -115,7 +117,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "beta": [Interval(Real, 0, None, closed="left")],
         "kl_warmup_epochs": [Interval(Integral, 0, None, closed="left")],
-        "patience": _POSITIVE_INT,
+        "patience": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "validation_fraction": [Interval(Real, 0, 0.5, closed="left")],
         "calibration_fraction": [Interval(Real, 0, 0.5, closed="neither")],
         "fpr": [Interval(Real, 0, 1, closed="neither")],
@@ -142,7 +144,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         learning_rate: float = TrainConfig.learning_rate,
         beta: float = TrainConfig.beta,
         kl_warmup_epochs: int = TrainConfig.kl_warmup_epochs,
-        patience: int = TrainConfig.patience,
+        patience: int | str = "auto",
         validation_fraction: float = 0.1,
         calibration_fraction: float = 0.2,
         fpr: float = 0.01,
@@ -286,7 +288,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             learning_rate=self.learning_rate,
             beta=self.beta,
             kl_warmup_epochs=self.kl_warmup_epochs,
-            patience=self.patience,
+            patience=auto_patience(n_train, self.batch_size) if self.patience == "auto" else self.patience,
             verbose=bool(self.verbose),
         )
         check_model_size(self.config_, rows=self.batch_size, training=True)  # before allocating

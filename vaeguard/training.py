@@ -37,15 +37,27 @@ class TrainConfig:
 
 # Early stopping decides when training ends; the epoch cap only bounds its cost. On a small
 # table an epoch is a few gradient steps (100 rows: one step of 128), so 50 epochs stop the
-# model long before it converges, for a saving of a second. With epochs="auto" the cap is
-# the default 50 epochs or MIN_STEPS steps, whichever is more (README, "Which default").
+# model long before it converges, and 10 epochs without a better validation loss are 10
+# noisy steps. With epochs="auto" and patience="auto" both count steps on small data: the cap
+# is 50 epochs or MIN_STEPS steps, the patience 10 epochs or MIN_PATIENCE_STEPS steps,
+# whichever is more (README, "Which default").
 MIN_STEPS = 1_000
+MIN_PATIENCE_STEPS = 100
+
+
+def _epochs_for(steps: int, n_train: int, batch_size: int) -> int:
+    return math.ceil(steps / max(1, math.ceil(n_train / batch_size)))
 
 
 def auto_epochs(n_train: int, batch_size: int) -> int:
     """The epoch cap for epochs="auto": TrainConfig.epochs, or enough epochs for MIN_STEPS steps."""
-    steps_per_epoch = max(1, math.ceil(n_train / batch_size))
-    return max(TrainConfig.epochs, math.ceil(MIN_STEPS / steps_per_epoch))
+    return max(TrainConfig.epochs, _epochs_for(MIN_STEPS, n_train, batch_size))
+
+
+def auto_patience(n_train: int, batch_size: int) -> int:
+    """Epochs without improvement before stopping, for patience="auto": TrainConfig.patience, or
+    enough epochs for MIN_PATIENCE_STEPS steps."""
+    return max(TrainConfig.patience, _epochs_for(MIN_PATIENCE_STEPS, n_train, batch_size))
 
 
 def resolve_device(device: str) -> torch.device:
