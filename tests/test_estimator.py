@@ -1,5 +1,6 @@
 """VAEAnomalyDetector behaves like a scikit-learn outlier detector and detects anomalies."""
 
+import math
 import warnings
 
 import numpy as np
@@ -194,17 +195,18 @@ def test_conv_architecture_on_images(digits):
     assert det.score_samples(digits.X_test[:10]).shape == (10,)
 
 
-def test_auto_epochs_and_patience_give_small_data_enough_gradient_steps():
+def test_auto_epochs_and_patience_give_small_data_enough_gradient_steps(monkeypatch):
+    from vaeguard import training
     from vaeguard.training import MIN_PATIENCE_STEPS, MIN_STEPS, auto_epochs, auto_patience
 
     assert auto_epochs(100, 128) == MIN_STEPS  # one step per epoch
-    assert auto_epochs(1_000, 128) == 125  # 8 steps per epoch
-    assert auto_epochs(10_000, 128) == 50  # 79 steps per epoch: the plain default
+    assert auto_epochs(1_000, 128) == math.ceil(MIN_STEPS / 8)  # 8 steps per epoch
+    assert auto_epochs(100_000, 128) == 50  # 782 steps per epoch: the plain default
     assert auto_patience(100, 128) == MIN_PATIENCE_STEPS
     assert auto_patience(1_000, 128) == 13
     assert auto_patience(10_000, 128) == 10
+    monkeypatch.setattr(training, "MIN_STEPS", 120)  # the fit below: 42 rows, one step per epoch
     X = np.random.default_rng(0).normal(size=(60, 3))
     det = VAEAnomalyDetector(latent_dim=2, hidden_dims=(8,), patience=5_000, random_state=0, device="cpu").fit(X)
-    n_train = 60 - round(0.2 * 60) - round(0.1 * 60)
-    assert det.n_epochs_ == auto_epochs(n_train, 128) == MIN_STEPS  # no early stop: the cap
+    assert det.n_epochs_ == 120  # no early stop: the cap
     assert VAEAnomalyDetector(**dict(FAST, epochs=7)).fit(X).n_epochs_ <= 7  # an explicit cap stays

@@ -33,7 +33,7 @@ _state = {"debug": False, "quiet": False}
 # Options shared by several commands, declared once.
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file with [detector] and [data] tables (see configs/); options given here override it.", dir_okay=False)]
 DeviceOpt = Annotated[str, typer.Option(help="Where to run: auto (CUDA when present), cpu or cuda.")]
-EpochsOpt = Annotated[Optional[int], typer.Option(help="Training epochs (maximum; early stopping may end sooner). Default: 50, or enough for 1,000 gradient steps on small data.", min=1)]
+EpochsOpt = Annotated[Optional[int], typer.Option(help="Training epochs (maximum; early stopping may end sooner). Default: 50, or enough for 2,000 gradient steps on small data.", min=1)]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed (default 0, or the config's random_state): same seed, same data, same model.")]
 
 

@@ -41,7 +41,7 @@ class TrainConfig:
 # noisy steps. With epochs="auto" and patience="auto" both count steps on small data: the cap
 # is 50 epochs or MIN_STEPS steps, the patience 10 epochs or MIN_PATIENCE_STEPS steps,
 # whichever is more (README, "Which default").
-MIN_STEPS = 1_000
+MIN_STEPS = 2_000
 MIN_PATIENCE_STEPS = 100
 
 
