@@ -95,6 +95,11 @@ def _upgrade_from_version_1(description: dict) -> dict:
     return {**description, "metadata": metadata, "input": old}
 
 
+def is_standardizing(mean: np.ndarray, scale: np.ndarray) -> bool:
+    """False when (mean, scale) is the identity (zeros and ones): data used as it is."""
+    return bool(np.any(scale != 1) or np.any(mean != 0))
+
+
 @dataclass
 class FittedState:
     """Everything a fitted detector is, as JSON-able fields and named arrays."""
@@ -123,7 +128,7 @@ class FittedState:
     @property
     def standardizes(self) -> bool:
         """Whether features are standardised before the network sees them."""
-        return bool(np.any(self.scale != 1) or np.any(self.mean != 0))
+        return is_standardizing(self.mean, self.scale)
 
     def save(self, path: str | Path, *, inputs=()) -> Path:
         fitted = {name: getattr(self, name) for name in self._FITTED}

@@ -21,14 +21,14 @@ from .errors import DataError, ModelFileError
 from .inputs import InputSpec
 from .limits import check_model_tensors
 from .model import VAE, VAEConfig
-from .modelfile import FittedState
+from .modelfile import FittedState, is_standardizing
 from .scoring import score_and_explain
 from .training import resolve_device
 
 
 def standardize(X: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """Rows as the network sees them: (X - mean) / scale in float32 (no copy when there is none)."""
-    if not (np.any(scale != 1) or np.any(mean != 0)):
+    if not is_standardizing(mean, scale):
         return X.astype(np.float32, copy=False)  # [0, 1] data: nothing to do
     with np.errstate(over="ignore"):  # beyond float32: inf, and the score says so (not finite)
         return ((X - mean) / scale).astype(np.float32)
