@@ -125,3 +125,18 @@ def test_scoring_a_file_never_imports_scikit_learn(frame_detector, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
     assert len(pd.read_csv(tmp_path / "s.csv")) == 20
+
+
+def test_a_scorer_rejects_what_the_model_cannot_score(tmp_path):
+    import torch
+
+    from vaeguard.scorer import Scorer
+
+    X = np.random.default_rng(0).uniform(size=(120, 4))
+    VAEAnomalyDetector(likelihood="bernoulli", latent_dim=2, hidden_dims=(8,), epochs=2, random_state=0, device="cpu").fit(X).save(tmp_path / "b.vgm")
+    scorer = Scorer.load(tmp_path / "b.vgm", device="cpu")
+    with pytest.raises(DataError, match=r"needs values in \[0, 1\]; row 1, feature 2 holds 1.5"):
+        scorer.anomaly_score(np.array([[0.1, 0.2, 0.3, 0.4], [0.1, 0.2, 1.5, 0.4]]))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            Scorer.load(tmp_path / "b.vgm", device="cuda")
