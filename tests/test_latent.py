@@ -9,7 +9,7 @@ from vaeguard import VAEAnomalyDetector
 from vaeguard.estimator import grey_spread
 from vaeguard.latent import LatentNeighbours
 from vaeguard.model import VAE, VAEConfig
-from vaeguard.scoring import anomaly_scores, fit_latent_neighbours
+from vaeguard.scoring import anomaly_scores, fit_latent_neighbours, fused_parts
 
 FAST = dict(latent_dim=4, hidden_dims=(32,), epochs=3, batch_size=16, random_state=0, device="cpu")
 
@@ -51,6 +51,7 @@ def test_fused_score_is_the_mean_of_two_robust_z_scores_and_batch_invariant():
     expected = 0.5 * ((recon - r50) / (r75 - r25) + (distance - d50) / (d75 - d25))
     fused = anomaly_scores(model, X, "fused")
     np.testing.assert_allclose(fused, expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(fused_parts(model, X), np.stack([recon, distance], axis=1), rtol=1e-5, atol=1e-6)
     # repeatable bit for bit; whatever the batch a row sits in, equal up to float32 rounding:
     # with a 4-wide encoder head (latent_dim 2) the BLAS kernel rounds by row position within
     # the fixed-size block (~1e-7); default-size models are bit-identical (test_model)
@@ -63,6 +64,8 @@ def test_fused_needs_latent_neighbours():
     model = VAE(VAEConfig(input_dim=4, latent_dim=2, hidden_dims=(8,), likelihood="gaussian"))
     with pytest.raises(ValueError, match="latent_neighbours"):
         anomaly_scores(model, np.zeros((2, 4), np.float32), "fused")
+    with pytest.raises(ValueError, match="latent_neighbours"):
+        fused_parts(model, np.zeros((2, 4), np.float32))
 
 
 def test_grey_spread_tells_near_binary_from_grey_levels():

@@ -108,13 +108,26 @@ def fit_latent_neighbours(model: VAE, X_reference: np.ndarray, X_scale: np.ndarr
         raise ValueError("the model holds no latent neighbour model (VAEConfig(latent_neighbours=N))")
     model.eval()
     model.neighbours.fit(torch.as_tensor(encode_means(model, X_reference)))
+    both = torch.as_tensor(fused_parts(model, X_scale))
+    model.neighbours.set_scales(both[:, 0], both[:, 1])
+
+
+@torch.no_grad()
+def fused_parts(model: VAE, X: np.ndarray) -> np.ndarray:
+    """The two parts of the fused score before scaling, float64 (n, 2): the reconstruction NLL
+    and the distance from the latent code to its k-th nearest reference code.
+
+    Shows which part carries the signal on a data set (benchmarks/score_types.py).
+    """
+    check_score_type(model, "fused")
+    model.eval()
 
     def parts(x: torch.Tensor) -> torch.Tensor:
         terms = model(x)
         return torch.stack([terms.recon, model.neighbours.distance(terms.mu)], dim=1)
 
-    both = _run(model, X_scale, parts)
-    model.neighbours.set_scales(both[:, 0], both[:, 1])
+    both = _run(model, X, parts)
+    return both.double().cpu().numpy() if both is not None else np.empty((0, 2))
 
 
 def check_score_type(model: VAE, score_type: str) -> None:
