@@ -145,6 +145,19 @@ def summarise(methods_out: dict, reference: str, cells: str, count: str) -> None
         }
 
 
+def select_methods(methods: list, spec: str | None) -> list:
+    """The methods (objects with a `name`) whose names contain one of the comma-separated,
+    case-insensitive substrings of `spec` (--methods); all of them when `spec` is empty.
+    Exits with the available names when none match."""
+    if not spec:
+        return methods
+    wanted = [w.strip().lower() for w in spec.split(",") if w.strip()]
+    chosen = [m for m in methods if any(w in m.name.lower() for w in wanted)]
+    if not chosen:
+        sys.exit(f"--methods {spec!r} matches none of: {', '.join(m.name for m in methods)}")
+    return chosen
+
+
 def set_threads(n: int | None) -> None:
     """Use n threads (torch, BLAS) here and in child processes (OMP/MKL/OpenBLAS env); None: defaults."""
     if n is None:

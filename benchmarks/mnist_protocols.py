@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import REPO_ROOT, fmt, log, markdown_table, median, plain, publish, resolve_dir, run_header, set_threads, summarise, write_json, write_text
+from _common import REPO_ROOT, fmt, log, markdown_table, median, plain, publish, resolve_dir, run_header, select_methods, set_threads, summarise, write_json, write_text
 
 from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
@@ -252,12 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             write_text(args.markdown, text)
         return 0
     set_threads(args.threads)
-    methods = all_methods(use_pyod=not args.no_pyod)
-    if args.methods:
-        wanted = [w.strip().lower() for w in args.methods.split(",") if w.strip()]
-        methods = [m for m in methods if any(w in m.name.lower() for w in wanted)]
-        if not methods:
-            sys.exit(f"--methods {args.methods!r} matches none of: {', '.join(m.name for m in all_methods(True))}")
+    methods = select_methods(all_methods(use_pyod=not args.no_pyod), args.methods)
     reference = methods[0].name
 
     data_dir = resolve_dir(args.data_dir, MNIST_DIR_ENV, DEFAULT_DATA_DIR)
