@@ -148,8 +148,7 @@ def test_dask_parquet_dataset_out(dataset, dask_client, tmp_path, monkeypatch):
 
     root, _, expected = dataset
     out = tmp_path / "scores"
-    out.mkdir()
-    (out / "old.txt").write_text("replaced only when the new dataset is complete")
+    out.mkdir()  # an empty folder may be written
     calls = []
     monkeypatch.setattr(engine, "score_frame", lambda d, f: calls.append(len(f)) or score_frame(d, f))
     summary = engine.score_parquet_dask(root / "model.vgm", root / "data" / "*.parquet", out, client=dask_client, device="cpu")
@@ -158,9 +157,43 @@ def test_dask_parquet_dataset_out(dataset, dask_client, tmp_path, monkeypatch):
     assert sum(calls[1:]) == 500
     assert (summary.n_scored, summary.n_failed) == (498, 2)
     assert summary.n_anomalies == int(expected["is_anomaly"].sum())
-    assert not (out / "old.txt").exists()
     assert_same_scores(pd.read_parquet(out), expected)
     assert [p.name for p in tmp_path.iterdir()] == ["scores"]  # no temporary folder left behind
+    # A previous output (it carries the mark) is replaced; a folder of the user's is not.
+    (out / "part.0.parquet").write_bytes(b"an old output")
+    engine.score_parquet_dask(root / "model.vgm", root / "data" / "*.parquet", out, client=dask_client, device="cpu")
+    assert_same_scores(pd.read_parquet(out), expected)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match="was not written by vaeguard \\(it holds notes.txt\\)"):
+        engine.score_parquet_dask(root / "model.vgm", root / "data" / "*.parquet", tmp_path / "mine", client=dask_client, device="cpu")
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+
+
+@pytest.fixture(scope="module")
+def huge_cell(dataset, tmp_path_factory):
+    """A Parquet file whose row 3 holds 1e30 (a valid float whose score overflows), and the
+    local CLI's output for it with --on-bad-row fail: the row is flagged, the run succeeds."""
+    root, frame, _ = dataset
+    folder = tmp_path_factory.mktemp("huge")
+    rows = frame.drop(index=[7, 300]).iloc[:40].reset_index(drop=True)
+    rows.loc[3, "a"] = 1e30
+    rows.to_parquet(folder / "huge.parquet")
+    result = CliRunner().invoke(app, ["score", str(root / "model.vgm"), str(folder / "huge.parquet"), "-o", str(folder / "local.parquet"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    expected = pd.read_parquet(folder / "local.parquet").drop(columns="row")
+    assert expected.loc[3, "is_anomaly"] == 1 and "not finite" in expected.loc[3, "error"]
+    return folder, expected
+
+
+def test_dask_flags_a_non_finite_score_as_the_local_run_does(dataset, huge_cell, dask_client, tmp_path):
+    from vaeguard.engines.dask import score_parquet_dask
+
+    root, _, _ = dataset
+    folder, expected = huge_cell
+    summary = score_parquet_dask(root / "model.vgm", folder / "huge.parquet", tmp_path / "o", client=dask_client, device="cpu", on_bad_row="fail")
+    assert summary.n_failed == 0 and summary.n_scored == 40
+    assert_same_scores(pd.read_parquet(tmp_path / "o"), expected)
 
 
 # ---------------------------------------------------------------------------- Spark
@@ -246,6 +279,23 @@ def test_engine_options_are_checked(dataset, tmp_path):
     assert result.exit_code == 2 and "--engine dask reads Parquet" in result.output
 
 
+def test_spark_flags_a_non_finite_score_as_the_local_run_does(dataset, huge_cell, spark, tmp_path):
+    from vaeguard.engines.spark import score_parquet_spark
+
+    root, _, _ = dataset
+    folder, expected = huge_cell
+    summary = score_parquet_spark(root / "model.vgm", folder / "huge.parquet", tmp_path / "o", master="local[2]", device="cpu", on_bad_row="fail")
+    assert summary.n_failed == 0 and summary.n_scored == 40
+    assert_same_scores(pd.read_parquet(tmp_path / "o"), expected)
+
+
+def test_spark_workers_run_the_drivers_python(spark):
+    import os
+
+    assert os.environ["PYSPARK_PYTHON"] == sys.executable
+    assert spark.sparkContext.parallelize([0], 1).map(lambda _: __import__("sys").executable).collect() == [sys.executable]
+
+
 def test_spark_on_bad_row_fail_stops_the_job(dataset, spark):
     """Last in the module: a failed task costs Spark its Python workers, which restart slowly."""
     from vaeguard.engines.spark import score_spark
@@ -271,3 +321,15 @@ def test_dask_with_the_default_fused_score_equals_the_local_function(dataset, da
     expected = score_frame(common.cached_scorer(tmp_path / "fused.vgm", "cpu"), frame)
     got = score_dask(tmp_path / "fused.vgm", dd.from_pandas(frame, npartitions=3), device="cpu").compute()
     assert np.array_equal(got["score"].to_numpy(), expected["score"].to_numpy(), equal_nan=True)
+
+
+def test_spark_bad_row_from_the_command_line_is_one_line(dataset, spark, tmp_path):
+    """After the other Spark tests: a failed task costs Spark its Python workers."""
+    root, _, _ = dataset
+    out = tmp_path / "scores"
+    result = CliRunner().invoke(app, ["score", str(root / "model.vgm"), str(root / "data"), "-o", str(out), "--engine", "spark", "--master", "local[2]", "--device", "cpu"])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: a Spark batch: row ") and "column 'b'" in lines[-1] or "column 'd'" in lines[-1], result.output
+    assert "Traceback" not in result.output and "Py4J" not in result.output
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == []

@@ -5,7 +5,9 @@ guards output paths:
 
 - an output that is the same file as an input (the data, the model, a config; compared by
   device and inode, so through symlinks and hard links too) is refused with a DataError
-  naming both paths, before anything is written;
+  naming both paths, before anything is written; so is an output inside an input folder
+  (it could replace an input file, and the next run would read it as input) and an output
+  that a glob input matches;
 - an existing output that is not a regular file (a device such as /dev/full, a FIFO, a
   folder) is refused, never replaced;
 - an output given as a symlink replaces the link's target, not the link;
@@ -27,6 +29,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import fnmatch
+import glob as globbing
 import gzip
 import io
 import os
@@ -46,6 +50,8 @@ _PROCESS_START = time.time()
 _PART_SUFFIX = ".part"
 # mkstemp's random part: 8 characters of [a-z0-9_].
 _PART_RANDOM = r"[a-z0-9_]{8}"
+_DIR_SUFFIXES = r"\.partdir|\.old"  # atomic_dir's new and set-aside folders
+_GLOB_CHARS = set("*?[")  # as vaeguard.parquet: an input holding one of these is read as a glob
 
 
 class Terminated(KeyboardInterrupt):
@@ -74,11 +80,36 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+def is_glob(path: str | Path) -> bool:
+    """True when `path` holds a glob character: such an input is read as a pattern (vaeguard.parquet)."""
+    return bool(_GLOB_CHARS & set(str(path)))
+
+
+def _refuse_inside(path: Path, target: Path, source: str | Path) -> None:
+    """DataError when `target` (the real output path) is an input folder, lies inside one, or
+    is matched by a glob input."""
+    real_source = Path(os.path.realpath(source))
+    if os.path.isdir(real_source) and (target == real_source or target.is_relative_to(real_source)):
+        raise DataError(
+            f"the output {path} is inside the input folder {source}: it could replace an input file and would be "
+            f"read as input next time; choose a path outside that folder"
+        )
+    if is_glob(source):
+        pattern = os.path.abspath(source)
+        matched = {Path(os.path.realpath(p)) for p in globbing.glob(pattern, recursive=True)}
+        if target in matched or fnmatch.fnmatchcase(str(target), pattern) or fnmatch.fnmatchcase(os.path.abspath(path), pattern):
+            raise DataError(
+                f"the output {path} matches the input pattern {source}: it could replace an input file and would be "
+                f"read as input next time; choose a path the pattern does not match"
+            )
+
+
 def check_output(path: str | Path, inputs: Iterable[str | Path | None] = ()) -> Path:
     """The real path to write `path` to, or DataError when writing it would destroy something.
 
     Refused: `path` is the same file as one of `inputs` (compared through symlinks and hard
-    links), or `path` exists and is not a regular file. A symlink resolves to its target.
+    links), lies inside an input folder or matches an input glob, or `path` exists and is not
+    a regular file. A symlink resolves to its target.
     """
     path = Path(path)
     target = Path(os.path.realpath(path))
@@ -100,18 +131,22 @@ def check_output(path: str | Path, inputs: Iterable[str | Path | None] = ()) -> 
         same = same or target == Path(os.path.realpath(source))
         if same:
             raise DataError(f"the output {path} is the input {source}: refusing to overwrite it; choose another output path")
+        _refuse_inside(path, target, source)
     return target
 
 
-def _is_stale(part: Path) -> bool:
-    """True when `part` is a regular file older than this process that nobody holds locked."""
+def _is_stale(part: Path, *, folder: bool = False) -> bool:
+    """True when `part` is a regular file (or, with `folder`, a folder) older than this process
+    that nobody holds locked."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | (os.O_DIRECTORY if folder else 0)
     try:
-        fd = os.open(part, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(part, flags)
     except OSError:
         return False
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_mtime >= _PROCESS_START:
+        kind_ok = stat.S_ISDIR(st.st_mode) if folder else stat.S_ISREG(st.st_mode)
+        if not kind_ok or st.st_mtime >= _PROCESS_START:
             return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -125,21 +160,30 @@ def _is_stale(part: Path) -> bool:
 
 
 def remove_stale_parts(target: str | Path) -> list[Path]:
-    """Remove `.NAME.XXXXXXXX.part` files beside `target` left by runs that died; return them."""
+    """Remove `.NAME.XXXXXXXX.part` files (and the `.partdir`/`.old` folders of `atomic_dir`)
+    beside `target` left by runs that died; return them."""
+    import shutil
+
     target = Path(target)
-    pattern = re.compile(rf"^\.{re.escape(target.name)}\.{_PART_RANDOM}{re.escape(_PART_SUFFIX)}$")
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.{_PART_RANDOM}(?P<suffix>{re.escape(_PART_SUFFIX)}|{_DIR_SUFFIXES})$")
     removed = []
     try:
         names = os.listdir(target.parent)
     except OSError:
         return removed
     for name in names:
-        if pattern.match(name):
-            part = target.parent / name
-            with contextlib.suppress(OSError):
-                if _is_stale(part):
+        found = pattern.match(name)
+        if not found:
+            continue
+        part = target.parent / name
+        folder = found["suffix"] != _PART_SUFFIX
+        with contextlib.suppress(OSError):
+            if _is_stale(part, folder=folder):
+                if folder:
+                    shutil.rmtree(part)
+                else:
                     part.unlink()
-                    removed.append(part)
+                removed.append(part)
     return removed
 
 
@@ -228,32 +272,67 @@ def atomic_write(
             raise
 
 
+DATASET_MARK = "_vaeguard_output"  # a leading "_": Parquet readers (pyarrow, Dask, Spark) skip it
+
+
+def check_output_folder(path: Path, inputs: Iterable[str | Path | None]) -> None:
+    """DataError unless `path` may become (or be replaced by) a dataset folder written by vaeguard."""
+    inputs = [i for i in inputs if i is not None]
+    real = Path(os.path.realpath(path))
+    for source in inputs:
+        _refuse_inside(path, real, source)
+        if Path(os.path.realpath(source)).is_relative_to(real):
+            raise DataError(f"the output folder {path} holds the input {source}: refusing to replace it; choose another output folder")
+    if not os.path.lexists(path):
+        return
+    if not path.is_dir() or path.is_symlink():
+        raise DataError(f"{path} exists and is not a folder: refusing to replace it with a dataset folder")
+    entries = os.listdir(path)
+    if entries and DATASET_MARK not in entries:
+        shown = ", ".join(sorted(entries)[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+        raise DataError(
+            f"the output folder {path} exists and was not written by vaeguard (it holds {shown}): refusing to replace it; "
+            f"choose a new or empty folder"
+        )
+
+
 @contextlib.contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
+def atomic_dir(path: str | Path, *, inputs: Iterable[str | Path | None] = ()) -> Iterator[Path]:
     """Yield an empty temporary folder beside `path`; on success it replaces the folder `path`.
 
-    For datasets written as many files (Dask, Spark). An existing folder at `path` is moved
-    aside and removed only after the new one is in place; an existing `path` that is not a
-    folder is refused (DataError). On any exception the temporary folder is removed and `path`
-    is left as it was.
+    For datasets written as many files (Dask, Spark). The folder gets a `DATASET_MARK` file, and
+    only a folder that is empty or holds that mark (a previous output) is ever replaced; one that
+    is or holds an input, lies inside an input folder or is not a folder is refused (DataError).
+    The existing folder is moved aside and removed only after the new one is in place. On any
+    exception, SIGINT, SIGTERM or SIGHUP the temporary folder is removed and `path` is left as
+    it was; one left by a SIGKILL is removed by the next run writing the same output (it is
+    locked while in use, as `atomic_write`'s part files are).
     """
     import shutil
 
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise DataError(f"{path} exists and is not a folder: refusing to replace it with a dataset folder")
+    inputs = list(inputs)
+    check_output_folder(path, inputs)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partdir", dir=path.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / path.name)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    remove_stale_parts(path)
+    with _signals_as_exceptions():
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partdir", dir=path.parent))
+        lock = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            yield tmp
+            (tmp / DATASET_MARK).write_text("written by vaeguard: a later run writing this output may replace this folder\n")
+            os.chmod(tmp, 0o777 & ~_umask())
+            check_output_folder(path, inputs)  # again: the folder may have changed while we wrote
+            if os.path.lexists(path):
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+                os.replace(path, old / path.name)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        finally:
+            os.close(lock)

@@ -117,6 +117,11 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     typer.secho(f"warning: {message}", err=True, fg=typer.colors.YELLOW)
 
 
+def _one_line(text: str) -> str:
+    """`text` with every character that would break or hide a line (controls, separators) escaped."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 @contextlib.contextmanager
 def _errors() -> Iterator[None]:
     """Turn data, model and file errors into a one-line message and exit code 1."""
@@ -125,7 +130,7 @@ def _errors() -> Iterator[None]:
     except (VaeguardError, ValueError, OSError) as exc:
         if _state["debug"]:
             raise
-        message = str(exc) or type(exc).__name__
+        message = _one_line(str(exc) or type(exc).__name__)
         typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
         raise typer.Exit(code=1) from None
     except KeyboardInterrupt as exc:
@@ -367,12 +372,12 @@ def score(
 
 
 def _score_on_engine(engine: str, model: Path, data: Path, out: Path, *, scheduler, workers, master, device, on_bad_row) -> None:
+    from .atomic import check_output_folder
     from .parquet import is_parquet_input
 
     if not is_parquet_input(data):
         raise typer.BadParameter(f"--engine {engine} reads Parquet (a file, a folder or a glob); convert {data} first", param_hint="DATA")
-    if out.resolve() in (data.resolve(), model.resolve()) or data.resolve().is_relative_to(out.resolve()):
-        raise typer.BadParameter(f"the output folder {out} would replace the input: choose another", param_hint="--out")
+    check_output_folder(out, [data, model])
     if engine == "dask":
         from .engines.dask import score_parquet_dask
 
@@ -449,7 +454,7 @@ def calibrate(
     if recall is not None and rule != "recall":
         raise typer.BadParameter("--recall goes with --rule recall", param_hint="--recall")
     with _errors():
-        _guard(out, data)  # writing over MODEL is what calibrate does by default
+        _guard(out or model, data)  # writing over MODEL is what calibrate does by default
         detector = load(model, device=device)
         before = detector.threshold_
         if label_column is not None or normal_label is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,21 @@ from ..bulk import TOP_K, score_frame
 from ..errors import DataError
 from ..scorer import Scorer
 
-__all__ = ["TOP_K", "cached_scorer", "check_no_errors", "load_count", "score_frame", "table_columns"]
+__all__ = ["TOP_K", "EngineSummary", "cached_scorer", "check_no_errors", "engine_error", "load_count", "score_frame", "table_columns"]
 _cache: dict[tuple, Scorer] = {}
 _lock = threading.Lock()
 _loads = 0
+
+
+@dataclass
+class EngineSummary:
+    """What an engine run did: rows scored, flagged and failed (see the `error` column), and
+    the output dataset folder."""
+
+    output: Path
+    n_scored: int = 0
+    n_anomalies: int = 0
+    n_failed: int = 0
 
 
 def model_key(model_path: str | Path, device: str) -> tuple:
@@ -57,8 +69,21 @@ def table_columns(scorer: Scorer) -> tuple[list[str], str | None]:
 
 
 def check_no_errors(scored: pd.DataFrame, where: str) -> None:
-    """For --on-bad-row fail: DataError naming the first bad row of a scored partition."""
-    bad = np.flatnonzero(scored["error"].to_numpy(dtype=object) != "")
+    """For --on-bad-row fail: DataError naming the first row of a scored partition that could not
+    be scored (a bad cell). A row whose score is not finite is flagged, as in the local run."""
+    bad = np.flatnonzero(scored["is_anomaly"].isna().to_numpy())
     if len(bad):
         i = bad[0]
         raise DataError(f"{where}: row {scored.index[i]} of the partition: {scored['error'].iloc[i]}")
+
+
+def engine_error(exc: BaseException) -> DataError:
+    """The one line that says why a Dask or Spark job failed, from an exception that may carry
+    a worker's whole traceback (Spark wraps it in Java's)."""
+    text = str(exc)
+    for line in reversed(text.splitlines()):
+        for kind in ("DataError: ", "ModelFileError: "):
+            if kind in line:
+                return DataError(line.split(kind, 1)[1].strip())
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return DataError(f"the {type(exc).__name__} job failed: {first}")

@@ -10,12 +10,12 @@ on every executor. Needs the `spark` extra (pyspark, Java 17).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from ..errors import DataError
 from ..extras import require
-from .common import TOP_K, cached_scorer, check_no_errors, score_frame, table_columns
-from .dask import EngineSummary
+from .common import TOP_K, EngineSummary, cached_scorer, check_no_errors, engine_error, score_frame, table_columns
 
 
 def _quoted(name: str) -> str:
@@ -72,6 +72,9 @@ def local_session(master: str = "local[*]"):
     builder = SparkSession.builder.master(master).appName("vaeguard")
     if master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        # Python workers run this interpreter (not the `python3` on PATH, which may lack
+        # vaeguard when it is called as .venv/bin/vaeguard from cron or a service)
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = (
             builder.config("spark.driver.host", "127.0.0.1")
             .config("spark.driver.bindAddress", "127.0.0.1")
@@ -94,7 +97,10 @@ def score_parquet_spark(
 ) -> EngineSummary:
     """Score a Parquet input (file, folder or glob) on Spark into a Parquet dataset folder.
 
-    The folder appears only when complete (written beside it, then renamed into place).
+    The folder appears only when complete (written beside it, then renamed into place); an
+    existing folder is replaced only when it is a previous output (see `atomic.atomic_dir`).
+    For a cluster master the executors need vaeguard installed in the Python that
+    `PYSPARK_PYTHON` names (or `python3` on their PATH).
     """
     from ..atomic import atomic_dir
     from ..parquet import ParquetTable
@@ -102,12 +108,16 @@ def score_parquet_spark(
     table = ParquetTable.open(data)
     columns, _ = table_columns(cached_scorer(model_path, device))
     table.check_columns(columns)
-    spark = local_session(master)
-    with atomic_dir(output) as tmp:
+    with atomic_dir(output, inputs=[data, model_path]) as tmp:
+        spark = local_session(master)
         df = spark.read.parquet(*[str(f.resolve()) for f in table.files])
-        score_spark(model_path, df, device=device, on_bad_row=on_bad_row).write.mode("overwrite").parquet(str(tmp))
-        counts = spark.read.parquet(str(tmp)).selectExpr(
-            "count(*) AS n", "coalesce(sum(is_anomaly), 0) AS anomalies", "sum(CASE WHEN error != '' THEN 1 ELSE 0 END) AS failed"
-        ).first()
+        try:
+            # "append" into the empty folder: "overwrite" would delete and recreate it, losing its lock
+            score_spark(model_path, df, device=device, on_bad_row=on_bad_row).write.mode("append").parquet(str(tmp))
+            counts = spark.read.parquet(str(tmp)).selectExpr(
+                "count(*) AS n", "coalesce(sum(is_anomaly), 0) AS anomalies", "count_if(is_anomaly IS NULL) AS failed"
+            ).first()
+        except Exception as exc:  # py4j and pyspark wrap a worker's DataError in their own types
+            raise engine_error(exc) from None
     n_failed = int(counts["failed"] or 0)
     return EngineSummary(Path(output), n_scored=int(counts["n"]) - n_failed, n_anomalies=int(counts["anomalies"]), n_failed=n_failed)
