@@ -7,6 +7,7 @@ Java cannot start.
 """
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,7 @@ from vaeguard.errors import DataError
 from vaeguard.estimator import VAEAnomalyDetector
 from vaeguard.extras import MissingExtraError, require
 from vaeguard.inputs import TableInput
+from vaeguard.parquet import ParquetTable
 
 COLUMNS = ["a", "b", "c", "d"]
 SCORE_COLUMNS = ["score", "p_value", "is_anomaly", "top_1", "top_2", "top_3", "error"]
@@ -131,6 +133,25 @@ def test_dask_on_bad_row_fail_stops_naming_the_column(dataset, dask_client):
         score_dask(root / "model.vgm", ddf, device="cpu", on_bad_row="fail").compute()
 
 
+def test_dask_parquet_names_the_bad_row_as_the_local_run_does(dataset, dask_client, tmp_path):
+    from vaeguard.engines import dask as engine
+
+    root, _, _ = dataset
+    local = CliRunner().invoke(app, ["-q", "score", str(root / "model.vgm"), str(root / "data"), "-o", str(tmp_path / "l.csv"), "--device", "cpu"])
+    assert local.exit_code == 1 and "row 8 (in " in local.output  # frame row 7 is the input's row 8
+    with pytest.raises(DataError) as failed:
+        engine.score_parquet_dask(root / "model.vgm", root / "data", tmp_path / "o", client=dask_client, device="cpu", on_bad_row="fail")
+    data = root / "data"
+    # partitions run in parallel: the first bad row to fail may be either, named as the local run names it
+    assert str(failed.value) in (
+        local.output.strip().removeprefix("error: "),
+        f"{data}: row 301 (in {data / 'part-1.parquet'}): column 'd': 'inf' is not a finite number",
+    )
+    # Partitions follow row groups (about PARTITION_BYTES each) and number rows across files.
+    parts = engine._parts(ParquetTable.open(root / "data"), target_bytes=1)
+    assert [(Path(p.file).name, p.first_row) for p in parts][:5] == [("part-0.parquet", 1), ("part-0.parquet", 65), ("part-0.parquet", 129), ("part-0.parquet", 193), ("part-1.parquet", 201)]
+
+
 def test_dask_missing_feature_column_is_a_data_error(dataset, dask_client):
     import dask.dataframe as dd
 
@@ -153,7 +174,7 @@ def test_dask_parquet_dataset_out(dataset, dask_client, tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "score_frame", lambda d, f: calls.append(len(f)) or score_frame(d, f))
     summary = engine.score_parquet_dask(root / "model.vgm", root / "data" / "*.parquet", out, client=dask_client, device="cpu")
     # Writing and counting share one graph: the meta call, then each partition exactly once.
-    assert len(calls) == 1 + dd.read_parquet(str(root / "data" / "*.parquet")).npartitions
+    assert len(calls) == 1 + len(engine._parts(ParquetTable.open(root / "data")))
     assert sum(calls[1:]) == 500
     assert (summary.n_scored, summary.n_failed) == (498, 2)
     assert summary.n_anomalies == int(expected["is_anomaly"].sum())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,13 +69,14 @@ def table_columns(scorer: Scorer) -> tuple[list[str], str | None]:
     return list(spec.columns), spec.id_column
 
 
-def check_no_errors(scored: pd.DataFrame, where: str) -> None:
+def check_no_errors(scored: pd.DataFrame, where: Callable[[object], str]) -> None:
     """For --on-bad-row fail: DataError naming the first row of a scored partition that could not
-    be scored (a bad cell). A row whose score is not finite is flagged, as in the local run."""
+    be scored (a bad cell), located by `where(index label)`. A row whose score is not finite is
+    flagged, as in the local run."""
     bad = np.flatnonzero(scored["is_anomaly"].isna().to_numpy())
     if len(bad):
         i = bad[0]
-        raise DataError(f"{where}: row {scored.index[i]} of the partition: {scored['error'].iloc[i]}")
+        raise DataError(f"{where(scored.index[i])}: {scored['error'].iloc[i]}")
 
 
 def engine_error(exc: BaseException) -> DataError:

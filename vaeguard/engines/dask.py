@@ -8,9 +8,12 @@ readable at the same path on every worker (a shared file system). Needs the `das
 
 from __future__ import annotations
 
+import functools
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..errors import DataError
@@ -18,14 +21,55 @@ from ..extras import require
 from .common import EngineSummary, cached_scorer, check_no_errors, score_frame, table_columns
 
 
-PARTITION_BYTES = "64MiB"
+# 64 MiB partitions (~300k rows of 20 float columns): Dask's default of whole files or 256 MiB
+# made five 1M-row partitions of a 1 GB file, a 1.9 GB worker and one idle worker of two
+# (measured by benchmarks/bigdata.py).
+PARTITION_BYTES = 64 * 2**20
 
 
-def _score_partition(frame: pd.DataFrame, model_path: str, device: str, on_bad_row: str) -> pd.DataFrame:
+def _score_partition(frame: pd.DataFrame, model_path: str, device: str, on_bad_row: str, where=None) -> pd.DataFrame:
     scored = score_frame(cached_scorer(model_path, device), frame)
     if on_bad_row == "fail":
-        check_no_errors(scored, "a Dask partition")
+        check_no_errors(scored, where or (lambda label: f"a Dask partition: the row with index {label!r}"))
     return scored
+
+
+@dataclass(frozen=True)
+class _Part:
+    """Row groups of one Parquet file read as one partition, and the input's number of its first row."""
+
+    file: str
+    row_groups: tuple[int, ...]
+    first_row: int
+
+
+def _parts(table, target_bytes: int = PARTITION_BYTES) -> list[_Part]:
+    """Consecutive row groups of each file, about `target_bytes` (uncompressed) per partition."""
+    pq = require("pyarrow.parquet", "parquet")
+    parts, first = [], 1
+    for f, n_rows in zip(table.files, table.file_rows):
+        meta = pq.ParquetFile(f).metadata
+        groups, size, start = [], 0, first
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            if groups and size + group.total_byte_size > target_bytes:
+                parts.append(_Part(str(f), tuple(groups), start))
+                start += sum(meta.row_group(i).num_rows for i in groups)
+                groups, size = [], 0
+            groups.append(g)
+            size += group.total_byte_size
+        if groups:
+            parts.append(_Part(str(f), tuple(groups), start))
+        first += n_rows
+    return parts
+
+
+def _read_part(part: _Part, columns: list[str]) -> pd.DataFrame:
+    """A partition indexed by the rows' numbers in the whole input (as the local run's `row`)."""
+    pq = require("pyarrow.parquet", "parquet")
+    frame = pq.ParquetFile(part.file).read_row_groups(list(part.row_groups), columns=columns).to_pandas()
+    frame.index = pd.RangeIndex(part.first_row, part.first_row + len(frame))
+    return frame
 
 
 def _check_on_bad_row(on_bad_row: str) -> None:
@@ -43,6 +87,17 @@ def score_dask(model_path: str | Path, ddf, *, device: str = "auto", on_bad_row:
     """
     require("dask.dataframe", "dask")
     _check_on_bad_row(on_bad_row)
+    return _score_ddf(model_path, ddf, device, on_bad_row)
+
+
+def _where(table, row: int) -> str:
+    """"file: row N" for the input's row N, as the local run names it."""
+    ends = np.cumsum(table.file_rows)
+    i = int(np.searchsorted(ends, row, side="left"))
+    return table.where(table.files[min(i, len(table.files) - 1)], row)
+
+
+def _score_ddf(model_path: str | Path, ddf, device: str, on_bad_row: str, where=None):
     model_path = str(Path(model_path).resolve())
     scorer = cached_scorer(model_path, device)
     columns, id_column = table_columns(scorer)
@@ -56,7 +111,7 @@ def score_dask(model_path: str | Path, ddf, *, device: str = "auto", on_bad_row:
     ddf = ddf[needed]
     # Dask's stand-in rows (typed like the input) through the same function: the output's dtypes.
     meta = score_frame(scorer, ddf._meta_nonempty).iloc[:0]
-    return ddf.map_partitions(_score_partition, model_path, device, on_bad_row, meta=meta)
+    return ddf.map_partitions(_score_partition, model_path, device, on_bad_row, where, meta=meta)
 
 
 def _one_thread() -> None:
@@ -90,17 +145,16 @@ def score_parquet_dask(
     from ..atomic import atomic_dir
     from ..parquet import ParquetTable
 
+    pq = require("pyarrow.parquet", "parquet")
     _check_on_bad_row(on_bad_row)
     table = ParquetTable.open(data)
     columns, id_column = table_columns(cached_scorer(model_path, device))
     table.check_columns(columns)
     needed = columns + ([id_column] if id_column is not None and id_column in table.columns else [])
     with atomic_dir(output, inputs=[data, model_path]) as tmp, _Client(distributed, scheduler, n_workers, client):
-        # 64 MiB partitions (~300k rows of 20 float columns): Dask's default of whole files or
-        # 256 MiB made five 1M-row partitions of a 1 GB file, a 1.9 GB worker and one idle
-        # worker of two (measured by benchmarks/bigdata.py).
-        ddf = dd.read_parquet([str(f) for f in table.files], columns=needed, blocksize=PARTITION_BYTES)
-        scored = score_dask(model_path, ddf, device=device, on_bad_row=on_bad_row)
+        meta = pq.read_schema(table.files[0]).empty_table().select(needed).to_pandas()
+        ddf = dd.from_map(_read_part, _parts(table), columns=needed, meta=meta, enforce_metadata=False)
+        scored = _score_ddf(model_path, ddf, device, on_bad_row, where=functools.partial(_where, table))
         write = scored.to_parquet(str(tmp), write_index=False, compute=False)
         counts = scored[["is_anomaly", "error"]].map_partitions(_counts, meta=_counts(scored._meta))
         _, totals = dask.compute(write, counts)  # one graph: each partition is scored once

@@ -58,7 +58,7 @@ def score_spark(model_path: str | Path, df, *, device: str = "auto", on_bad_row:
         for frame in batches:
             scored = score_frame(scorer, frame)
             if on_bad_row == "fail":
-                check_no_errors(scored, "a Spark batch")
+                check_no_errors(scored, lambda label: f"a Spark batch: row {label + 1} of the batch")
             yield scored
 
     return df.select(*[_quoted(c) for c in needed]).mapInPandas(score_batches, ddl)
