@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 import vaeguard
+from vaeguard import modelfile
 from vaeguard.errors import ModelFileError
-from vaeguard.modelfile import read_model_file, write_model_file
+from vaeguard.modelfile import DIGEST_KEY, read_model_file, tensor_digest, write_model_file
 
 
 def test_round_trip_keeps_arrays_and_description(tmp_path):
@@ -75,10 +76,62 @@ def test_version_1_files_still_load(tmp_path):
     description["metadata"] = {"input": {"kind": "table", "schema": spec}, "trained_on": "x.csv"}
     meta = {"format": "vaeguard-model", "format_version": "1", "description": json.dumps(description)}
     save_file(arrays, str(tmp_path / "v1.vgm"), metadata=meta)
-    old = vaeguard.load(tmp_path / "v1.vgm", device="cpu")
+    with pytest.warns(UserWarning, match="v1.vgm has no tensor digest"):
+        old = vaeguard.load(tmp_path / "v1.vgm", device="cpu")
     assert old.input_spec_ == det.input_spec_ and old.metadata_ == {"trained_on": "x.csv"}
     np.testing.assert_array_equal(old.anomaly_score(X), det.anomaly_score(X))
     meta["format_version"] = "7"
     save_file(arrays, str(tmp_path / "v7.vgm"), metadata=meta)
-    with pytest.raises(ModelFileError, match="format version 7"):
+    with pytest.raises(ModelFileError, match='format version "7"'):
         vaeguard.load(tmp_path / "v7.vgm")
+
+
+def test_saved_file_carries_a_digest_and_reloads_silently_scoring_identically(tmp_path):
+    """The user's metadata is kept as given, NaN and big integers included (the checks of
+    numbers cover only the fields vaeguard reads)."""
+    import warnings
+
+    X = np.random.default_rng(1).normal(size=(80, 3))
+    det = vaeguard.VAEAnomalyDetector(latent_dim=2, hidden_dims=(4,), epochs=2, random_state=0, device="cpu", fpr=0.2).fit(X)
+    path = det.save(tmp_path / "m.vgm", metadata={"odd": float("nan"), "big": 10**30})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = vaeguard.load(path, device="cpu")
+    np.testing.assert_array_equal(loaded.score_samples(X), det.score_samples(X))
+    assert loaded.metadata_["big"] == 10**30 and np.isnan(loaded.metadata_["odd"])
+    _, arrays = read_model_file(path)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as fh:
+        assert fh.metadata()[DIGEST_KEY] == tensor_digest(arrays)
+
+
+def test_digest_covers_names_dtypes_shapes_and_bytes():
+    base = {"w": np.arange(6, dtype=np.float32), "s": np.ones(2)}
+    changed = [
+        {"v": base["w"], "s": base["s"]},
+        {"w": base["w"].astype(np.float64), "s": base["s"]},
+        {"w": base["w"].reshape(2, 3), "s": base["s"]},
+        {"w": base["w"] + 1, "s": base["s"]},
+    ]
+    assert tensor_digest(dict(reversed(base.items()))) == tensor_digest(base)  # name order, not insertion
+    assert len({tensor_digest(base), *(tensor_digest(c) for c in changed)}) == 1 + len(changed)
+
+
+def test_model_files_hold_float32_and_float64_arrays_only(tmp_path):
+    with pytest.raises(ValueError, match="float32 and float64 arrays only, not x \\(int64\\)"):
+        write_model_file(tmp_path / "m.vgm", {}, {"x": np.zeros(3, dtype=np.int64)})
+    assert not (tmp_path / "m.vgm").exists()
+
+
+def test_checks_cover_every_estimator_parameter_and_mirror_the_torch_modules():
+    """modelfile keeps its own copies of the likelihood and score type names (it must not
+    import torch); they must equal the originals, and every parameter must have a check."""
+    from vaeguard import model, scoring
+
+    assert modelfile.LIKELIHOODS == model.LIKELIHOODS and modelfile.SCORE_TYPES == scoring.SCORE_TYPES
+    checked = {name.split(".", 1)[1] for name, _, _ in modelfile._FIELDS + modelfile._FIELDS_IF_PRESENT if name.startswith("params.")}
+    assert checked == set(vaeguard.VAEAnomalyDetector().get_params())
+    assert {name.split(".", 1)[1] for name, _, _ in modelfile._FIELDS + modelfile._FIELDS_IF_PRESENT if name.startswith("model_config.")} == set(
+        model.VAEConfig(input_dim=1).to_dict()
+    )

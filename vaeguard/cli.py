@@ -17,6 +17,7 @@ import typer
 
 from .errors import VaeguardError
 from .inputs import CHUNK_ROWS
+from .limits import MAX_INTERPOLATION_STEPS, MAX_SAMPLES
 
 app = typer.Typer(
     name="vaeguard",
@@ -594,7 +595,7 @@ def digits(
 def sample(
     model: Annotated[Path, typer.Argument(help="Model file written by `vaeguard train` (or a digit job's --save-model).", dir_okay=False)],
     out: Annotated[Path, typer.Option("--out", "-o", help="Image models: a PNG grid (*.png). Table models: a CSV of generated rows (*.csv) with the original column names, in the original units.", dir_okay=False)],
-    n: Annotated[int, typer.Option("--n", help="How many samples.", min=1, max=100_000)] = 64,
+    n: Annotated[int, typer.Option("--n", help="How many samples.", min=1, max=MAX_SAMPLES)] = 64,
     seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same samples.")] = 0,
     draw: Annotated[bool, typer.Option("--draw/--mean", help="--mean (default): the decoder mean E[x|z], smooth; --draw: one draw from the likelihood p(x|z): Bernoulli pixels are 0 or 1, table rows get the learned per-feature noise and so the data's full spread.")] = False,
     device: DeviceOpt = "auto",
@@ -622,7 +623,7 @@ def interpolate(
     b: Annotated[str, typer.Argument(help="End: like A.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Image models: a PNG strip (*.png). Table models: a CSV of the interpolated rows (*.csv).", dir_okay=False)],
     data: Annotated[Optional[Path], typer.Option("--data", help="Table models: the CSV file holding rows A and B.", dir_okay=False)] = None,
-    steps: Annotated[int, typer.Option("--steps", help="Points on the path, both ends included.", min=2, max=1000)] = 10,
+    steps: Annotated[int, typer.Option("--steps", help="Points on the path, both ends included.", min=2, max=MAX_INTERPOLATION_STEPS)] = 10,
     method: Annotated[str, typer.Option("--method", help="slerp (spherical, keeps a typical prior norm) or linear.")] = "slerp",
     device: DeviceOpt = "auto",
 ) -> None:

@@ -31,7 +31,7 @@ from .inputs import ImageInput, InputSpec, TableInput, default_columns
 from .model import VAE, VAEConfig
 from . import generative
 from .latent import MAX_REFERENCE_CODES
-from .limits import MAX_IMPORTANCE_SAMPLES, check_model_size
+from .limits import MAX_IMPORTANCE_SAMPLES, MAX_INTERPOLATION_STEPS, MAX_SAMPLES, check_generated_rows, check_model_size
 from .modelfile import FittedState
 from .scorer import Scorer, build_model, check_unit_range, standardize
 from .scoring import (
@@ -662,10 +662,12 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         noise with the learned per-feature variance). random_state=None uses the detector's
         own seed, so the same call gives the same rows; pass an int for another draw.
         Blurry or all-alike samples warn of a model that has not learned the normal data.
+        At most `limits.MAX_SAMPLES` rows a call (DataError beyond it, or beyond the memory budget).
         """
         check_is_fitted(self)
         if not isinstance(n, Integral) or isinstance(n, bool) or n < 1:
             raise ValueError(f"n must be an integer >= 1, got {n!r}")
+        check_generated_rows("n", int(n), MAX_SAMPLES, int(self.n_features_in_))
         _, Xs = generative.sample(self.model_, int(n), self._seed_for(random_state), mean=bool(mean))
         return self._to_units(Xs)
 
@@ -690,12 +692,13 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         along the great circle, so every point keeps a norm typical of the N(0, I) prior, where
         the decoder was trained) or a straight line ("linear", whose middle points have smaller
         norms than any code the prior produces). The first and last rows are the
-        reconstructions of x_a and x_b.
+        reconstructions of x_a and x_b. At most `limits.MAX_INTERPOLATION_STEPS` steps.
         """
         rows = np.vstack([self._one_row(x_a, "x_a"), self._one_row(x_b, "x_b")])
-        za, zb = encode_means(self.model_, rows)
         if not isinstance(steps, Integral) or isinstance(steps, bool) or steps < 2:
             raise ValueError(f"steps must be an integer >= 2 (the two endpoints included), got {steps!r}")
+        check_generated_rows("steps", int(steps), MAX_INTERPOLATION_STEPS, int(self.n_features_in_))
+        za, zb = encode_means(self.model_, rows)
         if method not in generative.INTERPOLATIONS:
             raise ValueError(f"method must be one of {generative.INTERPOLATIONS}, got {method!r}")
         return self._to_units(generative.decode(self.model_, generative.interpolate_codes(za, zb, int(steps), method)))

@@ -13,6 +13,8 @@ error, not a machine swapping itself to death or an allocation traceback. So:
   before decoding): above it the file gets a per-file error.
 - `MAX_INPUT_FEATURES` bounds the width of a row (C x H x W for images).
 - `MAX_IMPORTANCE_SAMPLES` bounds K of the importance-weighted score.
+- `MAX_SAMPLES` and `MAX_INTERPOLATION_STEPS` bound the rows one `sample` or `interpolate`
+  call generates (the CLI's `--n` and `--steps` use the same numbers).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ MEMORY_BUDGET_BYTES = _budget_from_env()
 MAX_IMAGE_PIXELS = 89_478_485  # Pillow's own decompression-bomb warning threshold (2**30 / 4 / 3)
 MAX_INPUT_FEATURES = 4_000_000
 MAX_IMPORTANCE_SAMPLES = 100_000
+MAX_SAMPLES = 100_000
+MAX_INTERPOLATION_STEPS = 1_000
 # Widths of a layer or a code: anything larger cannot fit the budget with any input.
 MAX_WIDTH = 2**28
 
@@ -61,6 +65,23 @@ def check_input_features(n_features: int, what: str = "a row") -> None:
 def check_importance_samples(n_samples: int) -> None:
     if not 1 <= n_samples <= MAX_IMPORTANCE_SAMPLES:
         raise DataError(f"n_importance_samples must be between 1 and {MAX_IMPORTANCE_SAMPLES:,}, got {n_samples:,}")
+
+
+def check_generated_rows(name: str, n: int, cap: int, n_features: int) -> None:
+    """DataError when `name` asks for more than `cap` generated rows, or for rows of
+    `n_features` values that would not fit the memory budget, checked before allocating.
+
+    About 24 bytes a value: the decoded float32 rows, then the float64 rows in the units of X
+    and the temporary between them.
+    """
+    if n > cap:
+        raise DataError(f"{name} is {n:,}, over the limit of {cap:,} per call")
+    need = 24 * n * n_features
+    if need > MEMORY_BUDGET_BYTES:
+        raise DataError(
+            f"{name} is {n:,}: rows of {n_features:,} values would need about {gib(need)}, over the memory budget "
+            f"of {gib(MEMORY_BUDGET_BYTES)}: ask for fewer or raise VAEGUARD_MEMORY_BUDGET_GB"
+        )
 
 
 def model_footprint(cfg) -> tuple[int, int]:
