@@ -28,3 +28,16 @@ def test_help_and_info_start_without_torch(tmp_path):
         loaded = _modules_after(run.format(args=args))
         assert "vaeguard.cli" in loaded
         assert "torch" not in loaded and "pandas" not in loaded and "sklearn" not in loaded, args
+
+
+def test_a_bad_memory_budget_is_one_error_line_where_it_is_used_and_help_still_works(tmp_path):
+    import os
+
+    env = dict(os.environ, VAEGUARD_MEMORY_BUDGET_GB="lots")
+    cli = [sys.executable, "-m", "vaeguard"]
+    assert subprocess.run([*cli, "--help"], env=env, capture_output=True, text=True).returncode == 0
+    (tmp_path / "d.csv").write_text("a,b\n" + "".join(f"{i % 7},{i % 5}\n" for i in range(30)))
+    done = subprocess.run([*cli, "-q", "train", str(tmp_path / "d.csv"), "-o", str(tmp_path / "m.vgm")], env=env, capture_output=True, text=True)
+    assert done.returncode == 1 and done.stderr.strip().splitlines()[-1] == "error: VAEGUARD_MEMORY_BUDGET_GB must be a number of gigabytes, got 'lots'", done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "m.vgm").exists()

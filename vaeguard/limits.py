@@ -39,7 +39,19 @@ def _budget_from_env() -> int:
     return int(value * 2**30)
 
 
-MEMORY_BUDGET_BYTES = _budget_from_env()
+try:
+    MEMORY_BUDGET_BYTES, _BUDGET_ERROR = _budget_from_env(), None
+except DataError as exc:  # raised where the budget is used, as a one-line error, not at import (--help must work)
+    MEMORY_BUDGET_BYTES, _BUDGET_ERROR = 4 * 2**30, exc
+
+
+def memory_budget() -> int:
+    """The memory budget in bytes; DataError when VAEGUARD_MEMORY_BUDGET_GB is not a valid size."""
+    if _BUDGET_ERROR is not None:
+        raise _BUDGET_ERROR
+    return MEMORY_BUDGET_BYTES
+
+
 MAX_IMAGE_PIXELS = 89_478_485  # Pillow's own decompression-bomb warning threshold (2**30 / 4 / 3)
 MAX_INPUT_FEATURES = 4_000_000
 MAX_IMPORTANCE_SAMPLES = 100_000
@@ -77,7 +89,7 @@ def check_generated_rows(name: str, n: int, cap: int, n_features: int) -> None:
     if n > cap:
         raise DataError(f"{name} is {n:,}, over the limit of {cap:,} per call")
     need = 24 * n * n_features
-    if need > MEMORY_BUDGET_BYTES:
+    if need > memory_budget():
         raise DataError(
             f"{name} is {n:,}: rows of {n_features:,} values would need about {gib(need)}, over the memory budget "
             f"of {gib(MEMORY_BUDGET_BYTES)}: ask for fewer or raise VAEGUARD_MEMORY_BUDGET_GB"
@@ -162,7 +174,7 @@ def check_model_size(cfg, *, rows: int = 1, samples: int = 1, training: bool = F
     n_params, per_row = model_footprint(cfg)
     # x4: the temporaries around each layer's output (clamp, exp, squares); x3 more to train.
     need = 4 * n_params * (4 if training else 1) + 4 * per_row * rows * samples * 4 * (3 if training else 1)
-    if need > MEMORY_BUDGET_BYTES:
+    if need > memory_budget():
         raise DataError(
             f"this model would need about {gib(need)} ({n_params:,} parameters; input {cfg.input_dim:,}, "
             f"hidden {list(cfg.hidden_dims)}, latent {cfg.latent_dim:,}), over the memory budget of "
