@@ -120,8 +120,10 @@ def _parse_hidden_dims(text: Optional[str]) -> Optional[tuple[int, ...]]:
 
 
 def _check_channels(value: Optional[int]) -> Optional[int]:
-    if value is not None and value not in (1, 3):
-        raise typer.BadParameter(f"must be 1 (grayscale) or 3 (RGB), got {value}")
+    from .config import check_channels
+
+    if value is not None:
+        _usage_error(check_channels, value)
     return value
 
 

@@ -147,19 +147,12 @@ def load_config(path: str | Path) -> dict[str, dict[str, Any]]:
             if not isinstance(values[name], list):
                 raise DataError(f"{path}: [{table}] {name} must be a list, got {show_value(values[name])}")
             values[name] = tuple(values[name]) if table == "detector" else values[name]
-        check = _check_detector_values if table == "detector" else _check_data_values
         try:
-            check(values)
-        except _FieldError as exc:
-            raise DataError(f"{path}: [{table}] {exc.field} {exc.reason}") from None
+            (_check_detector_values if table == "detector" else _check_data_values)(values)
+        except ValueError as exc:  # "FIELD must be ..."
+            raise DataError(f"{path}: [{table}] {exc}") from None
         config[table] = values
     return config
-
-
-class _FieldError(Exception):
-    def __init__(self, field: str, reason: str):
-        super().__init__(f"{field} {reason}")
-        self.field, self.reason = field, reason
 
 
 def _check_detector_values(values: dict[str, Any]) -> None:
@@ -167,7 +160,13 @@ def _check_detector_values(values: dict[str, Any]) -> None:
         try:
             check_detector_value(name, value)
         except ValueError as exc:
-            raise _FieldError(name, str(exc)) from None
+            raise ValueError(f"{name} {exc}") from None
+
+
+def check_channels(value: Any) -> None:
+    """ValueError unless `value` is an image's channel count: 1 (grayscale) or 3 (RGB)."""
+    if isinstance(value, bool) or value not in (1, 3):
+        raise ValueError(f"must be 1 (grayscale) or 3 (RGB), got {show_value(value)}")
 
 
 def _check_data_values(values: dict[str, Any]) -> None:
@@ -177,23 +176,26 @@ def _check_data_values(values: dict[str, Any]) -> None:
     for name in ("columns", "exclude"):
         names = values.get(name)
         if names is not None and not all(isinstance(n, str) and n.strip() for n in names):
-            raise _FieldError(name, f"must be a list of column names, got {show_value(names)}")
+            raise ValueError(f"{name} must be a list of column names, got {show_value(names)}")
     if values.get("columns") == []:  # an empty exclude leaves nothing out; no columns is a mistake
-        raise _FieldError("columns", "lists no columns: leave it out to use every numeric column")
+        raise ValueError("columns lists no columns: leave it out to use every numeric column")
     for name in ("id_column", "label_column"):
         if name in values and not (isinstance(values[name], str) and values[name].strip()):
-            raise _FieldError(name, f"must be a column name, got {show_value(values[name])}")
+            raise ValueError(f"{name} must be a column name, got {show_value(values[name])}")
     channels = values.get("channels")
-    if channels is not None and (isinstance(channels, bool) or channels not in (1, 3)):
-        raise _FieldError("channels", f"must be 1 (grayscale) or 3 (RGB), got {show_value(channels)}")
+    if channels is not None:
+        try:
+            check_channels(channels)
+        except ValueError as exc:
+            raise ValueError(f"channels {exc}") from None
     size = values.get("image_size")
     if size is not None:
         if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size):
-            raise _FieldError("image_size", f"must be [HEIGHT, WIDTH] in pixels, got {show_value(size)}")
+            raise ValueError(f"image_size must be [HEIGHT, WIDTH] in pixels, got {show_value(size)}")
         try:
             check_image_shape((channels or 1, *size))
         except DataError as exc:
-            raise _FieldError("image_size", str(exc)) from None
+            raise ValueError(f"image_size {exc}") from None
 
 
 def merge(config: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
