@@ -342,3 +342,171 @@ def test_mnist_job_on_a_small_local_copy(tmp_path):
 
     result = invoke("mnist", "--data-dir", tmp_path / "empty", "-o", tmp_path / "r")
     assert result.exit_code == 1 and "empty" in result.output
+
+
+# ---------------------------------------------------------------- usage errors (issues #24, #20)
+
+
+def usage_error(result, option):
+    """Exit 2 with one 'Error:' line naming `option`; returns that line."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    (line,) = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert option in line, line
+    return line
+
+
+def test_device_must_be_one_torch_accepts(tables, table_model, tmp_path):
+    from vaeguard.config import check_device
+
+    line = usage_error(invoke("train", tables / "normal.csv", "-o", tmp_path / "m.vgm", "--device", "tpu"), "--device")
+    assert "must be auto, cpu, cuda, cuda:N or mps (N from 0 to 127), got 'tpu'" in line
+    usage_error(invoke("score", table_model, tables / "test.csv", "-o", tmp_path / "s.csv", "--device", "cuda:x"), "--device")
+    for good in ("auto", "cpu", "cuda", "cuda:0", "cuda:127", "mps"):
+        assert check_device(good) == good
+    for bad in ("CPU", "cuda:", "cuda:01", "cuda:128", "cuda:-1", "cuda: 1", "cpu:0", "tpu", ""):
+        with pytest.raises(ValueError, match="must be auto, cpu"):
+            check_device(bad)
+    assert not (tmp_path / "m.vgm").exists() and not (tmp_path / "s.csv").exists()
+
+
+@pytest.mark.parametrize("option, name", [("--likelihood", "likelihood"), ("--score-type", "score_type"), ("--architecture", "architecture")])
+def test_estimator_choices_are_listed_from_the_estimator(tables, tmp_path, option, name):
+    from vaeguard.estimator import VAEAnomalyDetector
+
+    (choices,) = [c for c in VAEAnomalyDetector._parameter_constraints[name] if hasattr(c, "options")]
+    line = usage_error(invoke("train", tables / "normal.csv", "-o", tmp_path / "m.vgm", option, "bogus"), option)
+    *others, last = sorted(choices.options)
+    assert f"must be {', '.join(others)} or {last}, got 'bogus'" in line
+
+
+@pytest.mark.parametrize(
+    "args, option, cap",
+    [
+        (["--latent-dim", "1000000000"], "--latent-dim", "268,435,456"),
+        (["--hidden-dims", "64,1000000000"], "--hidden-dims", "268,435,456"),
+        (["--seed", str(2**32)], "--seed", "4294967295"),
+        (["--out-of-core", "--buffer-rows", str(10**20)], "--buffer-rows", "1,073,741,824"),
+    ],
+)
+def test_train_sizes_over_their_limit(tables, tmp_path, args, option, cap):
+    from vaeguard.limits import MAX_WIDTH, MEMORY_BUDGET_BYTES
+
+    assert MAX_WIDTH == 268_435_456 and MEMORY_BUDGET_BYTES // 4 == 1_073_741_824  # the caps named below
+    line = usage_error(invoke("train", tables / "normal.csv", "-o", tmp_path / "m.vgm", *args), option)
+    assert cap in line
+    assert not (tmp_path / "m.vgm").exists()
+
+
+def test_score_sizes_over_their_limit(tables, table_model, tmp_path):
+    assert "1,073,741,824" in usage_error(invoke("score", table_model, tables / "test.csv", "-o", tmp_path / "s.csv", "--chunk-size", str(10**20)), "--chunk-size")
+    usage_error(invoke("score", table_model, tables / "test.csv", "-o", tmp_path / "s", "--engine", "dask", "--workers", str(10**9)), "--workers")
+    usage_error(invoke("sample", table_model, "-o", tmp_path / "s.csv", "--seed", "-1"), "--seed")
+    assert not list(tmp_path.iterdir())
+
+
+def test_config_path_must_be_an_existing_regular_file(tables, tmp_path):
+    import os
+    import signal
+
+    args = ["train", tables / "normal.csv", "-o", tmp_path / "m.vgm", "-c"]
+    assert "does not exist" in usage_error(invoke(*args, tmp_path / "missing.toml"), "--config")
+    fifo = tmp_path / "run.toml"
+    os.mkfifo(fifo)
+    signal.alarm(20)  # reading the FIFO would block forever
+    try:
+        assert "not a regular file" in usage_error(invoke(*args, fifo), "--config")
+        assert "not a regular file" in usage_error(invoke(*args, os.devnull), "--config")
+    finally:
+        signal.alarm(0)
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("[detector\n", "not a valid TOML file"),
+        ("[detector]\nlatent_dim = 'eight'\n", "[detector] latent_dim must be an int in the range [1, inf), got 'eight'"),
+        ("[detector]\nlikelihood = 'poisson'\n", "[detector] likelihood must be auto, bernoulli or gaussian, got 'poisson'"),
+        ("[detector]\nhidden_dims = [64, 0]\n", "[detector] hidden_dims must hold layer sizes from 1 to 268,435,456"),
+        ("[detector]\ndevice = 'tpu'\n", "[detector] device must be auto, cpu"),
+        ("[data]\ncolumns = []\n", "[data] columns lists no columns"),
+        ("[data]\nchannels = 2\n", "[data] channels must be 1 (grayscale) or 3 (RGB), got 2"),
+        ("[data]\nimage_size = [28]\n", "[data] image_size must be [HEIGHT, WIDTH]"),
+    ],
+)
+def test_config_contents_name_the_file_and_field(tables, tmp_path, text, fragment):
+    config = tmp_path / "run.toml"
+    config.write_text(text)
+    result = invoke("train", tables / "normal.csv", "-o", tmp_path / "m.vgm", "-c", config)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip() == result.output.strip().splitlines()[0]  # one line
+    assert f"error: {config}: " in result.output and fragment in result.output, result.output
+
+
+def test_config_may_set_device_and_verbose(tables, tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text("[detector]\ndevice = 'cpu'\nverbose = false\nepochs = 1\nhidden_dims = [8]\nlatent_dim = 2\n")
+    result = invoke("train", tables / "normal.csv", "-o", tmp_path / "m.vgm", "-c", config, "--id-column", "id")
+    assert result.exit_code == 0, result.output
+    assert json.loads(invoke("info", tmp_path / "m.vgm", "--json").output)["params"]["device"] == "cpu"
+
+
+@pytest.mark.parametrize("option", ["--columns", "--exclude"])
+def test_a_column_list_naming_nothing_is_a_usage_error(tables, tmp_path, option):
+    line = usage_error(invoke("train", tables / "normal.csv", "-o", tmp_path / "m.vgm", option, " , ,"), option)
+    assert "names no column" in line
+
+
+def test_heatmaps_with_a_table_model_is_a_usage_error(tables, table_model, tmp_path):
+    line = usage_error(invoke("score", table_model, tables / "test.csv", "-o", tmp_path / "s.csv", "--heatmaps", tmp_path / "maps"), "--heatmaps")
+    assert "image models" in line
+    line = usage_error(invoke("score", table_model, tables / "test.parquet", "-o", tmp_path / "s", "--engine", "dask", "--heatmaps", tmp_path / "maps"), "--heatmaps")
+    assert "image models" in line
+    assert not list(tmp_path.iterdir())
+
+
+def test_sample_and_interpolate_refuse_outputs_they_cannot_write(tables, table_model, image_model, image_dirs, tmp_path):
+    for name in ("grid.jpg", "grid.png"):
+        line = usage_error(invoke("sample", table_model, "-o", tmp_path / name), "--out")
+        assert f"a table model writes generated rows as CSV (*.csv, *.csv.gz), got {name}" in line
+    line = usage_error(invoke("sample", image_model, "-o", tmp_path / "rows.csv"), "--out")
+    assert "an image model writes a PNG grid (*.png), got rows.csv" in line
+    line = usage_error(invoke("interpolate", table_model, "t1", "t2", "--data", tables / "test.csv", "-o", tmp_path / "path.csv.gz"), "--out")
+    assert "a table model writes the interpolated rows as CSV (*.csv), got path.csv.gz" in line
+    assert not list(tmp_path.iterdir())
+    assert invoke("sample", table_model, "-o", tmp_path / "rows.csv.gz", "--n", "5").exit_code == 0
+    with gzip.open(tmp_path / "rows.csv.gz", "rt") as fh:
+        assert len(fh.read().splitlines()) == 6
+
+
+def test_version_prints_the_installed_versions_without_importing_torch():
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    import vaeguard
+
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert result.output == f"vaeguard {vaeguard.__version__} (torch {version('torch')})\n"
+    assert version("vaeguard") == vaeguard.__version__  # pyproject.toml and vaeguard/_version.py agree
+    code = "import sys\nfrom vaeguard.cli import app\ntry:\n    app(['--version'])\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip().endswith("False")
+
+
+@pytest.mark.parametrize(
+    "data, args, option",
+    [
+        ("tables/normal.csv", ["--image-size", "8x8"], "--image-size"),
+        ("tables/normal.csv", ["--buffer-rows", "100"], "--buffer-rows"),
+        ("images/train", ["--columns", "a"], "--columns"),
+        ("images/train", ["--id-column", "id"], "--id-column"),
+        ("images/train", ["--out-of-core"], "--out-of-core"),
+    ],
+)
+def test_train_options_for_the_other_kind_of_data_are_usage_errors(tables, image_dirs, tmp_path, data, args, option):
+    root = {"tables": tables, "images": image_dirs}[data.split("/")[0]]
+    path = root / data.split("/", 1)[1]
+    line = usage_error(invoke("train", path, "-o", tmp_path / "m.vgm", *args), option)
+    assert str(path) in line or option == "--buffer-rows"
+    assert not (tmp_path / "m.vgm").exists()

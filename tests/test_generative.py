@@ -384,8 +384,8 @@ def test_cli_interpolate_images_and_rows(cli_models):
 @pytest.mark.parametrize(
     "args, code, message",
     [
-        (["sample", "{root}/digits.vgm", "-o", "{root}/x.csv"], 1, "an image model writes a PNG grid"),
-        (["sample", "{root}/table.vgm", "-o", "{root}/x.png"], 1, "writes generated rows as CSV"),
+        (["sample", "{root}/digits.vgm", "-o", "{root}/x.csv"], 2, "an image model writes a PNG grid"),
+        (["sample", "{root}/table.vgm", "-o", "{root}/x.png"], 2, "writes generated rows as CSV"),
         (["sample", "{root}/missing.vgm", "-o", "{root}/x.png"], 1, "does not exist"),
         (["sample", "{root}/digits.vgm", "-o", "{root}/x.png", "--n", "0"], 2, "--n"),
         (["interpolate", "{root}/table.vgm", "r1", "r2", "-o", "{root}/x.csv"], 2, "--data"),

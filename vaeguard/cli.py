@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -31,11 +32,69 @@ app = typer.Typer(
 
 _state = {"debug": False, "quiet": False}
 
+
+def _usage_error(check: Callable, value, *args):
+    """check(value, *args), its ValueError turned into a usage error (exit 2) for the option."""
+    try:
+        return check(value, *args)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _choice(value: str, accepted: Sequence[str]) -> str:
+    from .config import either, show_value
+
+    if value not in accepted:
+        raise typer.BadParameter(f"must be {either(accepted)}, got {show_value(value)}")
+    return value
+
+
+def _check_device(value: Optional[str]) -> Optional[str]:
+    from .config import check_device
+
+    return None if value is None else _usage_error(check_device, value)
+
+
+def _detector_option(name: str) -> Callable:
+    """Callback for an option that sets estimator parameter `name`: the library's own check."""
+
+    def check(value):
+        from .config import check_detector_value
+
+        if value is not None:
+            _usage_error(check_detector_value, name, value)
+        return value
+
+    return check
+
+
+def _check_config(path: Optional[Path]) -> Optional[Path]:
+    from .config import check_config_file
+    from .errors import DataError
+
+    try:
+        return None if path is None else check_config_file(path)
+    except DataError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _column_names(text: Optional[str]) -> Optional[list[str]]:
+    """'a, b' -> ['a', 'b']; a usage error when the text names no column (',' is not 'every column')."""
+    from .config import show_value
+
+    if text is None:
+        return None
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise typer.BadParameter(f"names no column, got {show_value(text)}: give comma-separated column names, or leave the option out")
+    return names
+
+
 # Options shared by several commands, declared once.
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file with [detector] and [data] tables (see configs/); options given here override it.", dir_okay=False)]
-DeviceOpt = Annotated[str, typer.Option(help="Where to run: auto (CUDA when present), cpu or cuda.")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file (a regular file) with [detector] and [data] tables (see configs/); options given here override it.", exists=True, dir_okay=False, callback=_check_config)]
+DeviceOpt = Annotated[Optional[str], typer.Option(help="Where to run: auto (CUDA when present; the default), cpu, cuda, cuda:N (the GPU numbered N) or mps.", callback=_check_device)]
 EpochsOpt = Annotated[Optional[int], typer.Option(help="Training epochs (maximum; early stopping may end sooner). Default: 50, or enough for 2,000 gradient steps on small data.", min=1)]
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed (default 0, or the config's random_state): same seed, same data, same model.")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed, a 32-bit unsigned integer (default 0, or the config's random_state): same seed, same data, same model.", callback=_detector_option("random_state"))]
 
 
 def _check_rate(value: Optional[float]) -> Optional[float]:
@@ -48,31 +107,49 @@ def _check_rate(value: Optional[float]) -> Optional[float]:
 
 
 def _parse_hidden_dims(text: Optional[str]) -> Optional[tuple[int, ...]]:
-    """'256,128' -> (256, 128); a usage error (exit 2) for anything but positive integers."""
+    """'256,128' -> (256, 128); a usage error (exit 2) for anything but sizes the library takes."""
+    from .config import check_detector_value
+
     if text is None:
         return None
-    parts = [part.strip() for part in text.split(",")]
     try:
-        sizes = tuple(int(part) for part in parts)
+        sizes = tuple(int(part.strip()) for part in text.split(","))
     except ValueError:
         raise typer.BadParameter(f"expected comma-separated layer sizes such as 256,128, got {text!r}") from None
-    if not sizes or any(size < 1 for size in sizes):
-        raise typer.BadParameter(f"layer sizes must be positive integers, got {text!r}")
+    _usage_error(check_detector_value, "hidden_dims", sizes)
     return sizes
 
 
 def _check_channels(value: Optional[int]) -> Optional[int]:
-    if value is not None and value not in (1, 3):
-        raise typer.BadParameter(f"must be 1 (grayscale) or 3 (RGB), got {value}")
+    from .config import check_channels
+
+    if value is not None:
+        _usage_error(check_channels, value)
     return value
 
 
 def _check_rule(value: str) -> str:
     from .calibration import LABEL_RULES
 
-    if value not in LABEL_RULES:
-        raise typer.BadParameter(f"must be one of {', '.join(LABEL_RULES)}, got {value!r}")
-    return value
+    return _choice(value, LABEL_RULES)
+
+
+def _check_on_bad_row(value: str) -> str:
+    from .sources import ON_BAD_ROW
+
+    return _choice(value, ON_BAD_ROW)
+
+
+def _check_rows(value: int, option: str) -> None:
+    """A usage error for more rows at a time than the memory budget holds at one float32 each."""
+    from .limits import MEMORY_BUDGET_BYTES, gib
+
+    cap = MEMORY_BUDGET_BYTES // 4
+    if value > cap:
+        raise typer.BadParameter(
+            f"at most {cap:,}: more rows cannot fit the memory budget of {gib(MEMORY_BUDGET_BYTES)} "
+            f"(VAEGUARD_MEMORY_BUDGET_GB) even at one value each, got {value:,}", param_hint=option,
+        )
 
 
 def _guard(out: Optional[Path], *inputs: Optional[Path]) -> None:
@@ -97,16 +174,38 @@ def _guard_report(out_dir: Path, *inputs: Optional[Path]) -> None:
 
 FprOpt = Annotated[Optional[float], typer.Option(help="Target false-positive rate of the threshold on normal data, in (0, 1).", callback=_check_rate)]
 ReportDirOpt = Annotated[Path, typer.Option("--out", "-o", help="Report folder (metrics.json, report.html, PNGs).", file_okay=False)]
-OnBadRowOpt = Annotated[str, typer.Option(help="What to do with a CSV row holding a missing or non-numeric value: fail (stop, naming the row) or skip (count it, score the rest).", case_sensitive=False)]
-ChunkOpt = Annotated[int, typer.Option(help="Rows (or images) read and scored at a time; bounds memory.", min=1)]
+OnBadRowOpt = Annotated[str, typer.Option(help="What to do with a CSV row holding a missing or non-numeric value: fail (stop, naming the row) or skip (count it, score the rest).", callback=_check_on_bad_row)]
+ChunkOpt = Annotated[int, typer.Option(help="Rows (or images) read and scored at a time; bounds memory (at most what the memory budget holds).", min=1)]
 NormalLabelOpt = Annotated[Optional[str], typer.Option(help="Label value of normal samples; every other value is an anomaly. Default: labels are 0/1 (1 = anomaly); for image folders the subfolder 'normal'.")]
 LabelColumnOpt = Annotated[Optional[str], typer.Option(help="CSV column holding the labels (1 = anomaly, or see --normal-label).")]
+
+
+def _print_version(value: bool) -> None:
+    """`vaeguard X.Y.Z (torch A.B.C)`, read from the installed packages' metadata: importing
+    torch to ask it would take a second or more."""
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    from ._version import __version__
+
+    try:
+        mine = version("vaeguard")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        mine = __version__
+    try:
+        torch = f"torch {version('torch')}"
+    except PackageNotFoundError:
+        torch = "torch not installed"
+    typer.echo(f"vaeguard {mine} ({torch})")
+    raise typer.Exit()
 
 
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback on errors.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or training log.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the versions of vaeguard and PyTorch and exit.", callback=_print_version, is_eager=True)] = False,
 ) -> None:
     _state.update(debug=debug, quiet=quiet)
     if not debug:
@@ -161,16 +260,15 @@ def _progress(description: str, unit: str) -> Iterator:
         yield lambda n: bar.advance(task, n)
 
 
-def _split(text: Optional[str]) -> Optional[list[str]]:
-    return None if text is None else [part.strip() for part in text.split(",") if part.strip()]
-
-
 def _detector_params(config: Optional[Path], **overrides) -> tuple[dict, dict]:
+    """Estimator parameters (options over the config file over defaults) and the [data] table."""
     from .config import load_config, merge
 
     loaded = load_config(config) if config is not None else {"detector": {}, "data": {}}
     params = merge(loaded["detector"], overrides)
     params.setdefault("random_state", 0)  # the same command gives the same model
+    params.setdefault("device", "auto")
+    params["verbose"] = params.get("verbose", True) and not _state["quiet"]
     return params, loaded["data"]
 
 
@@ -222,23 +320,23 @@ def train(
     data: Annotated[Path, typer.Argument(help="Normal data: a CSV file (.csv, .csv.gz), Parquet (a file, a folder or a quoted glob) or a folder of images.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model file to write.", dir_okay=False)],
     config: ConfigOpt = None,
-    columns: Annotated[Optional[str], typer.Option(help="CSV: comma-separated feature columns (default: every numeric column).")] = None,
-    exclude: Annotated[Optional[str], typer.Option(help="CSV: comma-separated columns to leave out.")] = None,
+    columns: Annotated[Optional[str], typer.Option(help="Tables: comma-separated feature columns (default: every numeric column).", callback=_column_names)] = None,
+    exclude: Annotated[Optional[str], typer.Option(help="Tables: comma-separated columns to leave out.", callback=_column_names)] = None,
     id_column: Annotated[Optional[str], typer.Option(help="CSV: column identifying rows; kept in score outputs.")] = None,
     label_column: Annotated[Optional[str], typer.Option(help="CSV: column holding labels; never a feature, stored in the model so evaluate and calibrate read it.")] = None,
     image_size: Annotated[Optional[str], typer.Option(help="Images: resize to HEIGHTxWIDTH, e.g. 28x28 (default: the size every image shares; mixed sizes need this).")] = None,
     channels: Annotated[Optional[int], typer.Option(help="Images: 1 (grayscale) or 3 (RGB).", callback=_check_channels)] = None,
-    architecture: Annotated[Optional[str], typer.Option(help="auto (conv for grey-level images, mlp otherwise), mlp, or conv for images.")] = None,
-    latent_dim: Annotated[Optional[int], typer.Option(help="Size of the latent code.", min=1)] = None,
-    hidden_dims: Annotated[Optional[str], typer.Option(help="Comma-separated hidden layer sizes, e.g. 256,128.", callback=lambda v: v if v is None else (_parse_hidden_dims(v), v)[1])] = None,
-    likelihood: Annotated[Optional[str], typer.Option(help="bernoulli (data in [0, 1]), gaussian, or auto (bernoulli for near-binary data in [0, 1], else gaussian).")] = None,
-    score_type: Annotated[Optional[str], typer.Option(help="auto (ratio for near-binary images of at least 16x16, fused with the gaussian likelihood, else elbo), elbo (negative ELBO), ratio, fused, recon, iwae or kl.")] = None,
+    architecture: Annotated[Optional[str], typer.Option(help="auto (conv for grey-level images, mlp otherwise), mlp, or conv for images.", callback=_detector_option("architecture"))] = None,
+    latent_dim: Annotated[Optional[int], typer.Option(help="Size of the latent code (at most the width limit, vaeguard.limits.MAX_WIDTH).", callback=_detector_option("latent_dim"))] = None,
+    hidden_dims: Annotated[Optional[str], typer.Option(help="Comma-separated hidden layer sizes, e.g. 256,128 (each at most the width limit).", callback=_parse_hidden_dims)] = None,
+    likelihood: Annotated[Optional[str], typer.Option(help="bernoulli (data in [0, 1]), gaussian, or auto (bernoulli for near-binary data in [0, 1], else gaussian).", callback=_detector_option("likelihood"))] = None,
+    score_type: Annotated[Optional[str], typer.Option(help="auto (ratio for near-binary images of at least 16x16, fused with the gaussian likelihood, else elbo), elbo (negative ELBO), ratio, fused, recon, iwae or kl.", callback=_detector_option("score_type"))] = None,
     epochs: EpochsOpt = None,
     fpr: FprOpt = None,
     seed: SeedOpt = None,
     out_of_core: Annotated[bool, typer.Option("--out-of-core", help="Tables: stream shuffled mini-batches from disk instead of loading the table, so memory stays flat whatever the file size (validation and calibration rows chosen by a seeded hash of each row).")] = False,
-    buffer_rows: Annotated[int, typer.Option(help="--out-of-core: rows in the shuffle buffer.", min=2)] = 65_536,
-    device: DeviceOpt = "auto",
+    buffer_rows: Annotated[Optional[int], typer.Option(help="--out-of-core: rows in the shuffle buffer (default 65,536; at most what the memory budget holds).", min=2)] = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Train a detector on normal data and save it as a single model file.
 
@@ -246,42 +344,49 @@ def train(
     """
     from .calibration import describe_threshold_rule
     from .estimator import VAEAnomalyDetector
-    from .sources import read_training_data
+    from .sources import data_kind, read_training_data
 
     with _errors():
         _guard(out, data, config)
         params, data_cfg = _detector_params(
             config, architecture=architecture, latent_dim=latent_dim, likelihood=likelihood,
-            score_type=score_type, epochs=epochs, fpr=fpr, random_state=seed,
-            hidden_dims=_parse_hidden_dims(hidden_dims),
+            score_type=score_type, epochs=epochs, fpr=fpr, random_state=seed, hidden_dims=hidden_dims, device=device,
+        )
+        kind = data_kind(data)
+        other_kind = {
+            "table": {"--image-size": image_size, "--channels": channels},
+            "images": {"--columns": columns, "--exclude": exclude, "--id-column": id_column, "--label-column": label_column, "--out-of-core": out_of_core or None},
+        }[kind]
+        for option, value in other_kind.items():
+            if value is not None:
+                what = "image folders" if kind == "table" else "tables"
+                raise typer.BadParameter(f"is for {what}; {data} is {'a table' if kind == 'table' else 'an image folder'}", param_hint=option)
+        if buffer_rows is not None and not out_of_core:
+            raise typer.BadParameter("goes with --out-of-core", param_hint="--buffer-rows")
+        roles = dict(
+            columns=columns or data_cfg.get("columns"), exclude=exclude or data_cfg.get("exclude"),
+            id_column=id_column or data_cfg.get("id_column"), label_column=label_column or data_cfg.get("label_column"),
         )
         if out_of_core:
             from .distributed import launched_by_torchrun
 
             if launched_by_torchrun():
                 raise typer.BadParameter("runs in one process: under torchrun, train without it", param_hint="--out-of-core")
-            _train_out_of_core(data, out, params, device, buffer_rows, columns=_split(columns) or data_cfg.get("columns"),
-                               exclude=_split(exclude) or data_cfg.get("exclude"), id_column=id_column or data_cfg.get("id_column"),
-                               label_column=label_column or data_cfg.get("label_column"))
+            if buffer_rows is not None:
+                _check_rows(buffer_rows, "--buffer-rows")
+            _train_out_of_core(data, out, params, buffer_rows, **roles)
             return
         size = image_size or ("x".join(map(str, data_cfg["image_size"])) if "image_size" in data_cfg else None)
         shape = _image_shape(size, channels or data_cfg.get("channels"))
-        training = read_training_data(
-            data,
-            columns=_split(columns) or data_cfg.get("columns"),
-            exclude=_split(exclude) or data_cfg.get("exclude"),
-            id_column=id_column or data_cfg.get("id_column"),
-            label_column=label_column or data_cfg.get("label_column"),
-            image_shape=shape,
-        )
+        training = read_training_data(data, **roles, image_shape=shape)
         from . import distributed
 
-        device = distributed.init_from_env(device)  # under torchrun: join the process group
+        params["device"] = distributed.init_from_env(params["device"])  # under torchrun: join the process group
         rank, size = distributed.world()
         if rank == 0:
             for note in training.notes:
                 typer.echo(f"note: {note}", err=True)
-        detector = VAEAnomalyDetector(**params, device=device, verbose=not _state["quiet"] and rank == 0)
+        detector = VAEAnomalyDetector(**{**params, "verbose": params["verbose"] and rank == 0})
         if rank == 0:
             processes = f" in {size} processes" if size > 1 else ""
             typer.echo(f"training on {len(training.X):,} samples x {training.X.shape[1]:,} features from {data}{processes}", err=True)
@@ -300,14 +405,14 @@ def train(
     )
 
 
-def _train_out_of_core(data: Path, out: Path, params: dict, device: str, buffer_rows: int, **columns) -> None:
+def _train_out_of_core(data: Path, out: Path, params: dict, buffer_rows: Optional[int], **columns) -> None:
     from .calibration import describe_threshold_rule
     from .estimator import VAEAnomalyDetector
     from .streaming import TableStream
 
-    stream = TableStream(data, buffer_rows=buffer_rows, **columns)
-    detector = VAEAnomalyDetector(**params, device=device, verbose=not _state["quiet"])
-    typer.echo(f"training out of core on {data}: {stream.input_spec.n_features:,} features, buffer {buffer_rows:,} rows", err=True)
+    stream = TableStream(data, **columns, **({} if buffer_rows is None else {"buffer_rows": buffer_rows}))
+    detector = VAEAnomalyDetector(**params)
+    typer.echo(f"training out of core on {data}: {stream.input_spec.n_features:,} features, buffer {stream.buffer_rows:,} rows", err=True)
     detector.fit_stream(stream)
     detector.save(out, metadata={"trained_on": str(data), "out_of_core": True}, inputs=[data])
     typer.echo(
@@ -316,7 +421,16 @@ def _train_out_of_core(data: Path, out: Path, params: dict, device: str, buffer_
     )
 
 
-EngineOpt = Annotated[str, typer.Option(help="local (this process), dask or spark (Parquet in, a Parquet dataset folder out; needs the vaeguard[dask] or vaeguard[spark] extra).", case_sensitive=False)]
+ENGINES = ("local", "dask", "spark")
+
+
+def _check_engine(value: str) -> str:
+    if value.lower() not in ENGINES:  # any case: DASK is dask
+        _choice(value, ENGINES)
+    return value.lower()
+
+
+EngineOpt = Annotated[str, typer.Option(help="local (this process), dask or spark (Parquet in, a Parquet dataset folder out; needs the vaeguard[dask] or vaeguard[spark] extra).", callback=_check_engine)]
 
 
 @app.command()
@@ -324,12 +438,12 @@ def score(
     model: Annotated[Path, typer.Argument(help="Model file written by `vaeguard train`.", dir_okay=False)],
     data: Annotated[Path, typer.Argument(help="A CSV file, Parquet (a file, a folder or a quoted glob such as 'data/*.parquet') or a folder of images.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Scores to write: a CSV file, a .parquet file, or with --engine dask/spark a folder (a Parquet dataset).")],
-    heatmaps: Annotated[Optional[Path], typer.Option(help="Images: write per-pixel score maps as PNGs into this folder.", file_okay=False)] = None,
+    heatmaps: Annotated[Optional[Path], typer.Option(help="Image models only: write per-pixel score maps as PNGs into this folder.", file_okay=False)] = None,
     on_bad_row: OnBadRowOpt = "fail",
     chunk_size: ChunkOpt = CHUNK_ROWS,
     engine: EngineOpt = "local",
     scheduler: Annotated[Optional[str], typer.Option(help="--engine dask: address of a running scheduler, e.g. tcp://10.0.0.5:8786 (default: a local cluster on 127.0.0.1).")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="--engine dask without --scheduler: worker processes of the local cluster (default: one per core).", min=1)] = None,
+    workers: Annotated[Optional[int], typer.Option(help="--engine dask without --scheduler: worker processes of the local cluster (default and most: one per core).", min=1, max=os.cpu_count())] = None,
     master: Annotated[str, typer.Option(help="--engine spark: the Spark master URL.")] = "local[*]",
     device: DeviceOpt = "auto",
 ) -> None:
@@ -347,15 +461,13 @@ def score(
     from .scorer import Scorer
 
     with _errors():
-        if on_bad_row not in ("fail", "skip"):
-            raise typer.BadParameter("must be fail or skip", param_hint="--on-bad-row")
-        engine = engine.lower()
-        if engine not in ("local", "dask", "spark"):
-            raise typer.BadParameter("must be local, dask or spark", param_hint="--engine")
+        _check_rows(chunk_size, "--chunk-size")
         if engine != "dask" and (scheduler is not None or workers is not None):
             raise typer.BadParameter("--scheduler and --workers go with --engine dask", param_hint="--scheduler")
         if engine != "spark" and master != "local[*]":
             raise typer.BadParameter("--master goes with --engine spark", param_hint="--master")
+        if heatmaps is not None and engine != "local":
+            raise typer.BadParameter(f"heatmaps are for image models; --engine {engine} scores Parquet tables", param_hint="--heatmaps")
         if engine != "local":
             _score_on_engine(engine, model, data, out, scheduler=scheduler, workers=workers, master=master, device=device, on_bad_row=on_bad_row)
             return
@@ -364,6 +476,8 @@ def score(
             raise typer.BadParameter("the heatmap folder must lie outside the image folder (its PNGs would be scored next time)", param_hint="--heatmaps")
         scorer = Scorer.load(model, device=device)  # not the estimator: no scikit-learn, 60 MB less
         unit = "rows" if scorer.input_spec.kind == "table" else "images"
+        if heatmaps is not None and unit == "rows":
+            raise typer.BadParameter(f"heatmaps are for image models; {model} scores table rows", param_hint="--heatmaps")
         with _progress(f"scoring {data.name}", unit) as advance:
             summary = score_file(
                 scorer, data, out, chunk_size=chunk_size, on_bad_row=on_bad_row, heatmap_dir=heatmaps, progress=advance,
@@ -512,34 +626,39 @@ def info(
     typer.echo("versions     " + "  ".join(f"{k} {v}" for k, v in state.versions.items()))
 
 
-def _run_digit_job(data, normal: str, out: Path, params: dict, device: str, save_model: Optional[Path], latent_map: str) -> None:
-    from .estimator import VAEAnomalyDetector
+def _run_digit_job(load_data: Callable, normal: list[int], out: Path, params: dict, save_model: Optional[Path], latent_map: str) -> None:
     from .digits import run_heldout_digits
-    from .mnist import parse_digits
+    from .estimator import VAEAnomalyDetector
+    from .plots import _require_umap
 
-    try:
-        normal_digits = parse_digits(normal)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--normal") from None
-    if len(normal_digits) == 10:
-        raise typer.BadParameter("every digit is normal: leave at least one out", param_hint="--normal")
-    detector = VAEAnomalyDetector(**params, device=device, verbose=not _state["quiet"])
-    from .plots import LATENT_MAPS, _require_umap
-
-    if latent_map not in LATENT_MAPS:
-        raise typer.BadParameter("must be pca, tsne or umap", param_hint="--latent-map")
     if latent_map == "umap":
         _require_umap()
-    metrics = run_heldout_digits(data, normal_digits, detector, out, latent_method=latent_map)
+    detector = VAEAnomalyDetector(**params)
+    metrics = run_heldout_digits(load_data(), normal, detector, out, latent_method=latent_map)
     if save_model is not None:
         detector.save(save_model)
     _print_auroc_table(metrics, "digit")
     typer.echo(f"report: {out / 'report.html'}")
 
 
-NormalOpt = Annotated[str, typer.Option(help="Digits treated as normal, e.g. 0-8, 3 (one-class) or 1,3,7.")]
+def _check_normal_digits(text: str) -> list[int]:
+    from .mnist import parse_digits
+
+    digits = _usage_error(parse_digits, text)
+    if len(digits) == 10:
+        raise typer.BadParameter("every digit is normal: leave at least one out")
+    return digits
+
+
+def _check_latent_map(value: str) -> str:
+    from .plots import LATENT_MAPS
+
+    return _choice(value, LATENT_MAPS)
+
+
+NormalOpt = Annotated[str, typer.Option(help="Digits treated as normal, e.g. 0-8, 3 (one-class) or 1,3,7.", callback=_check_normal_digits)]
 SaveModelOpt = Annotated[Optional[Path], typer.Option(help="Also save the trained model file here.", dir_okay=False)]
-LatentMapOpt = Annotated[str, typer.Option(help="How the report maps the latent means to 2-D: pca, tsne (slower), or umap (needs the optional extra: pip install 'vaeguard[umap]').")]
+LatentMapOpt = Annotated[str, typer.Option(help="How the report maps the latent means to 2-D: pca, tsne (slower), or umap (needs the optional extra: pip install 'vaeguard[umap]').", callback=_check_latent_map)]
 
 
 @app.command()
@@ -553,7 +672,7 @@ def mnist(
     seed: SeedOpt = None,
     save_model: SaveModelOpt = None,
     latent_map: LatentMapOpt = "pca",
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = None,
 ) -> None:
     """The reference job: fit on normal MNIST digits, flag the held-out ones, write a report.
 
@@ -562,8 +681,8 @@ def mnist(
     from .digits import mnist_digits
 
     with _errors():
-        params, _ = _detector_params(config, epochs=epochs, random_state=seed)
-        _run_digit_job(mnist_digits(data_dir, download=download), normal, out, params, device, save_model, latent_map)
+        params, _ = _detector_params(config, epochs=epochs, random_state=seed, device=device)
+        _run_digit_job(lambda: mnist_digits(data_dir, download=download), normal, out, params, save_model, latent_map)
 
 
 @app.command()
@@ -575,7 +694,7 @@ def digits(
     seed: SeedOpt = None,
     save_model: SaveModelOpt = None,
     latent_map: LatentMapOpt = "pca",
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = None,
 ) -> None:
     """Offline demo: fit on scikit-learn's embedded 8x8 digits, flag the held-out ones, write a report.
 
@@ -584,19 +703,36 @@ def digits(
     from .digits import embedded_digits
 
     with _errors():
-        params, _ = _detector_params(config, epochs=epochs, random_state=seed)
+        params, _ = _detector_params(config, epochs=epochs, random_state=seed, device=device)
         params.setdefault("epochs", 100)
         params.setdefault("fpr", 0.05)  # ~90 calibration images: 1% would need at least 99
-        data = embedded_digits(random_state=params["random_state"])
-        _run_digit_job(data, normal, out, params, device, save_model, latent_map)
+        _run_digit_job(lambda: embedded_digits(random_state=params["random_state"]), normal, out, params, save_model, latent_map)
+
+
+# What sample and interpolate write, by the model's kind, and the suffixes that says
+# (gallery.write_samples and gallery.write_interpolation refuse anything else).
+GALLERY_OUTPUTS = {
+    "sample": {"image": ("a PNG grid", (".png",)), "table": ("generated rows as CSV", (".csv", ".csv.gz"))},
+    "interpolate": {"image": ("a PNG strip", (".png",)), "table": ("the interpolated rows as CSV", (".csv",))},
+}
+
+
+def _check_gallery_out(command: str, out: Path, image_shape: Optional[tuple]) -> None:
+    """A usage error unless `out` ends in a suffix that `command` writes for this model."""
+    kind = "table" if image_shape is None else "image"
+    what, suffixes = GALLERY_OUTPUTS[command][kind]
+    name = out.name.lower()
+    if not any(name.endswith(s) and len(name) > len(s) for s in suffixes):
+        accepted = ", ".join("*" + s for s in suffixes)
+        raise typer.BadParameter(f"{'an image' if kind == 'image' else 'a table'} model writes {what} ({accepted}), got {out.name}", param_hint="--out")
 
 
 @app.command()
 def sample(
     model: Annotated[Path, typer.Argument(help="Model file written by `vaeguard train` (or a digit job's --save-model).", dir_okay=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Image models: a PNG grid (*.png). Table models: a CSV of generated rows (*.csv) with the original column names, in the original units.", dir_okay=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Image models: a PNG grid (*.png). Table models: a CSV of generated rows (*.csv or *.csv.gz) with the original column names, in the original units.", dir_okay=False)],
     n: Annotated[int, typer.Option("--n", help="How many samples.", min=1, max=MAX_SAMPLES)] = 64,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same samples.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed, a 32-bit unsigned integer: the same seed gives the same samples.", callback=_detector_option("random_state"))] = 0,
     draw: Annotated[bool, typer.Option("--draw/--mean", help="--mean (default): the decoder mean E[x|z], smooth; --draw: one draw from the likelihood p(x|z): Bernoulli pixels are 0 or 1, table rows get the learned per-feature noise and so the data's full spread.")] = False,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -607,13 +743,20 @@ def sample(
     Example: vaeguard sample model.vgm -o grid.png --n 64 --seed 1
     """
     from .estimator import load
-    from .gallery import write_samples
+    from .gallery import image_shape_of, write_samples
 
     with _errors():
         _guard(out, model)
         detector = load(model, device=device)
+        _check_gallery_out("sample", out, image_shape_of(detector))
         written = write_samples(detector, out, n, seed=seed, mean=not draw)
     typer.echo(f"wrote {n} samples to {written}")
+
+
+def _check_method(value: str) -> str:
+    from .generative import INTERPOLATIONS
+
+    return _choice(value, INTERPOLATIONS)
 
 
 @app.command()
@@ -624,7 +767,7 @@ def interpolate(
     out: Annotated[Path, typer.Option("--out", "-o", help="Image models: a PNG strip (*.png). Table models: a CSV of the interpolated rows (*.csv).", dir_okay=False)],
     data: Annotated[Optional[Path], typer.Option("--data", help="Table models: the CSV file holding rows A and B.", dir_okay=False)] = None,
     steps: Annotated[int, typer.Option("--steps", help="Points on the path, both ends included.", min=2, max=MAX_INTERPOLATION_STEPS)] = 10,
-    method: Annotated[str, typer.Option("--method", help="slerp (spherical, keeps a typical prior norm) or linear.")] = "slerp",
+    method: Annotated[str, typer.Option("--method", help="slerp (spherical, keeps a typical prior norm) or linear.", callback=_check_method)] = "slerp",
     device: DeviceOpt = "auto",
 ) -> None:
     """Decode the path in latent space from A to B: a PNG strip for images, a CSV for tables.
@@ -636,12 +779,11 @@ def interpolate(
     from .gallery import image_shape_of, table_rows_by_id, write_interpolation
     from .images import load_image
 
-    if method not in ("slerp", "linear"):
-        raise typer.BadParameter("must be slerp or linear", param_hint="--method")
     with _errors():
         _guard(out, model, data, *(Path(p) for p in (a, b) if Path(p).exists()))
         detector = load(model, device=device)
         shape = image_shape_of(detector)
+        _check_gallery_out("interpolate", out, shape)
         if shape is not None:
             if data is not None:
                 raise typer.BadParameter("image models take two image files as A and B, not --data", param_hint="--data")
