@@ -341,6 +341,9 @@ def test_issue_fifo_in_a_parquet_folder_through_the_cli(tmp_path):
     with time_limit(60):
         result = invoke("-q", "score", model, folder, "-o", tmp_path / "s2.csv")
     assert result.exit_code == 1 and f"error: {folder}: the folder holds no Parquet file" in result.output
+    os.mkfifo(tmp_path / "f.csv")
+    with time_limit(60):
+        assert one_line_error(invoke("-q", "score", model, tmp_path / "f.csv", "-o", tmp_path / "s3.csv")) == f"error: {tmp_path / 'f.csv'}: a FIFO, not a regular file"
 
 
 def test_training_on_an_image_folder_warns_once_about_an_unreadable_subfolder(tmp_path):
