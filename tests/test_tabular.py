@@ -310,8 +310,10 @@ def test_line_endings(tmp_path, chunk_size):
         chunks(mac, chunk_size=chunk_size)
     lone = tmp_path / "lone.csv"
     lone.write_bytes(b'id,x1,x2\na,1,2\nb,3\r4,5\n"c\rd",6,7\n')
-    with pytest.raises(DataError, match=r"lone.csv: line 3: a carriage return"):
+    with pytest.raises(DataError, match=r"lone.csv: row 2 \(line 3\): a carriage return"):
         chunks(lone, chunk_size=chunk_size)
+    rows, ids, X, bad = flat(lone, chunk_size=chunk_size)  # with skip: that row is bad, the rest is read
+    assert rows == [1, 3] and ids == ["a", "c\rd"] and X == [[1, 2], [6, 7]] and bad == [(2, "a carriage return (\\r) inside the line; lines must end with \\n or \\r\\n")]
 
 
 def test_byte_order_mark_gzip_and_no_final_newline(tmp_path):
@@ -324,11 +326,14 @@ def test_byte_order_mark_gzip_and_no_final_newline(tmp_path):
         read_training_table(path, id_column="id")
 
 
-def test_bytes_that_are_not_utf8_are_named_by_line(tmp_path):
+def test_bytes_that_are_not_utf8_are_named_by_row_and_line(tmp_path):
     data = tmp_path / "data.csv"
-    data.write_bytes(b"x1,x2\n1,2\n3,4\n5,\xff6\n")
-    with pytest.raises(DataError, match=r"data.csv: line 4: not UTF-8 text"):
+    data.write_bytes(b"x1,x2\n1,2\n3,4\n5,\xff6\n7,8\n")
+    with pytest.raises(DataError, match=r"data.csv: row 3 \(line 4\): not UTF-8 text"):
         chunks(data, chunk_size=2)
+    got = chunks(data, chunk_size=2, on_bad_row="skip")
+    assert [r for c in got for r in c.row_numbers.tolist()] == [1, 2, 4]
+    assert [b for c in got for b in c.bad_rows] == [(3, "not UTF-8 text (invalid start byte)")]
     header = tmp_path / "header.csv"
     header.write_bytes(b"x1,x\xff2\n1,2\n")
     with pytest.raises(DataError, match=r"header.csv: line 1: the header is not UTF-8 text"):

@@ -27,7 +27,7 @@ from .atomic import atomic_write
 from .calibration import is_flagged, p_values
 from .errors import DataError
 from .images import save_heatmap_png
-from .inputs import ImageInput, TableInput
+from .inputs import IMAGE_COLUMNS, ROW_COLUMN, SCORE_COLUMNS, TOP_COLUMNS, TOP_K, ImageInput, TableInput, check_id_column
 from .scorer import Scorer, as_scorer
 from .sources import describe_key, iter_chunks
 from .tabular import CHUNK_ROWS, frame_features
@@ -37,10 +37,6 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int], None]
 Model = Union[Scorer, "VAEAnomalyDetector"]
-TOP_K = 3
-TOP_COLUMNS = tuple(f"top_{i + 1}" for i in range(TOP_K))
-SCORE_COLUMNS = ("score", "p_value", "is_anomaly", *TOP_COLUMNS, "error")
-IMAGE_COLUMNS = ("path", "score", "p_value", "is_anomaly", "error")
 FLOAT_FORMAT = "%.6g"
 NOT_FINITE = "score is not finite (values far outside the training data): flagged"
 LINE_END = "\r\n"  # RFC 4180, as the csv module writes
@@ -96,11 +92,13 @@ def _table_frame(rows: RowScores, names, good: np.ndarray, errors: list[str]) ->
     return pd.DataFrame(columns)
 
 
-def table_input_of(model: Model) -> TableInput:
-    """The model's table description; DataError for a model of images."""
+def table_input_of(model: Model, where: str | None = None) -> TableInput:
+    """The model's table description; DataError for a model of images, or one whose id column
+    has the name of a score column (a model file written before such models were refused)."""
     spec = as_scorer(model).input_spec
     if not isinstance(spec, TableInput):
         raise DataError("this model was trained on images: it scores image folders, not tables")
+    check_id_column(spec.id_column, where, "the model's id column", "its scores cannot be written; train it again with the column renamed")
     return spec
 
 
@@ -151,8 +149,8 @@ def _table_output(spec: TableInput, chunk, rows: RowScores) -> pd.DataFrame:
     if spec.id_column is not None:
         ids = list(chunk.ids) if chunk.ids is not None else [None] * n_ok
         frame.insert(0, spec.id_column, ids + [chunk.failed_ids.get(key) for key, _ in chunk.failed])
-    frame.insert(0, "row", [*chunk.keys, *(key for key, _ in chunk.failed)])
-    return frame.sort_values("row", kind="stable") if n_failed else frame
+    frame.insert(0, ROW_COLUMN, [*chunk.keys, *(key for key, _ in chunk.failed)])
+    return frame.sort_values(ROW_COLUMN, kind="stable") if n_failed else frame
 
 
 def _image_output(chunk, rows: RowScores) -> pd.DataFrame:
@@ -224,6 +222,8 @@ def score_file(
     scorer = as_scorer(model)
     spec = scorer.input_spec
     images = isinstance(spec, ImageInput)
+    if not images:
+        table_input_of(scorer, str(path))
     chunks = iter_chunks(path, spec, chunk_size=chunk_size, on_bad_row=on_bad_row, notes=summary.notes)
     as_parquet = is_parquet_output(output)
     text = {} if as_parquet else {"newline": ""}
@@ -249,7 +249,7 @@ def score_file(
             if progress is not None:
                 progress(len(rows.scores) + len(chunk.failed))
         if header:  # an empty source still gets a header line
-            columns = IMAGE_COLUMNS if images else ("row", *([spec.id_column] if spec.id_column else []), *SCORE_COLUMNS)
+            columns = IMAGE_COLUMNS if images else (ROW_COLUMN, *([spec.id_column] if spec.id_column else []), *SCORE_COLUMNS)
             if write is not None:
                 write(pd.DataFrame(columns=list(columns)))
             else:

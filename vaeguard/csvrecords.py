@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import warnings
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,6 +53,11 @@ class RawChunk:
     rows: np.ndarray
     lines: np.ndarray
     malformed: list[BadRow]
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """A MemoryError, or pandas' C tokenizer saying it could not allocate (a ParserError)."""
+    return isinstance(exc, MemoryError) or (isinstance(exc, pd.errors.ParserError) and "C error: out of memory" in str(exc))
 
 
 def shown(text: str) -> str:
@@ -187,16 +191,22 @@ def _split_records(block: bytes, ends: np.ndarray, terminator: int, final: bool)
         return _Records(empty, empty, empty, empty, np.empty(0, bool), np.empty(0, bool), cut)
     starts = np.concatenate([[0], stops[:-1]]).astype(np.int64)
     within = a[:cut]
-    commas = within == 44
-    # Summing booleans in 16 bits is several times faster than in 64, and exact for short records.
-    count_type = np.uint16 if int((stops - starts).max()) < 1 << 16 else np.int64
-    fields = np.add.reduceat(commas, starts, dtype=count_type).astype(np.int64) + 1
     quotes = quotes[quotes < cut]
-    if len(quotes):
-        inside = np.add.reduceat(commas, quotes, dtype=count_type)[0::2]  # from each opening quote
-        if inside.any():
-            owner = np.searchsorted(stops, quotes[0::2][inside > 0], side="right")
-            fields -= np.bincount(owner, weights=inside[inside > 0], minlength=len(starts)).astype(np.int64)
+    if int((stops - starts).max()) < 1 << 16:
+        # Summing booleans in 16 bits is several times faster than in 64, and exact for short records.
+        commas = within == 44
+        fields = np.add.reduceat(commas, starts, dtype=np.uint16).astype(np.int64) + 1
+        inside = np.add.reduceat(commas, quotes, dtype=np.uint16)[0::2] if len(quotes) else quotes  # from each opening quote
+    else:
+        # Long records: commas in [i, j) by binary search among comma positions (np.add.reduceat
+        # in 64 bits took seconds on 20,000-column records).
+        comma_at = np.flatnonzero(within == 44)
+        fields = np.searchsorted(comma_at, stops) - np.searchsorted(comma_at, starts) + 1
+        closing = np.append(quotes[1::2], cut)[: len(quotes[0::2])]
+        inside = np.searchsorted(comma_at, closing) - np.searchsorted(comma_at, quotes[0::2])
+    if inside.any():
+        owner = np.searchsorted(stops, quotes[0::2][inside > 0], side="right")
+        fields -= np.bincount(owner, weights=inside[inside > 0], minlength=len(starts)).astype(np.int64)
     content_end = stops - (within[stops - 1] == terminator)
     if terminator == 10:
         content_end -= (content_end > starts) & (within[np.maximum(content_end - 1, 0)] == 13)
@@ -250,26 +260,47 @@ def _surplus_empty(record: bytes, n_fields: int) -> bool:
     return all(not f for f in fields[n_fields:])
 
 
-def _bad_text_line(path: Path, block: bytes, ends: np.ndarray, first_line: int, exc: Exception) -> DataError:
-    """DataError naming the first line of `block` that is not UTF-8 text."""
-    bounds = [0, *(ends + 1).tolist(), len(block)]
-    for j in range(len(bounds) - 1):
+def _not_utf8(block: bytes, rec: _Records) -> dict[int, str]:
+    """Records of `block` (cut at `rec.cut`) that are not UTF-8 text, with the reason."""
+    if block.isascii():
+        return {}
+    try:
+        block.decode("utf-8")
+        return {}
+    except UnicodeDecodeError as exc:
+        first = int(np.searchsorted(rec.stops, exc.start, side="right"))
+    found = {}
+    for i in range(first, len(rec.starts)):  # a newline never falls inside a UTF-8 sequence
         try:
-            block[bounds[j] : bounds[j + 1]].decode("utf-8")
-        except UnicodeDecodeError as line_exc:
-            return DataError(f"{path}: line {first_line + j}: not UTF-8 text ({line_exc.reason})")
-    return DataError(f"{path}: cannot parse the file near line {first_line}: {exc}")
+            block[rec.starts[i] : rec.stops[i]].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            found[i] = f"not UTF-8 text ({exc.reason})"
+    return found
 
 
-def raw_chunks(path: Path, header: list[str], text_columns: list[int], chunk_size: int) -> Iterator[RawChunk]:
+def _lone_cr(block: bytes, rec: _Records) -> dict[int, str]:
+    """Records holding a `\\r` inside a line outside quotes, where pandas would end the record."""
+    a = np.frombuffer(block, np.uint8)
+    cr = np.flatnonzero(a == 13)
+    lone = cr[(cr + 1 < len(a)) & (a[np.minimum(cr + 1, len(a) - 1)] != 10)]
+    if len(lone):
+        quotes = np.flatnonzero(a == 34)
+        lone = lone[(np.searchsorted(quotes, lone) & 1) == 0]
+    why = "a carriage return (\\r) inside the line; lines must end with \\n or \\r\\n"
+    return dict.fromkeys(np.unique(np.searchsorted(rec.stops, lone, side="right")).tolist(), why)
+
+
+def raw_chunks(path: Path, header: list[str], text_columns: list[int], chunk_size: int,
+               columns: list[int] | None = None) -> Iterator[RawChunk]:
     """Stream the file in chunks of about `chunk_size` lines, dropping blank lines and numbering
-    rows and lines.
+    rows and lines; `columns` (header positions) are the ones parsed, by default all.
 
     The reader cuts the bytes into records itself, so it knows the line each record starts on
     and its number of fields; only well-formed records go to pandas' C parser, one frame row
     per record. A record with more fields than the header is `malformed` unless the extra
-    fields are all empty (trailing commas); one with fewer fields is `malformed` too. Blank
-    lines are not rows. Quoted fields may span lines: the record keeps its first line number.
+    fields are all empty (trailing commas); one with fewer fields is `malformed` too, and so
+    is one that is not UTF-8 text or holds a lone `\\r`. Blank lines are not rows. Quoted
+    fields may span lines: the record keeps its first line number.
     """
     n_columns = len(header)
     dtype = {i: str for i in text_columns}
@@ -301,15 +332,19 @@ def raw_chunks(path: Path, header: list[str], text_columns: list[int], chunk_siz
             counted = ~rec.blank
             if header_left:  # the header is not a row
                 counted[0] = header_left = False
+            broken = _not_utf8(block[: rec.cut], rec)
             if terminator == 10 and block.find(b"\r", 0, rec.cut) >= 0:
-                _reject_lone_cr(path, block[: rec.cut], rec, lines)
+                broken = _lone_cr(block[: rec.cut], rec) | broken
             numbered = next_row - 1 + np.cumsum(counted)
             next_row += int(counted.sum())
             next_line += int(np.searchsorted(ends, rec.cut))
             good = counted & (rec.fields == n_columns) & ~rec.unclosed
+            good[list(broken)] = False
             malformed = []
             for i in np.flatnonzero(counted & ~good):
-                if rec.unclosed[i]:
+                if i in broken:
+                    text = broken[i]
+                elif rec.unclosed[i]:
                     text = "a quoted field is not closed before the end of the file"
                 elif rec.fields[i] > n_columns and _surplus_empty(block[rec.starts[i] : rec.stops[i]], n_columns):
                     good[i] = True
@@ -317,32 +352,18 @@ def raw_chunks(path: Path, header: list[str], text_columns: list[int], chunk_siz
                 else:
                     text = f"expected {n_columns} fields, saw {rec.fields[i]}"
                 malformed.append(BadRow(int(numbered[i]), int(lines[i]), None, text))
-            frame = _parse_records(path, block, rec, good, n_columns, dtype, int(lines[0]), ends)
+            frame = _parse_records(path, block, rec, good, n_columns, columns, dtype, int(lines[0]))
             if len(frame) or malformed:
                 yield RawChunk(frame, numbered[good], lines[good], malformed)
 
 
-def _reject_lone_cr(path: Path, block: bytes, rec: _Records, lines: np.ndarray) -> None:
-    """DataError for a `\\r` inside a line outside quotes: pandas would end the record there."""
-    a = np.frombuffer(block, np.uint8)
-    cr = np.flatnonzero(a == 13)
-    lone = cr[(cr + 1 < len(a)) & (a[np.minimum(cr + 1, len(a) - 1)] != 10)]
-    if not len(lone):
-        return
-    quotes = np.flatnonzero(a == 34)
-    lone = lone[(np.searchsorted(quotes, lone) & 1) == 0]
-    if len(lone):
-        i = int(np.searchsorted(rec.stops, lone[0], side="right"))
-        line = int(lines[i]) + block.count(b"\n", int(rec.starts[i]), int(lone[0]))
-        raise DataError(f"{path}: line {line}: a carriage return (\\r) inside the line; lines must end with \\n or \\r\\n")
-
-
 def _parse_records(path: Path, block: bytes, rec: _Records, good: np.ndarray, n_columns: int,
-                   dtype: dict, first_line: int, ends: np.ndarray) -> pd.DataFrame:
-    """The `good` records of a block as a frame with columns 0..n_columns-1, one row per record."""
+                   columns: list[int] | None, dtype: dict, first_line: int) -> pd.DataFrame:
+    """The `good` records of a block as a frame with columns `columns` (header positions, by
+    default 0..n_columns-1), one row per record."""
     n_good = int(good.sum())
     if not n_good:
-        return pd.DataFrame({i: pd.Series(dtype=object) for i in range(n_columns)})
+        return pd.DataFrame({i: pd.Series(dtype=object) for i in (range(n_columns) if columns is None else sorted(columns))})
     if n_good == len(good) and rec.cut == len(block):
         text = block
     else:  # join the runs of consecutive good records
@@ -350,23 +371,24 @@ def _parse_records(path: Path, block: bytes, rec: _Records, good: np.ndarray, n_
         text = b"".join(block[rec.starts[s] : rec.stops[e - 1]] for s, e in zip(edges[0::2], edges[1::2]))
     width = int(rec.fields[good].max())
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", pd.errors.DtypeWarning)
-            frame = pd.read_csv(
-                io.BytesIO(text),
-                header=None,
-                names=list(range(width)),
-                usecols=list(range(n_columns)) if width > n_columns else None,
-                index_col=False,
-                dtype=dtype,
-                na_filter=False,
-                skip_blank_lines=False,
-                encoding="utf-8",
-                engine="c",
-            )
-    except UnicodeDecodeError as exc:
-        raise _bad_text_line(path, block, ends, first_line, exc) from exc
+        frame = pd.read_csv(
+            io.BytesIO(text),
+            header=None,
+            names=list(range(width)),
+            usecols=columns if columns is not None else list(range(n_columns)) if width > n_columns else None,
+            index_col=False,
+            dtype=dtype,
+            na_filter=False,
+            skip_blank_lines=False,
+            encoding="utf-8",
+            engine="c",
+            # One pass over the block (already bounded by the chunk size): one type per column, and
+            # half the time on wide tables, where low_memory's pieces are joined column by column.
+            low_memory=False,
+        )
     except (pd.errors.ParserError, ValueError) as exc:
+        if out_of_memory(exc):
+            raise MemoryError(str(exc)) from exc
         raise DataError(f"{path}: cannot parse the file near line {first_line}: {exc}") from exc
     if len(frame) != n_good:  # our records and pandas' disagree: never misnumber rows
         raise DataError(f"{path}: cannot parse the file near line {first_line}: found {len(frame)} records, expected {n_good}")

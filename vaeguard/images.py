@@ -22,6 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .atomic import atomic_write
 from .errors import DataError
+from .inputs import walk_files
 from .limits import MAX_IMAGE_PIXELS, check_image_shape
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -60,14 +61,14 @@ def _check_shape(shape) -> tuple[int, int, int]:
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    """Every image file under `folder` (recursively, any suffix case), sorted by relative path."""
+    """Every image file under `folder` (recursively, any suffix case), sorted by relative path.
+
+    Hidden files and folders are left out; so is a subfolder that cannot be read, with a warning.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: no such folder")
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [Path(root, f) for f in files if f.lower().endswith(IMAGE_SUFFIXES) and not f.startswith(".")]
+    found = walk_files(folder, lambda name: name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith("."))
     if not found:
         raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder or below")
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
@@ -255,8 +256,10 @@ def _valid_name(path: Path, folder: Path) -> bool:
     return True
 
 
-def iter_image_batches(folder: str | Path, shape: tuple[int, int, int], *, batch_size: int = 256) -> Iterator[ImageBatch]:
-    """Load the folder's images in batches of `batch_size` files; failed files go to `errors`.
+def iter_image_batches(folder: str | Path, shape: tuple[int, int, int], *, batch_size: int = 256,
+                       files: list[Path] | None = None) -> Iterator[ImageBatch]:
+    """Load the folder's images (`files`, by default `list_images(folder)`) in batches of
+    `batch_size` files; failed files go to `errors`.
 
     A file whose name is not valid UTF-8 is listed as an error under its escaped name.
     """
@@ -264,7 +267,7 @@ def iter_image_batches(folder: str | Path, shape: tuple[int, int, int], *, batch
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     c, h, w = _check_shape(shape)
     folder = Path(folder)
-    files = list_images(folder)
+    files = list_images(folder) if files is None else files
     for start in range(0, len(files), batch_size):
         paths, rows, errors = [], [], []
         for path in files[start : start + batch_size]:
@@ -282,8 +285,8 @@ def iter_image_batches(folder: str | Path, shape: tuple[int, int, int], *, batch
         yield ImageBatch(paths, X, errors)
 
 
-def _folder_shape(folder: Path) -> tuple[int, int, int]:
-    """The shape every readable image of `folder` shares, read from the headers.
+def _folder_shape(folder: Path, files: list[Path]) -> tuple[int, int, int]:
+    """The shape every readable image among `files` (in `folder`) shares, read from the headers.
 
     Height and width must agree: otherwise a DataError names the odd files and asks for
     --image-size (resizing silently to whichever file sorts first made wrong models). The
@@ -292,7 +295,7 @@ def _folder_shape(folder: Path) -> tuple[int, int, int]:
     """
     shapes: dict[str, tuple[int, int, int]] = {}
     failures = []
-    for path in list_images(folder):
+    for path in files:
         try:
             shapes[shown_name(path, folder)] = _shape_of(path)
         except _Unreadable as exc:
@@ -325,8 +328,9 @@ def _folder_shape(folder: Path) -> tuple[int, int, int]:
 def read_image_folder(folder: str | Path, shape: tuple[int, int, int] | None = None) -> ImageFolder:
     """Load a whole image folder for training; `shape` defaults to the one every image shares."""
     folder = Path(folder)
-    shape = _check_shape(_folder_shape(folder) if shape is None else shape)
-    batches = list(iter_image_batches(folder, shape))
+    files = list_images(folder)  # once: a subfolder left out is named in one warning
+    shape = _check_shape(_folder_shape(folder, files) if shape is None else shape)
+    batches = list(iter_image_batches(folder, shape, files=files))
     return ImageFolder(
         X=np.concatenate([b.X for b in batches]),
         paths=[p for b in batches for p in b.paths],

@@ -5,21 +5,102 @@ or on images (a fixed channels x height x width that every image is converted to
 the description from a DataFrame, an array or a folder alike; bulk scoring, the CLI and the
 engines read new data through it, so a detector fitted in Python scores files too.
 The feature scaling (standardisation) is part of the fitted estimator (`mean_`, `scale_`), not
-of this description: it is learned, this is declared.
+of this description: it is learned, this is declared. Also here, as every reader needs them:
+the names of the score output columns (an id column must not take one), the rows per chunk
+for a table of a given width, and the walk through an input folder.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import stat
+import warnings
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import DataError
+from .limits import MEMORY_BUDGET_BYTES
 
 IMAGE_RESIZE = "bilinear"
 # Rows read per chunk when streaming a table. Measured with 20 columns and the fused score on
 # 4.9M rows: `vaeguard score` peaks near 440 MB (CSV) and 450 MB (Parquet), whatever the file
 # size (README, "Parquet, Dask, Spark and out-of-core training").
 CHUNK_ROWS = 20_000
+# Bytes one cell of a chunk may cost while it is read and scored (text, parsed columns, features,
+# per-feature scores and their ranking), with a margin: measured at 37 (peak RSS scoring a
+# 20,000-column CSV 300 rows at a time against 30 rows at a time), 15 when the model reads 3
+# of the columns.
+CHUNK_BYTES_PER_CELL = 64
+# A chunk of a wide table is cut to fit this share of the memory budget (the model has the rest).
+CHUNK_BUDGET_BYTES = MEMORY_BUDGET_BYTES // 4
+
+# The columns of a score output: a table's (after `row` and the id column) and an image folder's.
+TOP_K = 3
+TOP_COLUMNS = tuple(f"top_{i + 1}" for i in range(TOP_K))
+SCORE_COLUMNS = ("score", "p_value", "is_anomaly", *TOP_COLUMNS, "error")
+IMAGE_COLUMNS = ("path", "score", "p_value", "is_anomaly", "error")
+ROW_COLUMN = "row"
+# Names an id column cannot take: it is written beside these in a table's score output.
+RESERVED_ID_NAMES = (ROW_COLUMN, *SCORE_COLUMNS)
+
+
+def chunk_rows(chunk_size: int, n_columns: int) -> int:
+    """Rows to read at a time: `chunk_size`, or fewer when rows of `n_columns` cells would not fit
+    CHUNK_BUDGET_BYTES (a 100,000-column table at 20,000 rows a chunk would need 16 GB)."""
+    return max(1, min(chunk_size, CHUNK_BUDGET_BYTES // (max(1, n_columns) * CHUNK_BYTES_PER_CELL)))
+
+
+def check_id_column(id_column: str | None, where: str | None, whose: str = "the id column",
+                    advice: str = "rename the column in the data") -> None:
+    """DataError when the id column has the name of a score output column (scores could not be
+    written beside it)."""
+    if id_column in RESERVED_ID_NAMES:
+        raise DataError(
+            f"{where + ': ' if where else ''}{whose} {id_column!r} has the name of a score output column "
+            f"({', '.join(RESERVED_ID_NAMES)}); {advice}"
+        )
+
+
+def walk_files(folder: Path, wanted: Callable[[str], bool], hidden: tuple[str, ...] = (".",)) -> list[Path]:
+    """Every entry under `folder` whose name is `wanted` and that is not a folder, in walk order.
+
+    Subfolders whose names start with one of `hidden` are not entered. A subfolder that cannot
+    be listed (permissions) is left out with one warning naming it; an unreadable `folder`
+    itself is a DataError. Entries are returned whatever their type: callers refuse FIFOs and
+    devices themselves, naming them.
+    """
+    unreadable: list[OSError] = []
+    found = []
+    for root, dirs, files in os.walk(folder, onerror=unreadable.append):
+        dirs[:] = [d for d in dirs if not d.startswith(hidden)]
+        found += [Path(root, f) for f in files if wanted(f)]
+    top = [e for e in unreadable if Path(e.filename) == folder]
+    if top:
+        raise DataError(f"{folder}: cannot list the folder: {top[0].strerror or top[0]}")
+    if unreadable:
+        names = [f"{Path(e.filename).relative_to(folder).as_posix()} ({e.strerror or e})" for e in unreadable]
+        warnings.warn(
+            f"{folder}: left out {len(names)} subfolder(s) that cannot be read: {', '.join(names[:5])}"
+            f"{' ...' if len(names) > 5 else ''}",
+            UserWarning,
+            stacklevel=3,
+        )
+    return found
+
+
+def not_regular(path: Path) -> str | None:
+    """None for a regular file (or a link to one), else what the entry is instead."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    if stat.S_ISREG(mode):
+        return None
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"))
+    return next((f"{what}, not a regular file" for test, what in kinds if test(mode)), "not a regular file")
 
 
 @dataclass(frozen=True)
@@ -110,7 +191,7 @@ def input_from_dict(d, where: str = "input description") -> InputSpec:
         raise DataError(f"{where}: field 'columns' is empty")
     if len(dtypes) != len(columns):
         raise DataError(f"{where}: field 'dtypes' has {len(dtypes)} entries for {len(columns)} columns")
-    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    repeated = sorted(c for c, n in Counter(columns).items() if n > 1)
     if repeated:
         raise DataError(f"{where}: field 'columns' repeats {repeated}")
     for key in ("id_column", "label_column"):

@@ -10,6 +10,9 @@ Needs the `parquet` extra (pyarrow).
 from __future__ import annotations
 
 import glob as globbing
+import os
+import warnings
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,16 +22,18 @@ import pandas as pd
 
 from .errors import DataError
 from .extras import require
-from .inputs import TableInput
-from .tabular import CHUNK_ROWS, TableChunk, TrainingTable, _listing, _numbers, _usable, _why, frame_features, note_extra_columns
+from .inputs import TableInput, check_id_column, chunk_rows, not_regular, walk_files
+from .tabular import CHUNK_ROWS, TableChunk, TrainingTable, _listing, chunk_memory_error, frame_features, note_extra_columns
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 READ_BUFFER_BYTES = 64 * 1024  # per column being read
 _GLOB_CHARS = set("*?[")
+_HIDDEN = (".", "_")
 
 
-def _is_parquet_name(path: Path) -> bool:
-    return path.name.lower().endswith(PARQUET_SUFFIXES) and not path.name.startswith((".", "_"))
+def _is_parquet_name(path: Path | str) -> bool:
+    name = Path(path).name
+    return name.lower().endswith(PARQUET_SUFFIXES) and not name.startswith(_HIDDEN)
 
 
 def is_glob(path: str | Path) -> bool:
@@ -37,31 +42,60 @@ def is_glob(path: str | Path) -> bool:
 
 def is_parquet_input(path: str | Path) -> bool:
     """A `.parquet`/`.pq` name, a glob (Parquet is the only input read from a glob), or a
-    folder holding Parquet files (at any depth, as Dask and Spark write datasets)."""
+    folder holding entries named like Parquet files (at any depth, as Dask and Spark write
+    datasets; a FIFO so named counts, to be refused by `parquet_files`, not read as images)."""
     if is_glob(path):
         return True
     path = Path(path)
     if _is_parquet_name(path):
         return True
-    return path.is_dir() and any(_is_parquet_name(p) for p in path.rglob("*") if p.is_file())
+    if not path.is_dir():
+        return False
+    for _, dirs, files in os.walk(path):
+        dirs[:] = [d for d in dirs if not d.startswith(_HIDDEN)]
+        if any(_is_parquet_name(f) for f in files):
+            return True
+    return False
+
+
+def _regular_files(files: list[Path], source: str | Path) -> list[Path]:
+    """The regular files of `files`; the others (a FIFO or a folder named `a.parquet`) are left
+    out with one warning naming them, as opening a FIFO would wait forever."""
+    reasons = [(f, not_regular(f)) for f in files]
+    left_out = [f"{f} ({why})" for f, why in reasons if why is not None]
+    if left_out:
+        warnings.warn(
+            f"{source}: left out {len(left_out)} entr{'y' if len(left_out) == 1 else 'ies'} named like Parquet files: "
+            f"{', '.join(left_out[:5])}{' ...' if len(left_out) > 5 else ''}",
+            UserWarning,
+            stacklevel=3,
+        )
+    return [f for f, why in reasons if why is None]
 
 
 def parquet_files(path: str | Path) -> list[Path]:
-    """The files of a Parquet input in sorted order; DataError when there are none."""
+    """The files of a Parquet input in sorted order; DataError when there are none.
+
+    In a folder, names starting with "." or "_" are not data (as for pyarrow datasets: Spark's
+    `_SUCCESS` and `_temporary/`, part files being written), nor are the folders so named.
+    """
     if is_glob(path):
-        files = sorted(Path(p) for p in globbing.glob(str(path), recursive=True))
-        files = [p for p in files if p.is_file() and _is_parquet_name(p)]
+        matches = sorted(Path(p) for p in globbing.glob(str(path), recursive=True))
+        files = _regular_files([p for p in matches if _is_parquet_name(p)], path)
         if not files:
             raise DataError(f"{path}: no Parquet file (.parquet, .pq) matches this pattern")
         return files
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and _is_parquet_name(p))
+        files = _regular_files(sorted(walk_files(path, _is_parquet_name, _HIDDEN)), path)
         if not files:
             raise DataError(f"{path}: the folder holds no Parquet file (.parquet, .pq)")
         return files
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"{path}: no such Parquet file")
+    why = not_regular(path)
+    if why is not None:
+        raise DataError(f"{path}: {why}")
     return [path]
 
 
@@ -93,15 +127,20 @@ class ParquetTable:
     def n_rows(self) -> int:
         return sum(self.file_rows)
 
-    def check_columns(self, needed: list[str]) -> None:
-        """DataError naming the first file that lacks any of `needed`."""
+    def check_columns(self, needed: list[str], optional: tuple = ()) -> None:
+        """DataError naming the first file that lacks any of `needed`, or that holds one of
+        `needed` or `optional` under a repeated name (which of the two is meant?)."""
         for f, cols in zip(self.files, self.file_columns):
-            missing = [c for c in needed if c not in cols]
+            counts = Counter(cols)
+            missing = [c for c in needed if c not in counts]
             if missing:
                 raise DataError(
                     f"{f}: missing column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} "
                     f"that the model needs; the file has {_listing(cols)}"
                 )
+            repeated = [c for c in (*needed, *optional) if counts[c] > 1]
+            if repeated:
+                raise DataError(f"{f}: column {repeated[0]!r} appears {counts[repeated[0]]} times; give each column its own name")
 
     def where(self, file: Path, row: int) -> str:
         """"file: row N", or "input: row N (in file)" when the input has several files."""
@@ -112,7 +151,8 @@ class ParquetTable:
         pq = require("pyarrow.parquet", "parquet")
         first = 1
         for f, cols in zip(self.files, self.file_columns):
-            present = [c for c in columns if c in cols]
+            have = set(cols)
+            present = [c for c in columns if c in have]
             try:
                 # pre_buffer=False: the default pre-buffers column chunks ahead and, measured on a
                 # 1 GB file, held the whole file in memory (1.2 GB peak against 0.23 GB without).
@@ -137,6 +177,17 @@ def _numeric_field(field) -> bool:
     return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
 
 
+def _why_not_numeric(field) -> str:
+    """Why a column of this Parquet type is not picked as a feature by default."""
+    import pyarrow as pa
+
+    if pa.types.is_null(field.type):
+        return "every cell is null"
+    if pa.types.is_boolean(field.type):
+        return "true/false values, not numbers"
+    return f"of type {field.type}, not numbers"
+
+
 def read_training_parquet(
     path: str | Path,
     *,
@@ -148,16 +199,20 @@ def read_training_parquet(
     """Read a whole Parquet input for training, as `tabular.read_training_table` reads a CSV.
 
     Features are `columns` when given (text columns are parsed as numbers), else every column
-    of a numeric Parquet type other than the id, label and excluded ones. Any cell of a feature
-    column that is null or not a finite number is a DataError naming the file, column and row.
+    of a numeric Parquet type other than the id, label and excluded ones (the others are named
+    in `dropped`). Any cell of a feature column that is null or not a finite number is a
+    DataError naming the file, column and row.
     """
     pq = require("pyarrow.parquet", "parquet")
+    check_id_column(id_column, str(path))
     table = ParquetTable.open(path)
     special = [c for c in (id_column, label_column) if c is not None]
-    for names, what in ((special, "column"), (exclude or [], "column to exclude"), (columns or [], "column")):
-        missing = [c for c in names if c not in table.columns]
+    names = set(table.columns)
+    for wanted, what in ((special, "column"), (exclude or [], "column to exclude"), (columns or [], "column")):
+        missing = [c for c in wanted if c not in names]
         if missing:
             raise DataError(f"{table.files[0]}: no {what} {', '.join(map(repr, missing))}; the file has {_listing(table.columns)}")
+    dropped = []
     if columns is not None:
         if not columns:
             raise DataError(f"{path}: the list of feature columns is empty")
@@ -166,37 +221,42 @@ def read_training_parquet(
             raise DataError(f"{path}: column {clash[0]!r} cannot be both a feature and the id or label column")
         features = list(dict.fromkeys(columns))
     else:
-        schema = pq.ParquetFile(table.files[0]).schema_arrow
         skip = set(special) | set(exclude or [])
-        features = [f.name for f in schema if f.name not in skip and _numeric_field(f)]
+        fields = [f for f in pq.ParquetFile(table.files[0]).schema_arrow if f.name not in skip]
+        features = [f.name for f in fields if _numeric_field(f)]
+        dropped = [(f.name, _why_not_numeric(f)) for f in fields if not _numeric_field(f)]
         if not features:
             raise DataError(f"{table.files[0]}: no numeric columns to use as features; the file has {_listing(table.columns)}")
     table.check_columns(features + special)
-    parts, ids, labels, integral = [], [], [], [True] * len(features)
-    for f, frame, rows in table.iter_frames(features + special):
-        X = np.empty((len(frame), len(features)), dtype=np.float64)
-        for j, name in enumerate(features):
-            values, raw = _numbers(frame[name])
-            ok = _usable(values)
-            if not ok.all():
-                i = int(np.flatnonzero(~ok)[0])
-                why = _why(values[i], None if raw is None else raw[i])
-                raise DataError(f"{table.where(f, int(rows[i]))}: column {name!r}: {why}")
-            X[:, j] = values
-            integral[j] &= pd.api.types.is_integer_dtype(frame[name].dtype)
-        parts.append(X)
-        if id_column is not None:
-            ids.append(frame[id_column].to_numpy(dtype=object))
-        if label_column is not None:
-            labels.append(frame[label_column].to_numpy(dtype=object))
-    if sum(len(p) for p in parts) == 0:
-        raise DataError(f"{path}: no data rows")
+    parts, ids, labels, integral = [], [], [], np.ones(len(features), dtype=bool)
+    batch_rows = chunk_rows(CHUNK_ROWS, len(features) + len(special))
+    try:
+        for f, frame, rows in table.iter_frames(features + special, batch_rows):
+            X, bad, problems = frame_features(frame, features, features, dtype=np.float64)
+            if bad.any():
+                name, why = problems[0][0]
+                raise DataError(f"{table.where(f, int(rows[bad][0]))}: column {name!r}: {why}")
+            integral &= np.array([pd.api.types.is_integer_dtype(t) for t in frame.dtypes.loc[features]], dtype=bool)
+            parts.append(X)
+            if id_column is not None:
+                ids.append(frame[id_column].to_numpy(dtype=object))
+            if label_column is not None:
+                labels.append(frame[label_column].to_numpy(dtype=object))
+        if sum(len(p) for p in parts) == 0:
+            raise DataError(f"{path}: no data rows")
+        X = np.concatenate(parts)
+    except MemoryError:
+        raise DataError(
+            f"{path}: not enough memory to load the table ({table.n_rows:,} rows, {len(features):,} columns) "
+            "for training; train with --out-of-core, which streams the file"
+        ) from None
     spec = TableInput(tuple(features), tuple("int64" if k else "float64" for k in integral), id_column, label_column)
     return TrainingTable(
-        np.concatenate(parts),
+        X,
         spec,
         np.concatenate(labels) if label_column is not None else None,
         np.concatenate(ids) if id_column is not None else None,
+        dropped,
     )
 
 
@@ -216,24 +276,28 @@ def iter_parquet_chunks(
     ("skip"); without the id column in the data, `ids` is None.
     """
     table = ParquetTable.open(path)
-    table.check_columns(list(spec.columns) + ([label_column] if label_column else []))
-    extra = [c for c in table.columns if c not in set(spec.columns) | {spec.id_column, label_column}]
+    table.check_columns(list(spec.columns) + ([label_column] if label_column else []), (spec.id_column,))
+    used = set(spec.columns) | {spec.id_column, label_column}
     if notes is not None:
-        note_extra_columns(notes, extra)
+        note_extra_columns(notes, [c for c in table.columns if c not in used])
     has_id = spec.id_column is not None and all(spec.id_column in cols for cols in table.file_columns)
-    wanted = list(spec.columns) + ([spec.id_column] if has_id else []) + ([label_column] if label_column else [])
-    for f, frame, rows in table.iter_frames(wanted, chunk_size):
-        X, bad, problems = frame_features(frame, list(spec.columns), spec.columns)
-        failed = [
-            (int(r), "; ".join(f"column {c!r}: {why}" for c, why in found)) for r, found in zip(rows[bad], problems)
-        ]
-        if failed and on_bad_row == "fail":
-            raise DataError(f"{table.where(f, failed[0][0])}: {failed[0][1]}")
-        yield TableChunk.of(
-            X,
-            bad,
-            rows,
-            frame[spec.id_column].to_numpy(dtype=object) if has_id else None,
-            frame[label_column].to_numpy(dtype=object) if label_column else None,
-            failed,
-        )
+    wanted = list(dict.fromkeys(list(spec.columns) + ([spec.id_column] if has_id else []) + ([label_column] if label_column else [])))
+    batch_rows = chunk_rows(chunk_size, len(wanted))
+    try:
+        for f, frame, rows in table.iter_frames(wanted, batch_rows):
+            X, bad, problems = frame_features(frame, list(spec.columns), spec.columns)
+            failed = [
+                (int(r), "; ".join(f"column {c!r}: {why}" for c, why in found)) for r, found in zip(rows[bad], problems)
+            ]
+            if failed and on_bad_row == "fail":
+                raise DataError(f"{table.where(f, failed[0][0])}: {failed[0][1]}")
+            yield TableChunk.of(
+                X,
+                bad,
+                rows,
+                frame[spec.id_column].to_numpy(dtype=object) if has_id else None,
+                frame[label_column].to_numpy(dtype=object) if label_column else None,
+                failed,
+            )
+    except MemoryError:
+        raise chunk_memory_error(path, batch_rows, len(wanted)) from None

@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import DataError
 from .images import iter_image_batches, read_image_folder
-from .inputs import ImageInput, InputSpec, TableInput
+from .inputs import ImageInput, InputSpec, TableInput, not_regular
 from .tabular import CHUNK_ROWS, is_table_path, iter_table_chunks, read_training_table
 
 ON_BAD_ROW = ("fail", "skip")
@@ -37,8 +37,11 @@ def data_kind(path: str | Path) -> str:
         return "table"
     path = Path(path)
     if is_table_path(path):
-        if not path.is_file():
+        if not path.exists():
             raise DataError(f"{path}: no such CSV file")
+        why = not_regular(path)  # a FIFO would block the reader forever
+        if why is not None:
+            raise DataError(f"{path}: {why}")
         return "table"
     if path.is_dir():
         return "images"

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
-from .inputs import CHUNK_ROWS, TableInput
+from .inputs import CHUNK_ROWS, TableInput, check_id_column, chunk_rows
 
 _MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -184,6 +184,7 @@ def _table_spec(path, columns, exclude, id_column, label_column, chunk_size) -> 
     (a column is numeric when at least half its non-empty cells are finite numbers)."""
     from .parquet import is_parquet_input
 
+    check_id_column(id_column, str(path))
     if is_parquet_input(path):
         from .parquet import ParquetTable
 
@@ -199,13 +200,21 @@ def _table_spec(path, columns, exclude, id_column, label_column, chunk_size) -> 
             raise DataError(f"{path}: no numeric columns to use as features")
         table.check_columns(list(columns) + [c for c in (id_column, label_column) if c])
         return TableInput(tuple(columns), ("float64",) * len(columns), id_column, label_column)
+    from .csvrecords import out_of_memory
+    from .tabular import _positions, chunk_memory_error, read_header
+
+    header = read_header(Path(path))
+    # Named columns, and by default every named column, must appear once: pandas would rename a repeat.
+    named = [c for c in (id_column, label_column, *(exclude or []), *(columns or [])) if c]
+    defaults = [c for c in dict.fromkeys(header) if c.strip()] if columns is None else []
+    _positions(Path(path), header, list(dict.fromkeys(named + defaults)), "column")
+    sample_rows = chunk_rows(chunk_size, len(header))
     try:
-        sample = pd.read_csv(path, nrows=chunk_size, encoding="utf-8-sig")
-    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        sample = pd.read_csv(path, nrows=sample_rows, encoding="utf-8-sig")
+    except (ValueError, OSError, MemoryError) as exc:  # pandas' ParserError is a ValueError
+        if out_of_memory(exc):
+            raise chunk_memory_error(path, sample_rows, len(header)) from None
         raise DataError(f"{path}: cannot read the first rows: {exc}") from None
-    for name in [c for c in (id_column, label_column, *(exclude or []), *(columns or [])) if c]:
-        if name not in sample.columns:
-            raise DataError(f"{path}: no column {name!r}")
     if columns is None:
         skip = {id_column, label_column, *(exclude or [])}
         columns = []
@@ -219,6 +228,6 @@ def _table_spec(path, columns, exclude, id_column, label_column, chunk_size) -> 
             if finite > 0 and 2 * finite >= nonempty:
                 columns.append(str(name))
         if not columns:
-            raise DataError(f"{path}: no numeric columns to use as features in the first {chunk_size:,} rows")
+            raise DataError(f"{path}: no numeric columns to use as features in the first {sample_rows:,} rows")
     dtypes = tuple("int64" if pd.api.types.is_integer_dtype(sample[c].dtype) else "float64" for c in columns)
     return TableInput(tuple(columns), dtypes, id_column, label_column)

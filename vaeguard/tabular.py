@@ -17,7 +17,7 @@ import pandas as pd
 
 from .csvrecords import BadRow, raw_chunks, read_header, shown
 from .errors import DataError
-from .inputs import CHUNK_ROWS, TableInput
+from .inputs import CHUNK_ROWS, TableInput, check_id_column, chunk_rows
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -67,13 +67,18 @@ class TableChunk:
 
 def _positions(path: Path, header: list[str], names: list[str], what: str) -> list[int]:
     """Header position of each name; DataError for names absent or present more than once."""
-    missing = [n for n in names if n not in header]
+    first: dict[str, int] = {}
+    repeated = set()
+    for i, name in enumerate(header):
+        if first.setdefault(name, i) != i:
+            repeated.add(name)
+    missing = [n for n in names if n not in first]
     if missing:
         raise DataError(f"{path}: no {what} {', '.join(map(repr, missing))}; the file has {_listing(header)}")
-    repeated = [n for n in names if header.count(n) > 1]
-    if repeated:
-        raise DataError(f"{path}: column {repeated[0]!r} appears more than once in the header")
-    return [header.index(n) for n in names]
+    twice = [n for n in names if n in repeated]
+    if twice:
+        raise DataError(f"{path}: column {twice[0]!r} appears more than once in the header")
+    return [first[n] for n in names]
 
 
 def _listing(header: list[str]) -> str:
@@ -83,12 +88,43 @@ def _listing(header: list[str]) -> str:
 
 
 def _numbers(col: pd.Series) -> tuple[np.ndarray, np.ndarray | None]:
-    """The column as float64 (NaN where not a number) and its raw text (None when already numeric)."""
+    """The column as float64 (NaN where not a number) and its raw text (None when already
+    numeric; None for a null cell, such as every cell of pyarrow's null type)."""
     if col.dtype.kind in "iuf":
-        return col.to_numpy(dtype=np.float64), None
+        return col.to_numpy(dtype=np.float64, na_value=np.nan), None
     text = col.astype(str)
     values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    return values, text.to_numpy(dtype=object)
+    raw = text.to_numpy(dtype=object)
+    nulls = col.isna().to_numpy()
+    if nulls.any():
+        raw[nulls] = None
+    return values, raw
+
+
+def _frame_values(frame: pd.DataFrame, keys: Sequence) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """`frame[keys]` as float64 (NaN where not a number), and the raw text of the columns that
+    are not numeric, by position in `keys`. Numeric columns are converted as one block: one
+    call per column cost minutes on a 100,000-column table."""
+    labels = frame.columns
+    if labels.is_unique:
+        where = labels.get_indexer(keys)
+    else:
+        counts = labels.value_counts()
+        twice = [k for k in keys if counts.get(k, 0) > 1]
+        if twice:
+            raise DataError(f"column {twice[0]!r} appears more than once")
+        where = labels.get_indexer_for(keys)
+    if (where < 0).any():
+        raise DataError(f"no column {keys[int(np.argmin(where))]!r}")
+    kinds = np.array([dtype.kind for dtype in frame.dtypes.iloc[where]], dtype="U1")
+    numeric = np.flatnonzero(np.isin(kinds, ("i", "u", "f")))
+    values = np.empty((len(frame), len(keys)), dtype=np.float64)
+    if len(numeric):
+        values[:, numeric] = frame.iloc[:, where[numeric]].to_numpy(dtype=np.float64, na_value=np.nan)
+    raws = {}
+    for k in np.flatnonzero(~np.isin(kinds, ("i", "u", "f"))).tolist():
+        values[:, k], raws[k] = _numbers(frame.iloc[:, where[k]])
+    return values, raws
 
 
 def _why(value: float, raw: str | None) -> str:
@@ -130,9 +166,10 @@ def read_training_table(
     Any cell of a feature column that is not a finite number is a DataError naming it.
     """
     path = Path(path)
+    check_id_column(id_column, str(path))
     header = read_header(path)
     special = [c for c in (id_column, label_column) if c is not None]
-    _positions(path, header, special, "column")
+    special_positions = _positions(path, header, special, "column")
     if exclude:
         _positions(path, header, list(exclude), "column to exclude")
     if columns is not None:
@@ -151,69 +188,82 @@ def read_training_table(
             raise DataError(f"{path}: no columns left to use as features; the file has {_listing(header)}")
         positions = _positions(path, header, candidates, "column")
 
-    text_positions = [header.index(c) for c in special]
-    values: list[list[np.ndarray]] = [[] for _ in candidates]
-    integral = [True] * len(candidates)
-    finite = np.zeros(len(candidates), dtype=np.int64)
-    nonempty = np.zeros(len(candidates), dtype=np.int64)
-    booleans = np.zeros(len(candidates), dtype=np.int64)
-    infinite = np.zeros(len(candidates), dtype=np.int64)
-    first_bad: list[BadRow | None] = [None] * len(candidates)
-    ids, labels, n_rows = [], [], 0
+    id_pos = special_positions[0] if id_column is not None else None
+    label_pos = special_positions[-1] if label_column is not None else None
+    d = len(candidates)
+    integral = np.ones(d, dtype=bool)
+    finite, nonempty, booleans, infinite = (np.zeros(d, dtype=np.int64) for _ in range(4))
+    first_bad: list[BadRow | None] = [None] * d
+    parts, ids, labels, n_rows = [], [], [], 0
     malformed: BadRow | None = None
-    for chunk in raw_chunks(path, header, text_positions, chunk_size=CHUNK_ROWS):
-        if chunk.malformed and malformed is None:
-            malformed = chunk.malformed[0]
-        n_rows += len(chunk.rows)
-        for k, pos in enumerate(positions):
-            vals, raw = _numbers(chunk.frame[pos])
-            ok = _usable(vals)
-            values[k].append(vals)
-            integral[k] &= raw is None and chunk.frame[pos].dtype.kind in "iu"
-            finite[k] += int(ok.sum())
-            infinite[k] += int(np.isinf(vals).sum())
-            if raw is not None:
-                booleans[k] += int(np.isin(np.char.lower(raw.astype(str)), ("true", "false")).sum())
-            nonempty[k] += len(vals) if raw is None else int(chunk.frame[pos].astype(str).str.strip().ne("").sum())
-            if first_bad[k] is None and not ok.all():
-                i = int(np.flatnonzero(~ok)[0])
-                why = _why(vals[i], None if raw is None else raw[i])
-                first_bad[k] = BadRow(int(chunk.rows[i]), int(chunk.lines[i]), candidates[k], why)
-        if id_column is not None:
-            ids.append(chunk.frame[header.index(id_column)].to_numpy(dtype=object))
-        if label_column is not None:
-            labels.append(chunk.frame[header.index(label_column)].to_numpy(dtype=object))
-    if n_rows == 0:
-        if malformed is not None:
-            raise malformed.error(path)
-        raise DataError(f"{path}: no data rows (only a header)")
+    rows_at_a_time = chunk_rows(CHUNK_ROWS, len(header))
+    try:
+        for chunk in raw_chunks(path, header, special_positions, rows_at_a_time, columns=list(dict.fromkeys(positions + special_positions))):
+            if chunk.malformed and malformed is None:
+                malformed = chunk.malformed[0]
+            if not len(chunk.rows):
+                continue
+            n_rows += len(chunk.rows)
+            values, raws = _frame_values(chunk.frame, positions)
+            ok = _usable(values)
+            finite += ok.sum(axis=0)
+            infinite += np.isinf(values).sum(axis=0)
+            nonempty += len(values)
+            for k, raw in raws.items():
+                integral[k] = False
+                cells = pd.Series(raw, dtype=object).str.strip().str.lower()
+                booleans[k] += int(cells.isin(("true", "false")).sum())
+                nonempty[k] -= int((cells == "").sum())
+            integral &= np.array([dtype.kind in "iu" for dtype in chunk.frame.dtypes.loc[positions]], dtype=bool)
+            for k in np.flatnonzero(~ok.all(axis=0)).tolist():
+                if first_bad[k] is None:
+                    i = int(np.argmin(ok[:, k]))
+                    why = _why(values[i, k], raws[k][i] if k in raws else None)
+                    first_bad[k] = BadRow(int(chunk.rows[i]), int(chunk.lines[i]), candidates[k], why)
+            parts.append(values)
+            if id_pos is not None:
+                ids.append(chunk.frame[id_pos].to_numpy(dtype=object))
+            if label_pos is not None:
+                labels.append(chunk.frame[label_pos].to_numpy(dtype=object))
+        if n_rows == 0:
+            if malformed is not None:
+                raise malformed.error(path)
+            raise DataError(f"{path}: no data rows (only a header)")
 
-    dropped: list[tuple[str, str]] = []
-    if columns is not None:
-        chosen = list(range(len(candidates)))
-    else:
-        chosen = [k for k in range(len(candidates)) if finite[k] > 0 and 2 * finite[k] >= nonempty[k]]
-        for k in sorted(set(range(len(candidates))) - set(chosen)):
-            if nonempty[k] == 0:
-                why = "every cell is empty"
-            elif 2 * booleans[k] >= nonempty[k]:
-                why = "true/false values, not numbers"
-            elif 2 * infinite[k] >= nonempty[k]:
-                why = "infinite values"
-            else:
-                why = "mostly text, not numbers"
-            dropped.append((candidates[k], why))
-        if not chosen:
-            raise DataError(
-                f"{path}: no numeric columns to use as features; the file has {_listing(header)}"
-            )
-    # A malformed line is reported together with bad cells, whichever comes first in the file.
-    problems = [first_bad[k] for k in chosen if first_bad[k] is not None] + ([malformed] if malformed else [])
-    if problems:
-        first = min(problems, key=lambda b: (b.row, b.line))
-        hint = "; fix the value or leave the column out with exclude" if columns is None and first.column else ""
-        raise DataError(f"{first.error(path)}{hint}")
-    X = np.column_stack([np.concatenate(values[k]) for k in chosen]).astype(np.float64, copy=False)
+        dropped: list[tuple[str, str]] = []
+        if columns is not None:
+            chosen = list(range(d))
+        else:
+            chosen = [k for k in range(d) if finite[k] > 0 and 2 * finite[k] >= nonempty[k]]
+            for k in sorted(set(range(d)) - set(chosen)):
+                if nonempty[k] == 0:
+                    why = "every cell is empty"
+                elif 2 * booleans[k] >= nonempty[k]:
+                    why = "true/false values, not numbers"
+                elif 2 * infinite[k] >= nonempty[k]:
+                    why = "infinite values"
+                else:
+                    why = "mostly text, not numbers"
+                dropped.append((candidates[k], why))
+            if not chosen:
+                raise DataError(
+                    f"{path}: no numeric columns to use as features; the file has {_listing(header)}"
+                )
+        # A malformed line is reported together with bad cells, whichever comes first in the file.
+        problems = [first_bad[k] for k in chosen if first_bad[k] is not None] + ([malformed] if malformed else [])
+        if problems:
+            first = min(problems, key=lambda b: (b.row, b.line))
+            hint = "; fix the value or leave the column out with exclude" if columns is None and first.column else ""
+            raise DataError(f"{first.error(path)}{hint}")
+        X = np.concatenate(parts)
+        del parts
+        if len(chosen) < d:
+            X = X[:, chosen]
+    except MemoryError:
+        raise DataError(
+            f"{path}: not enough memory to load the table ({n_rows:,} rows or more, {d:,} columns) for training; "
+            "train with --out-of-core, which streams the file"
+        ) from None
     schema = TableInput(
         tuple(candidates[k] for k in chosen),
         tuple("int64" if integral[k] else "float64" for k in chosen),
@@ -240,47 +290,44 @@ def header_report(path: str | Path, schema: TableInput, *, label_column: str | N
 
 
 def _compare_header(header: list[str], schema: TableInput, label_column: str | None) -> dict:
-    used = set(schema.columns) | {c for c in (schema.id_column, label_column) if c is not None}
-    present = [c for c in header if c in set(schema.columns)]
+    features, names = set(schema.columns), set(header)
+    used = features | {c for c in (schema.id_column, label_column) if c is not None}
+    present = [c for c in header if c in features]
     return {
-        "missing": [c for c in schema.columns if c not in header],
+        "missing": [c for c in schema.columns if c not in names],
         "extra": [c for c in header if c not in used],
-        "reordered": present != [c for c in schema.columns if c in header],
-        "missing_id": schema.id_column is not None and schema.id_column not in header,
+        "reordered": present != [c for c in schema.columns if c in names],
+        "missing_id": schema.id_column is not None and schema.id_column not in names,
     }
 
 
-def frame_features(frame: pd.DataFrame, keys: Sequence, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[list[tuple[str, str]]]]:
-    """The feature matrix of `frame[keys]` as float32, which rows are unusable, and why.
+def frame_features(frame: pd.DataFrame, keys: Sequence, names: Sequence[str], dtype=np.float32) -> tuple[np.ndarray, np.ndarray, list[list[tuple[str, str]]]]:
+    """The feature matrix of `frame[keys]` as `dtype`, which rows are unusable, and why.
 
-    A cell is unusable when it is empty, not a number, not finite or beyond float32. Returns
-    (X, bad, problems): X has a row for every frame row (bad rows hold garbage), and
-    problems[k] lists (column name, reason) for the k-th bad row. Shared by the CSV reader
-    and `vaeguard.bulk.score_frame`, so every engine reports a bad cell in the same words.
+    A cell is unusable when it is empty, null, not a number, not finite or beyond float32.
+    Returns (X, bad, problems): X has a row for every frame row (bad rows hold garbage), and
+    problems[k] lists (column name, reason) for the k-th bad row. Shared by the CSV and Parquet
+    readers and `vaeguard.bulk.score_frame`, so every engine reports a bad cell in the same words.
     """
-    m = len(frame)
-    X = np.empty((m, len(keys)), dtype=np.float32)
-    bad = np.zeros(m, dtype=bool)
-    cells = []
-    for j, key in enumerate(keys):
-        vals, raw = _numbers(frame[key])
-        with np.errstate(over="ignore", invalid="ignore"):
-            X[:, j] = vals
-        col_bad = ~_usable(vals)
-        if col_bad.any():
-            bad |= col_bad
-            cells.append((j, vals, raw, col_bad))
+    values, raws = _frame_values(frame, keys)
+    usable = _usable(values)
+    bad = ~usable.all(axis=1)
     problems = [
-        [(names[j], _why(vals[i], None if raw is None else raw[i])) for j, vals, raw, col_bad in cells if col_bad[i]]
-        for i in np.flatnonzero(bad)
+        [(names[j], _why(values[i, j], raws[j][i] if j in raws else None)) for j in np.flatnonzero(~usable[i]).tolist()]
+        for i in np.flatnonzero(bad).tolist()
     ]
-    return X, bad, problems
+    with np.errstate(over="ignore", invalid="ignore"):
+        return values.astype(dtype, copy=False), bad, problems
+
+
+NOTE_COLUMNS = 10  # extra columns named in the note; the rest are counted
 
 
 def note_extra_columns(notes: list[str], extra: Sequence) -> None:
     """Tell the user which columns of the input the model does not read (CSV and Parquet alike)."""
     if extra:
-        notes.append(f"ignored {len(extra)} extra column(s): {', '.join(map(str, extra))}")
+        more = f" and {len(extra) - NOTE_COLUMNS:,} more" if len(extra) > NOTE_COLUMNS else ""
+        notes.append(f"ignored {len(extra):,} extra column(s): {', '.join(map(str, extra[:NOTE_COLUMNS]))}{more}")
 
 
 def iter_table_chunks(
@@ -295,7 +342,8 @@ def iter_table_chunks(
     """Stream a CSV file as float32 feature chunks in schema order, matching columns by name.
 
     `notes`, when given, receives what the header says beyond the schema: extra columns
-    ignored, features in another order.
+    ignored, features in another order. A wide table is read in fewer rows than `chunk_size`
+    at a time (`inputs.chunk_rows`), so a chunk fits the memory budget.
 
     Missing feature columns are always a DataError. A bad row (a cell that is not a finite
     number, or a line with the wrong number of fields) is a DataError with `on_bad_row="fail"`
@@ -325,21 +373,33 @@ def iter_table_chunks(
         id_pos = _positions(path, header, [schema.id_column], "id column")[0]
     label_pos = None if label_column is None else _positions(path, header, [label_column], "label column")[0]
     text_positions = [p for p in (id_pos, label_pos) if p is not None]
+    used = list(dict.fromkeys(positions + text_positions))
+    rows_at_a_time = chunk_rows(chunk_size, len(header))
+    try:
+        for chunk in raw_chunks(path, header, text_positions, rows_at_a_time, columns=used):
+            X, bad, cell_problems = frame_features(chunk.frame, positions, schema.columns)
+            problems = list(chunk.malformed)
+            for i, found in zip(np.flatnonzero(bad), cell_problems):
+                more = "; ".join(f"column {c!r}: {why}" for c, why in found[1:])
+                problems.append(BadRow(int(chunk.rows[i]), int(chunk.lines[i]), found[0][0], found[0][1], more))
+            if problems and on_bad_row == "fail":
+                raise min(problems, key=lambda b: (b.row, b.line)).error(path)
+            yield TableChunk.of(
+                X,
+                bad,
+                chunk.rows,
+                None if id_pos is None else chunk.frame[id_pos].to_numpy(dtype=object),
+                None if label_pos is None else chunk.frame[label_pos].to_numpy(dtype=object),
+                sorted((b.row, b.reason()) for b in problems),
+            )
+    except MemoryError:
+        raise chunk_memory_error(path, rows_at_a_time, len(header)) from None
 
-    for chunk in raw_chunks(path, header, text_positions, chunk_size):
-        X, bad, cell_problems = frame_features(chunk.frame, positions, schema.columns)
-        problems = list(chunk.malformed)
-        for i, found in zip(np.flatnonzero(bad), cell_problems):
-            more = "; ".join(f"column {c!r}: {why}" for c, why in found[1:])
-            problems.append(BadRow(int(chunk.rows[i]), int(chunk.lines[i]), found[0][0], found[0][1], more))
-        if problems and on_bad_row == "fail":
-            raise min(problems, key=lambda b: (b.row, b.line)).error(path)
-        yield TableChunk.of(
-            X,
-            bad,
-            chunk.rows,
-            None if id_pos is None else chunk.frame[id_pos].to_numpy(dtype=object),
-            None if label_pos is None else chunk.frame[label_pos].to_numpy(dtype=object),
-            sorted((b.row, b.reason()) for b in problems),
-        )
+
+def chunk_memory_error(path, rows: int, n_columns: int) -> DataError:
+    """What to say when a chunk of a table does not fit in memory while being read."""
+    return DataError(
+        f"{path}: not enough memory to read {rows:,} rows of {n_columns:,} columns at a time; "
+        "pass a smaller --chunk-size"
+    )
 
