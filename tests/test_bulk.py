@@ -83,7 +83,7 @@ def test_a_row_exactly_at_the_threshold_is_normal_everywhere(frame_detector, tmp
 
 def test_an_image_model_refuses_a_table(tmp_path):
     X = np.random.default_rng(0).random((60, 64))
-    det = VAEAnomalyDetector(latent_dim=2, hidden_dims=(8,), epochs=1, random_state=0, device="cpu").fit(X)
+    det = VAEAnomalyDetector(latent_dim=2, hidden_dims=(8,), epochs=1, input_shape=(1, 8, 8), random_state=0, device="cpu").fit(X)
     with pytest.raises(DataError, match="trained on images"):
         score_frame(det, pd.DataFrame(X))
     path = tmp_path / "t.csv"
@@ -135,7 +135,7 @@ def test_a_scorer_rejects_what_the_model_cannot_score(tmp_path):
     X = np.random.default_rng(0).uniform(size=(120, 4))
     VAEAnomalyDetector(likelihood="bernoulli", latent_dim=2, hidden_dims=(8,), epochs=2, random_state=0, device="cpu").fit(X).save(tmp_path / "b.vgm")
     scorer = Scorer.load(tmp_path / "b.vgm", device="cpu")
-    with pytest.raises(DataError, match=r"needs values in \[0, 1\]; row 1, feature 2 holds 1.5"):
+    with pytest.raises(DataError, match=r"needs values in \[0, 1\]; row 1, column 'x2' holds 1.5"):
         scorer.anomaly_score(np.array([[0.1, 0.2, 0.3, 0.4], [0.1, 0.2, 1.5, 0.4]]))
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
