@@ -41,7 +41,7 @@ def digits_detector(digits):
 def test_separates_held_out_digits_well_above_chance(digits, digits_detector):
     is_anomaly = digits.y_test >= 5
     auroc = roc_auc_score(is_anomaly, digits_detector.anomaly_score(digits.X_test))
-    assert auroc > 0.85  # measured 0.93 with this configuration
+    assert auroc > 0.85  # measured 0.898 with this configuration
 
 
 def test_score_conventions_are_consistent(digits, digits_detector):
@@ -53,6 +53,9 @@ def test_score_conventions_are_consistent(digits, digits_detector):
     p = det.p_values(X)
     assert ((p > 0) & (p <= 1)).all()
     assert np.corrcoef(p, det.anomaly_score(X))[0, 1] < 0
+    # and they point the right way: held-out digits get small p-values (medians 0.077 and 0.505)
+    held_out = digits.y_test >= 5
+    assert np.median(p[held_out]) < np.median(p[~held_out]) - 0.25
 
 
 def test_feature_scores_sum_to_reconstruction_part(digits, digits_detector):
