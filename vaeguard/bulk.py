@@ -43,7 +43,6 @@ TOP_K = 3
 TOP_COLUMNS = tuple(f"top_{i + 1}" for i in range(TOP_K))
 SCORE_COLUMNS = ("score", "p_value", "is_anomaly", *TOP_COLUMNS, "error")
 IMAGE_COLUMNS = ("path", "score", "p_value", "is_anomaly", "error")
-FLOAT_FORMAT = None  # shortest repr: a CSV score reads back as the very float of the Parquet output
 FLAGGED = f"{NOT_FINITE}: flagged"  # the error column of a row whose score is NaN or infinite
 LINE_END = "\r\n"  # RFC 4180, as the csv module writes
 
@@ -242,7 +241,8 @@ def score_file(
             if write is not None:
                 write(frame)
             else:
-                frame.to_csv(fh, header=header, index=False, float_format=FLOAT_FORMAT, lineterminator=LINE_END)
+                # floats in their shortest exact repr (pandas' default): they read back bit for bit
+                frame.to_csv(fh, header=header, index=False, lineterminator=LINE_END)
             header = False
             if images and heatmap_dir is not None:
                 maps = rows.feature_scores.reshape(len(chunk.X), *spec.shape).sum(axis=1)
