@@ -61,7 +61,7 @@ class Method:
 
 def _vaeguard_method(name: str, params: dict) -> Method:
     def build(epochs: int | None) -> VAEAnomalyDetector:
-        kwargs = {**params, "random_state": 0}
+        kwargs = {"input_shape": (1, 28, 28), **params, "random_state": 0}  # images are declared, never guessed
         if epochs is not None:
             kwargs["epochs"] = epochs
         return VAEAnomalyDetector(**kwargs)

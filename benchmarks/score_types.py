@@ -86,9 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for case in args.case_list:
         X_train, X_test, labels = load_case(case, args)
+        images = {"input_shape": (1, 28, 28)} if case.partition(":")[0] in ("mnist-held-out", "fashion") else {}
         runs = []
         for seed in args.seed_list:
-            est = VAEAnomalyDetector(**{**args.param_dict, "score_type": "fused", "random_state": seed})
+            est = VAEAnomalyDetector(**{**images, **args.param_dict, "score_type": "fused", "random_state": seed})
             start = time.perf_counter()
             est.fit(X_train)
             fit_s = time.perf_counter() - start

@@ -12,11 +12,13 @@ import vaeguard
 from vaeguard.metrics import evaluate
 
 X, y = load_digits(return_X_y=True)
-X = X / 16.0  # pixel intensities in [0, 1]: the Bernoulli likelihood is chosen automatically
+X = X / 16.0  # pixel intensities in [0, 1]; 17 grey levels, so likelihood="auto" picks the gaussian
 X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.5, stratify=y, random_state=0)
 
 normal = y_train < 5  # digits 0-4 are normal; 5-9 never reach training
-detector = vaeguard.VAEAnomalyDetector(epochs=100, fpr=0.05, random_state=0).fit(X_train[normal])
+# input_shape declares the rows as 8x8 images (otherwise they are a table of 64 columns): grey
+# images get the convolutional network
+detector = vaeguard.VAEAnomalyDetector(input_shape=(1, 8, 8), epochs=100, fpr=0.05, random_state=0).fit(X_train[normal])
 
 is_anomaly = (y_test >= 5).astype(int)
 scores = detector.anomaly_score(X_test)  # higher = more anomalous

@@ -33,11 +33,11 @@ folder = Path(os.environ.get("VAEGUARD_MNIST_DIR") or default)
 if all((folder / name).exists() for names in FILES.values() for name in names):
     data, source = mnist_digits(folder, download=False), f"MNIST from {folder}"
     X = data.X_train[data.y_train < 5][: 2000 if args.quick else 10000]
-    detector = VAEAnomalyDetector(epochs=3 if args.quick else 15, random_state=0)
+    detector = VAEAnomalyDetector(input_shape=(1, 28, 28), epochs=3 if args.quick else 15, random_state=0)
 else:
     data, source = embedded_digits(), f"scikit-learn's embedded 8x8 digits (no MNIST files in {folder})"
     X = data.X_train[data.y_train < 5]
-    detector = VAEAnomalyDetector(epochs=30 if args.quick else 100, fpr=0.05, random_state=0)
+    detector = VAEAnomalyDetector(input_shape=(1, 8, 8), epochs=30 if args.quick else 100, fpr=0.05, random_state=0)
 print(f"data: {source}")
 detector.fit(X)
 shape = (1, *data.image_shape)

@@ -29,7 +29,7 @@ def mnist():
 def test_one_class_digit_8(mnist):
     """Digit 8 was the plain ELBO's worst one-class case (AUROC 0.82)."""
     (X, y), (X_test, y_test) = mnist
-    detector = VAEAnomalyDetector(random_state=0).fit(X[y == 8])
+    detector = VAEAnomalyDetector(input_shape=(1, 28, 28), random_state=0).fit(X[y == 8])
     assert detector.score_type_ == "ratio"
     assert roc_auc_score(y_test != 8, detector.anomaly_score(X_test)) > 0.96
 
@@ -38,5 +38,5 @@ def test_held_out_digit_1(mnist):
     """Held-out 1 is the classic failure of likelihood scores (ELBO AUROC 0.09)."""
     (X, y), (X_test, y_test) = mnist
     normal = np.flatnonzero(y != 1)[:15000]
-    detector = VAEAnomalyDetector(epochs=20, random_state=0).fit(X[normal])
+    detector = VAEAnomalyDetector(epochs=20, input_shape=(1, 28, 28), random_state=0).fit(X[normal])
     assert roc_auc_score(y_test == 1, detector.anomaly_score(X_test)) > 0.8

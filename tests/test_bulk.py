@@ -1,13 +1,20 @@
 """Bulk scoring from Python: score_frame, score_file, and one meaning of "flagged" everywhere."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from typer.testing import CliRunner
+
+import vaeguard
 from vaeguard import DataError, VAEAnomalyDetector
 from vaeguard.bulk import SCORE_COLUMNS, score_file, score_frame
+from vaeguard.cli import app
+from vaeguard.scorer import Scorer
 from vaeguard.metrics import evaluate
 from vaeguard.report import write_report
 
@@ -35,7 +42,7 @@ def test_a_detector_fitted_in_python_scores_a_csv_like_score_frame(frame_detecto
     from_frame = score_frame(det, test)
     assert list(from_file.columns) == ["row", *SCORE_COLUMNS]
     assert list(from_frame.columns) == list(SCORE_COLUMNS)
-    np.testing.assert_allclose(from_file["score"], from_frame["score"], rtol=1e-5)  # the file keeps 6 digits
+    np.testing.assert_array_equal(from_file["score"], from_frame["score"])  # the CSV keeps every bit
     assert from_file["is_anomaly"].tolist() == from_frame["is_anomaly"].tolist()
     assert from_frame["is_anomaly"].iloc[:5].tolist() == [1] * 5
     assert from_frame["is_anomaly"].iloc[5:].sum() <= 3  # ~1% false-positive target on 45 normals
@@ -83,7 +90,7 @@ def test_a_row_exactly_at_the_threshold_is_normal_everywhere(frame_detector, tmp
 
 def test_an_image_model_refuses_a_table(tmp_path):
     X = np.random.default_rng(0).random((60, 64))
-    det = VAEAnomalyDetector(latent_dim=2, hidden_dims=(8,), epochs=1, random_state=0, device="cpu").fit(X)
+    det = VAEAnomalyDetector(latent_dim=2, hidden_dims=(8,), epochs=1, input_shape=(1, 8, 8), random_state=0, device="cpu").fit(X)
     with pytest.raises(DataError, match="trained on images"):
         score_frame(det, pd.DataFrame(X))
     path = tmp_path / "t.csv"
@@ -93,8 +100,6 @@ def test_an_image_model_refuses_a_table(tmp_path):
 
 
 def test_a_scorer_loaded_from_the_file_scores_like_the_detector(frame_detector, tmp_path):
-    from vaeguard.scorer import Scorer
-
     det, normal = frame_detector
     det.save(tmp_path / "m.vgm")
     scorer = Scorer.load(tmp_path / "m.vgm", device="cpu")
@@ -109,9 +114,6 @@ def test_a_scorer_loaded_from_the_file_scores_like_the_detector(frame_detector, 
 def test_scoring_a_file_never_imports_scikit_learn(frame_detector, tmp_path):
     """`vaeguard score` loads a Scorer, not the estimator: scikit-learn (and the scipy.stats
     it imports) would add about 60 MB to every scoring process."""
-    import subprocess
-    import sys
-
     det, normal = frame_detector
     det.save(tmp_path / "m.vgm")
     normal.iloc[:20].to_csv(tmp_path / "t.csv", index=False)
@@ -130,13 +132,129 @@ def test_scoring_a_file_never_imports_scikit_learn(frame_detector, tmp_path):
 def test_a_scorer_rejects_what_the_model_cannot_score(tmp_path):
     import torch
 
-    from vaeguard.scorer import Scorer
-
     X = np.random.default_rng(0).uniform(size=(120, 4))
     VAEAnomalyDetector(likelihood="bernoulli", latent_dim=2, hidden_dims=(8,), epochs=2, random_state=0, device="cpu").fit(X).save(tmp_path / "b.vgm")
     scorer = Scorer.load(tmp_path / "b.vgm", device="cpu")
-    with pytest.raises(DataError, match=r"needs values in \[0, 1\]; row 1, feature 2 holds 1.5"):
+    with pytest.raises(DataError, match=r"needs values in \[0, 1\]; row 1, column 'x2' holds 1.5"):
         scorer.anomaly_score(np.array([[0.1, 0.2, 0.3, 0.4], [0.1, 0.2, 1.5, 0.4]]))
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             Scorer.load(tmp_path / "b.vgm", device="cuda")
+
+
+def _cli(*args) -> None:
+    result = CliRunner().invoke(app, ["-q", *map(str, args)])
+    assert result.exit_code == 0, result.output
+
+
+def test_every_path_gives_the_same_float_for_the_same_row(frame_detector, tmp_path):
+    """The estimator (fitted, and loaded), a Scorer read from the model file, score_frame and
+    `vaeguard score` (CSV and Parquet output, read back) give bit-identical scores and
+    p-values. The rows hold float64 values float32 cannot represent, so every path must round
+    them alike; the last row overflows the network (an infinite score, written as inf)."""
+    pytest.importorskip("pyarrow")
+    det, normal = frame_detector
+    rows = normal.iloc[:300] * 1.0001 + 1e-7
+    rows.iloc[-1] = [3e38, 0.0, 0.0]
+    values = rows.to_numpy()
+    assert (values.astype(np.float32).astype(np.float64) != values).mean() > 0.9
+    det.save(tmp_path / "m.vgm")
+    rows.to_csv(tmp_path / "rows.csv", index=False)  # shortest repr: reads back as the same float64
+    _cli("score", tmp_path / "m.vgm", tmp_path / "rows.csv", "-o", tmp_path / "s.csv", "--chunk-size", 64)
+    _cli("score", tmp_path / "m.vgm", tmp_path / "rows.csv", "-o", tmp_path / "s.parquet")
+    from_csv, from_parquet = pd.read_csv(tmp_path / "s.csv"), pd.read_parquet(tmp_path / "s.parquet")
+    expected = det.anomaly_score(rows)
+    assert np.isfinite(expected[:-1]).all() and expected[-1] == np.inf
+    paths = {
+        "estimator, array": det.anomaly_score(values),
+        "estimator, loaded": vaeguard.load(tmp_path / "m.vgm", device="cpu").anomaly_score(rows),
+        "Scorer.load": Scorer.load(tmp_path / "m.vgm", device="cpu").anomaly_score(values),
+        "score_frame": score_frame(det, rows)["score"].to_numpy(),
+        "CLI, CSV": from_csv["score"].to_numpy(),
+        "CLI, Parquet": from_parquet["score"].to_numpy(),
+    }
+    for name, scores in paths.items():
+        assert np.array_equal(scores, expected), name
+    p = det.p_values(rows)
+    assert np.array_equal(from_csv["p_value"].to_numpy(), p) and np.array_equal(from_parquet["p_value"].to_numpy(), p)
+    # the CSV output reads back as the Parquet output, column for column
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "s.csv", keep_default_na=False), from_parquet, check_dtype=False)
+
+
+def test_a_nan_is_the_same_error_on_every_path(frame_detector, tmp_path):
+    """The estimator and a Scorer (from the detector or the model file) refuse a NaN or an
+    infinity alike, naming the row (counting from 0) and the column."""
+    det, normal = frame_detector
+    det.save(tmp_path / "m.vgm")
+    scorers = {
+        "estimator": det.anomaly_score,
+        "estimator, a DataFrame": lambda X: det.anomaly_score(pd.DataFrame(X, columns=COLUMNS)),
+        "detector.scorer()": det.scorer().anomaly_score,
+        "Scorer.load": Scorer.load(tmp_path / "m.vgm", device="cpu").anomaly_score,
+    }
+    for value, message in ((np.nan, "row 1, column 'c': missing value (NaN)"), (-np.inf, "row 1, column 'c': -inf is not a finite number")):
+        X = normal.iloc[:3].to_numpy().copy()
+        X[1, 2] = value
+        for name, score in scorers.items():
+            with pytest.raises(DataError) as caught:
+                score(X)
+            assert str(caught.value) == message, name
+
+
+def test_evaluate_counts_an_infinite_score_as_score_flags_it(frame_detector, tmp_path):
+    """`score` flags a row whose score is not finite; `evaluate` does the same (a flagged
+    anomaly, ranked above every finite score) and says so, where it used to refuse the file."""
+    det, normal = frame_detector
+    det.save(tmp_path / "m.vgm")
+    data = normal.iloc[:60].copy()
+    data["label"] = [0] * 50 + [1] * 10
+    data.loc[data.index[50:], "c"] += 8.0
+    data.loc[data.index[3], "a"] = 3e38  # labelled normal: a false positive, as `score` flags it
+    data.to_csv(tmp_path / "labelled.csv", index=False)
+    args = ["-q", "evaluate", tmp_path / "m.vgm", tmp_path / "labelled.csv", "--label-column", "label", "-o", tmp_path / "report"]
+    result = CliRunner().invoke(app, list(map(str, args)))
+    assert result.exit_code == 0, result.output
+    assert "warning: " in result.output and "1 sample(s): score is not finite (values far outside the training data): flagged" in result.output
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    _cli("score", tmp_path / "m.vgm", tmp_path / "labelled.csv", "-o", tmp_path / "s.csv")
+    scored = pd.read_csv(tmp_path / "s.csv", keep_default_na=False)
+    assert scored.loc[3, "score"] == np.inf and "score is not finite" in scored.loc[3, "error"]
+    flagged = scored["is_anomaly"].to_numpy(bool)
+    assert metrics["fp"] == flagged[:50].sum() >= 1 and metrics["tp"] == flagged[50:].sum() == 10
+    assert metrics["summary"]["scores not finite (flagged)"] == 1 and metrics["auroc"] > 0.95
+
+
+def test_a_failed_run_with_parquet_output_prints_one_line(frame_detector, tmp_path):
+    """The Parquet writer is closed before the partial file is removed: no "Exception ignored
+    in ParquetWriter.__del__ ... write to closed file" after the error line."""
+    pytest.importorskip("pyarrow")
+    det, normal = frame_detector
+    det.save(tmp_path / "m.vgm")
+    bad = pd.concat([normal] * 4, ignore_index=True)
+    bad.loc[1500, "b"] = np.nan  # in the third chunk: two row groups are written before it
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    run = subprocess.run(
+        [sys.executable, "-m", "vaeguard", "-q", "score", tmp_path / "m.vgm", tmp_path / "bad.csv", "-o", tmp_path / "out.parquet", "--chunk-size", "600"],
+        capture_output=True, text=True,
+    )
+    assert run.returncode == 1
+    assert run.stderr.splitlines() == [f"error: {tmp_path / 'bad.csv'}: column 'b', row 1501 (line 1502): empty value"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "m.vgm"]
+
+
+def test_an_interrupted_parquet_output_closes_its_writer(frame_detector, tmp_path, monkeypatch):
+    pytest.importorskip("pyarrow")
+    det, normal = frame_detector
+    normal.to_csv(tmp_path / "t.csv", index=False)
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+
+    def interrupt(n: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        score_file(det, tmp_path / "t.csv", tmp_path / "out.parquet", chunk_size=100, progress=interrupt)
+    import gc
+
+    gc.collect()
+    assert unraisable == [] and not (tmp_path / "out.parquet").exists()

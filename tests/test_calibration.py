@@ -138,3 +138,85 @@ def test_atomic_write_keeps_the_old_file_on_error(tmp_path):
     with atomic_write(target) as fh:
         fh.write("new")
     assert target.read_text() == "new"
+
+
+def _invoke(*args) -> str:
+    from typer.testing import CliRunner
+
+    from vaeguard.cli import app
+
+    result = CliRunner().invoke(app, ["-q", *map(str, args)])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def labelled_model(tmp_path_factory):
+    """A table model trained with `--label-column label`, and new labelled data (c = a + b
+    holds for the normal rows and is broken by 8 for the anomalies)."""
+    import pandas as pd
+
+    root = tmp_path_factory.mktemp("labelled")
+    rng = np.random.default_rng(0)
+
+    def rows(n: int, label: int) -> pd.DataFrame:
+        z = rng.normal(size=(n, 2))
+        return pd.DataFrame({"a": z[:, 0], "b": z[:, 1], "c": z.sum(1) + 8.0 * label, "label": label})
+
+    rows(400, 0).to_csv(root / "train.csv", index=False)
+    _invoke("train", root / "train.csv", "-o", root / "m.vgm", "--label-column", "label", "--hidden-dims", "16", "--latent-dim", "2", "--epochs", "20", "--seed", "0")
+    new = pd.concat([rows(300, 0), rows(100, 1)], ignore_index=True)
+    return root, new
+
+
+def test_calibrate_uses_the_label_column_stored_in_the_model(labelled_model, tmp_path):
+    """`calibrate MODEL DATA` on data holding the stored label column thresholds on the rows
+    labelled normal: the anomalies are left out, not taken for normal data."""
+    root, new = labelled_model
+    new.to_csv(tmp_path / "new.csv", index=False)
+    out = _invoke("calibrate", root / "m.vgm", tmp_path / "new.csv", "--fpr", "0.05", "-o", tmp_path / "cal.vgm")
+    assert "note: calibrated on the 300 rows labelled normal in column 'label'; left out 100 labelled as anomalies" in out
+    normal_rows = new.loc[new["label"] == 0, ["a", "b", "c"]]
+    expected = VAEAnomalyDetector.load(root / "m.vgm").calibrate(normal_rows, fpr=0.05)
+    calibrated = VAEAnomalyDetector.load(tmp_path / "cal.vgm")
+    assert calibrated.threshold_ == expected.threshold_
+    np.testing.assert_array_equal(calibrated.calibration_scores_, expected.calibration_scores_)
+    assert calibrated.threshold_rule_["n_calibration"] == 300
+    # the anomalies taken for normal data would have raised the threshold above most of them
+    everything = VAEAnomalyDetector.load(root / "m.vgm").calibrate(new[["a", "b", "c"]], fpr=0.05)
+    anomalies = calibrated.anomaly_score(new.loc[new["label"] == 1, ["a", "b", "c"]])
+    assert (anomalies > calibrated.threshold_).mean() > 0.9 > (anomalies > everything.threshold_).mean()
+
+
+def test_calibrate_without_the_label_column_takes_every_row_as_normal(labelled_model, tmp_path):
+    root, new = labelled_model
+    normal_rows = new.loc[new["label"] == 0, ["a", "b", "c"]]
+    normal_rows.to_csv(tmp_path / "recent.csv", index=False)
+    out = _invoke("calibrate", root / "m.vgm", tmp_path / "recent.csv", "--fpr", "0.05", "-o", tmp_path / "cal.vgm")
+    assert "note:" not in out
+    expected = VAEAnomalyDetector.load(root / "m.vgm").calibrate(normal_rows, fpr=0.05)
+    assert VAEAnomalyDetector.load(tmp_path / "cal.vgm").threshold_ == expected.threshold_
+
+
+def test_calibrate_refuses_an_infinite_score_in_the_words_of_score(labelled_model, tmp_path):
+    """`score` flags a row whose score is not finite; `calibrate` refuses it (no threshold is
+    learned from it) with the same reason, naming the file and the row."""
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from vaeguard.cli import app
+
+    root, new = labelled_model
+    broken = new.copy()
+    broken.loc[4, "a"] = 3e38
+    broken.to_csv(tmp_path / "broken.csv", index=False)
+    _invoke("score", root / "m.vgm", tmp_path / "broken.csv", "-o", tmp_path / "s.csv")
+    reason = pd.read_csv(tmp_path / "s.csv", keep_default_na=False).loc[4, "error"]
+    assert reason == "score is not finite (values far outside the training data): flagged"
+    before = (root / "m.vgm").read_bytes()
+    for extra in ([], ["--label-column", "label"]):
+        result = CliRunner().invoke(app, ["-q", "calibrate", str(root / "m.vgm"), str(tmp_path / "broken.csv"), *extra])
+        assert result.exit_code == 1
+        assert result.output.startswith(f"error: {tmp_path / 'broken.csv'}: row 5: {reason.removesuffix(': flagged')}; 1 of ")
+        assert "samples score NaN or infinity" in result.output and len(result.output.strip().splitlines()) == 1
+    assert (root / "m.vgm").read_bytes() == before

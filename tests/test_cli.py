@@ -311,8 +311,11 @@ def test_image_model_refuses_a_table(image_model, tables, tmp_path):
 def test_digits_job_prints_auroc_per_heldout_digit(tmp_path):
     result = invoke("digits", "--normal", "0-6", "-o", tmp_path / "r", "--epochs", "20", "--latent-map", "tsne")
     assert result.exit_code == 0, result.output
-    for digit in "789":
-        assert f"         {digit}  0." in result.output
+    import re
+
+    aurocs = {d: float(a) for d, a in re.findall(r"^ +([789])  (\d\.\d+)$", result.output, re.M)}
+    # measured 0.860, 0.563, 0.709 (overall 0.712): above chance for each, well above overall
+    assert sorted(aurocs) == list("789") and min(aurocs.values()) > 0.5 and float(re.search(r"overall  (\d\.\d+)", result.output)[1]) > 0.65
     assert (tmp_path / "r" / "report.html").exists()
     summary = json.loads((tmp_path / "r" / "metrics.json").read_text())["summary"]
     assert summary["threshold rule"].startswith("5% false-positive target (conformal) on ")
@@ -338,7 +341,9 @@ def test_mnist_job_on_a_small_local_copy(tmp_path):
     write_idx(folder / "t10k-labels-idx1-ubyte.gz", digits.target[1200:])
     result = invoke("mnist", "--normal", "0-8", "--data-dir", folder, "-o", tmp_path / "r", "--epochs", "3", "--no-download")
     assert result.exit_code == 0, result.output
-    assert "         9  0." in result.output and "overall" in result.output
+    import re
+
+    assert float(re.search(r"^ +9  (\d\.\d+)$", result.output, re.M)[1]) > 0.6  # measured 0.668
 
     result = invoke("mnist", "--data-dir", tmp_path / "empty", "-o", tmp_path / "r")
     assert result.exit_code == 1 and "empty" in result.output

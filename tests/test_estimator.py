@@ -34,14 +34,14 @@ def digits():
 def digits_detector(digits):
     """Fit on digits 0-4 of the embedded 8x8 set; 5-9 are the anomalies."""
     normal = digits.y_train < 5
-    det = VAEAnomalyDetector(epochs=100, random_state=0, device="cpu")
+    det = VAEAnomalyDetector(epochs=100, input_shape=(1, 8, 8), random_state=0, device="cpu")
     return det.fit(digits.X_train[normal])
 
 
 def test_separates_held_out_digits_well_above_chance(digits, digits_detector):
     is_anomaly = digits.y_test >= 5
     auroc = roc_auc_score(is_anomaly, digits_detector.anomaly_score(digits.X_test))
-    assert auroc > 0.85  # measured 0.93 with this configuration
+    assert auroc > 0.85  # measured 0.898 with this configuration
 
 
 def test_score_conventions_are_consistent(digits, digits_detector):
@@ -53,6 +53,9 @@ def test_score_conventions_are_consistent(digits, digits_detector):
     p = det.p_values(X)
     assert ((p > 0) & (p <= 1)).all()
     assert np.corrcoef(p, det.anomaly_score(X))[0, 1] < 0
+    # and they point the right way: held-out digits get small p-values (medians 0.077 and 0.505)
+    held_out = digits.y_test >= 5
+    assert np.median(p[held_out]) < np.median(p[~held_out]) - 0.25
 
 
 def test_feature_scores_sum_to_reconstruction_part(digits, digits_detector):
@@ -138,8 +141,9 @@ def test_works_in_a_pipeline_and_a_grid_search(digits):
 @pytest.mark.parametrize(
     "X, message",
     [
-        (np.array([[1.0, np.nan], [0.0, 1.0], [1.0, 1.0]]), "NaN"),
-        (np.array([[1.0, np.inf], [0.0, 1.0], [1.0, 1.0]]), "infinity"),
+        (np.array([[1.0, 1.0], [0.0, 1.0], [1.0, np.nan]]), r"row 2, column 'x1': missing value \(NaN\)"),
+        (np.array([[1.0, np.inf], [0.0, 1.0], [1.0, 1.0]]), "row 0, column 'x1': inf is not a finite number"),
+        (np.array([[1.0, 1.0], [1e300, 1.0], [1.0, 1.0]]), r"row 1, column 'x0': 1e\+300 is too large \(beyond float32\)"),
         (np.empty((0, 3)), "0 sample"),
         (np.ones(5), "2D array"),
         (np.ones((4, 2, 2)), "dim"),
@@ -154,10 +158,10 @@ def test_bad_training_input_is_a_clear_value_error(X, message):
 def test_bad_scoring_input_is_a_clear_value_error(digits, digits_detector):
     with pytest.raises(ValueError, match="64 features"):
         digits_detector.score_samples(np.zeros((3, 10)))
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(DataError, match=r"row 0, feature 0: missing value \(NaN\)"):
         digits_detector.score_samples(np.full((2, 64), np.nan))
     bernoulli = VAEAnomalyDetector(**dict(FAST, likelihood="bernoulli")).fit(digits.X_train[:100])
-    with pytest.raises(DataError, match=r"row 1, feature 3 holds 2"):
+    with pytest.raises(DataError, match=r"row 1, column 'x3' holds 2"):
         X = np.zeros((2, 64))
         X[1, 3] = 2.0
         bernoulli.score_samples(X)
@@ -189,7 +193,7 @@ def test_cuda_request_without_gpu_is_clear():
 
 
 def test_conv_architecture_on_images(digits):
-    det = VAEAnomalyDetector(**dict(FAST, architecture="conv", hidden_dims=(32,), epochs=2))
+    det = VAEAnomalyDetector(**dict(FAST, architecture="conv", hidden_dims=(32,), epochs=2, input_shape=(1, 8, 8)))
     det.fit(digits.X_train[:100])
     assert det.config_.input_shape == (1, 8, 8)
     assert det.score_samples(digits.X_test[:10]).shape == (10,)

@@ -33,7 +33,7 @@ def digits():
 def image_model(digits):
     X, y = digits
     # bernoulli named: the 8x8 digits' 17 grey levels would get the gaussian by default
-    return VAEAnomalyDetector(**SMALL, likelihood="bernoulli").fit(X[y < 5])
+    return VAEAnomalyDetector(**SMALL, likelihood="bernoulli", input_shape=(1, 8, 8)).fit(X[y < 5])
 
 
 def low_rank_table(n, rng, loc=1000.0, scale=50.0):

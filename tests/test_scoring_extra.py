@@ -85,25 +85,45 @@ def test_context_model_config_is_checked():
 
 
 def test_auto_score_is_ratio_for_near_binary_images_and_fused_for_grey_levels_and_tables():
-    """And architecture="auto": conv only for grey-level images."""
-    det = VAEAnomalyDetector(**FAST).fit(_stripes(60))
+    """And architecture="auto": conv only for grey-level images. Images are declared (input_shape)."""
+    det = VAEAnomalyDetector(**FAST, input_shape=(1, 16, 16)).fit(_stripes(60))
     assert det.likelihood_ == "bernoulli" and det.score_type_ == "ratio" and det.config_.context_model
     assert det.config_.architecture == "mlp"
-    small = VAEAnomalyDetector(**FAST).fit(_stripes(60, side=8))  # 8x8: too small for "ratio"
+    small = VAEAnomalyDetector(**FAST, input_shape=(1, 8, 8)).fit(_stripes(60, side=8))  # 8x8: too small for "ratio"
     assert small.score_type_ == "elbo" and small.config_.context_model
     # the same bars in grey levels: no longer near 0 and 1, so gaussian and the fused score
     grey = _stripes(60) * 0.5 + 0.25
-    grey_det = VAEAnomalyDetector(**FAST).fit(grey)
+    grey_det = VAEAnomalyDetector(**FAST, input_shape=(1, 16, 16)).fit(grey)
     assert grey_det.likelihood_ == "gaussian" and grey_det.score_type_ == "fused"
     assert not grey_det.config_.context_model and grey_det.config_.latent_neighbours > 0
     assert grey_det.config_.architecture == "conv" and grey_det.config_.input_shape == (1, 16, 16)
-    assert VAEAnomalyDetector(**FAST, architecture="mlp").fit(grey).config_.architecture == "mlp"
+    assert VAEAnomalyDetector(**FAST, input_shape=(1, 16, 16), architecture="mlp").fit(grey).config_.architecture == "mlp"
     table = VAEAnomalyDetector(**FAST).fit(np.random.default_rng(0).random((60, 10)))
     assert table.score_type_ == "fused" and not table.config_.context_model and table.config_.architecture == "mlp"
-    square_table = VAEAnomalyDetector(**FAST).fit(np.random.default_rng(0).normal(size=(60, 64)))  # 8x8, not images
-    assert square_table.config_.architecture == "mlp"
     binary_table = VAEAnomalyDetector(**FAST).fit((np.random.default_rng(0).random((60, 10)) > 0.5) * 1.0)
     assert binary_table.likelihood_ == "bernoulli" and binary_table.score_type_ == "elbo"
+
+
+@pytest.mark.parametrize("make", [lambda: _stripes(60), lambda: _stripes(60) * 0.5 + 0.25], ids=["binary", "grey"])
+def test_a_square_table_is_a_table_unless_declared_an_image(make):
+    """256 columns in [0, 1] (16x16 if they were pixels): fitted as they are, a table with the
+    table defaults; only input_shape makes them an image."""
+    from vaeguard.inputs import ImageInput, TableInput
+
+    X = make()
+    table = VAEAnomalyDetector(**FAST).fit(X)
+    assert isinstance(table.input_spec_, TableInput) and table.input_spec_.columns[:2] == ("x0", "x1")
+    assert table.config_.architecture == "mlp" and table.config_.input_shape is None
+    assert not table.config_.context_model
+    assert table.score_type_ == ("elbo" if table.likelihood_ == "bernoulli" else "fused")  # never "ratio"
+    image = VAEAnomalyDetector(**FAST, input_shape=(1, 16, 16)).fit(X)
+    assert image.input_spec_ == ImageInput((1, 16, 16))
+    assert image.score_type_ == ("ratio" if image.likelihood_ == "bernoulli" else "fused")
+    assert image.config_.architecture == ("mlp" if image.likelihood_ == "bernoulli" else "conv")
+    with pytest.raises(ValueError, match="architecture='conv' needs images: pass input_shape"):
+        VAEAnomalyDetector(**FAST, architecture="conv").fit(X)
+    with pytest.raises(ValueError, match=r"input_shape \(1, 8, 8\) holds 64 values, but X has 256 features"):
+        VAEAnomalyDetector(**FAST, input_shape=(1, 8, 8)).fit(X)
 
 
 def test_explicit_ratio_on_tables_is_a_clear_error():

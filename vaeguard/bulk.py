@@ -10,11 +10,12 @@ takes a `Scorer` (what `vaeguard score` and the engines load: no scikit-learn) o
 - `score_file`: a CSV file or an image folder (vaeguard.sources) -> a scores CSV, streamed
   in chunks and written atomically, in input order;
 - `score_labelled` / `score_normal`: scores of labelled or normal data for evaluation and
-  calibration.
+  calibration; `calibrate_file` re-thresholds a detector from a file (`vaeguard calibrate`).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,12 +25,13 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_write
-from .calibration import is_flagged, p_values
+from .calibration import NOT_FINITE, is_flagged, p_values, refuse_broken_scores
+from .csvrecords import read_header
 from .errors import DataError
 from .images import save_heatmap_png
 from .inputs import IMAGE_COLUMNS, ROW_COLUMN, SCORE_COLUMNS, TOP_COLUMNS, TOP_K, ImageInput, TableInput, check_id_column
 from .scorer import Scorer, as_scorer
-from .sources import describe_key, iter_chunks
+from .sources import describe_key, is_parquet_input, iter_chunks
 from .tabular import CHUNK_ROWS, frame_features
 
 if TYPE_CHECKING:
@@ -37,8 +39,7 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int], None]
 Model = Union[Scorer, "VAEAnomalyDetector"]
-FLOAT_FORMAT = "%.6g"
-NOT_FINITE = "score is not finite (values far outside the training data): flagged"
+FLAGGED = f"{NOT_FINITE}: flagged"  # the error column of a row whose score is NaN or infinite
 LINE_END = "\r\n"  # RFC 4180, as the csv module writes
 
 
@@ -85,7 +86,7 @@ def _table_frame(rows: RowScores, names, good: np.ndarray, errors: list[str]) ->
     top[good] = top_features(rows.feature_scores, names)
     error = np.full(n, "", dtype=object)
     error[~good] = errors
-    error[good & ~np.isfinite(score)] = NOT_FINITE
+    error[good & ~np.isfinite(score)] = FLAGGED
     columns = {"score": score, "p_value": pv, "is_anomaly": flag}
     columns.update({name: top[:, i] for i, name in enumerate(TOP_COLUMNS)})
     columns["error"] = error
@@ -162,7 +163,7 @@ def _image_output(chunk, rows: RowScores) -> pd.DataFrame:
             "score": np.r_[rows.scores, np.full(n_failed, np.nan)],
             "p_value": np.r_[rows.p_values, np.full(n_failed, np.nan)],
             "is_anomaly": pd.array([*rows.is_anomaly.astype(np.int8), *[pd.NA] * n_failed], dtype="Int8"),
-            "error": [NOT_FINITE if not np.isfinite(s) else "" for s in rows.scores] + [reason for _, reason in chunk.failed],
+            "error": [FLAGGED if not np.isfinite(s) else "" for s in rows.scores] + [reason for _, reason in chunk.failed],
         }
     )
     return frame.sort_values("path", kind="stable") if n_failed else frame
@@ -192,8 +193,11 @@ class _ParquetFrames:
         self.writer.write_table(table)
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        """Write the footer. Also on error, while the file is still open: a writer left to the
+        garbage collector would close itself onto a closed file and print a traceback."""
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            writer.close()
 
 
 def score_file(
@@ -208,7 +212,8 @@ def score_file(
     protect=(),
 ) -> ScoringSummary:
     """Score every row of a table (CSV or Parquet) or every image of a folder into `output`,
-    a CSV file, or a Parquet file when its name ends in .parquet (exact floats, typed columns).
+    a CSV file, or a Parquet file when its name ends in .parquet (typed columns). Floats are
+    written exactly in both: a CSV score reads back as the same float as the Parquet one.
 
     Table output: row (1-based data row), the id column when the model has one, score,
     p_value, is_anomaly, top_1..top_3 (the columns contributing most to the reconstruction
@@ -227,16 +232,17 @@ def score_file(
     chunks = iter_chunks(path, spec, chunk_size=chunk_size, on_bad_row=on_bad_row, notes=summary.notes)
     as_parquet = is_parquet_output(output)
     text = {} if as_parquet else {"newline": ""}
-    with atomic_write(output, "wb" if as_parquet else "w", inputs=[path, *protect], **text) as fh:
+    with atomic_write(output, "wb" if as_parquet else "w", inputs=[path, *protect], **text) as fh, contextlib.ExitStack() as stack:
         header = True
-        write = _ParquetFrames(fh) if as_parquet else None
+        write = stack.enter_context(contextlib.closing(_ParquetFrames(fh))) if as_parquet else None
         for chunk in chunks:
             rows = score_rows(scorer, chunk.X, explain=not images or heatmap_dir is not None)
             frame = _image_output(chunk, rows) if images else _table_output(spec, chunk, rows)
             if write is not None:
                 write(frame)
             else:
-                frame.to_csv(fh, header=header, index=False, float_format=FLOAT_FORMAT, lineterminator=LINE_END)
+                # floats in their shortest exact repr (pandas' default): they read back bit for bit
+                frame.to_csv(fh, header=header, index=False, lineterminator=LINE_END)
             header = False
             if images and heatmap_dir is not None:
                 maps = rows.feature_scores.reshape(len(chunk.X), *spec.shape).sum(axis=1)
@@ -254,8 +260,6 @@ def score_file(
                 write(pd.DataFrame(columns=list(columns)))
             else:
                 pd.DataFrame(columns=list(columns)).to_csv(fh, index=False, lineterminator=LINE_END)
-        if write is not None:
-            write.close()
     return summary
 
 
@@ -292,6 +296,22 @@ class LabelledScores:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
+def _scored_chunks(
+    scorer: Scorer, path: Path, label_column: str | None, on_bad_row: str, chunk_size: int
+) -> tuple[np.ndarray, np.ndarray, list, list[tuple[str, str]]]:
+    """Scores, labels (as text: the label column, an image's subfolder, else ""), keys and
+    failed rows of every chunk of `path`, streamed."""
+    scores, groups, keys, failed = [], [], [], []
+    for chunk in iter_chunks(path, scorer.input_spec, chunk_size=chunk_size, on_bad_row=on_bad_row, label_column=label_column):
+        scores.append(score_rows(scorer, chunk.X, explain=False).scores)
+        labels = chunk.labels if chunk.labels is not None else [""] * len(chunk.keys)
+        groups.append(np.asarray([str(v) for v in labels], dtype=object))
+        keys += chunk.keys
+        failed += [(describe_key(key), reason) for key, reason in chunk.failed]
+    scores_all = np.concatenate(scores) if scores else np.empty(0)
+    return scores_all, np.concatenate(groups) if groups else np.empty(0, dtype=object), keys, failed
+
+
 def score_labelled(
     model: Model,
     path: str | Path,
@@ -314,30 +334,71 @@ def score_labelled(
     else:
         normal_label = "normal" if normal_label is None else normal_label
         source = f"{path}: subfolder names"
-    scores, groups, keys, failed = [], [], [], []
-    for chunk in iter_chunks(path, scorer.input_spec, chunk_size=chunk_size, on_bad_row=on_bad_row, label_column=label_column):
-        scores.append(score_rows(scorer, chunk.X, explain=False).scores)
-        groups.append(np.asarray([str(v) for v in chunk.labels], dtype=object))
-        keys += chunk.keys
-        failed += [(describe_key(key), reason) for key, reason in chunk.failed]
-    scores_all = np.concatenate(scores) if scores else np.empty(0)
-    groups_all = np.concatenate(groups) if groups else np.empty(0, dtype=object)
-    if isinstance(scorer.input_spec, ImageInput) and len(groups_all) and not (groups_all == normal_label).any():
-        found = sorted(set(groups_all.tolist()) - {""})
+    scores, groups, keys, failed = _scored_chunks(scorer, path, label_column, on_bad_row, chunk_size)
+    if isinstance(scorer.input_spec, ImageInput) and len(groups) and not (groups == normal_label).any():
+        found = sorted(set(groups.tolist()) - {""})
         raise DataError(
             f"{path}: no subfolder named {normal_label!r} holds normal images (subfolders: "
             f"{', '.join(found[:8]) or 'none'}); name the normal one with --normal-label"
         )
-    return LabelledScores(scores_all, anomaly_labels(groups_all, normal_label, source), groups_all, keys, failed)
+    return LabelledScores(scores, anomaly_labels(groups, normal_label, source), groups, keys, failed)
 
 
 def score_normal(
     model: Model, path: str | Path, *, on_bad_row: str = "fail", chunk_size: int = CHUNK_ROWS
 ) -> np.ndarray:
     """Anomaly scores of unlabelled (normal) data, streamed; unreadable images are left out."""
-    scorer = as_scorer(model)
-    parts = [
-        score_rows(scorer, chunk.X, explain=False).scores
-        for chunk in iter_chunks(path, scorer.input_spec, chunk_size=chunk_size, on_bad_row=on_bad_row)
-    ]
-    return np.concatenate(parts) if parts else np.empty(0)
+    return _scored_chunks(as_scorer(model), Path(path), None, on_bad_row, chunk_size)[0]
+
+
+def _holds_column(path: Path, name: str) -> bool:
+    """Whether the table at `path` (every file of a Parquet input) has a column `name`."""
+    if is_parquet_input(path):
+        from .parquet import ParquetTable
+
+        return all(name in columns for columns in ParquetTable.open(path).file_columns)
+    return name in read_header(path)
+
+
+def calibrate_file(
+    detector: VAEAnomalyDetector,
+    path: str | Path,
+    *,
+    fpr: float | None = None,
+    label_column: str | None = None,
+    normal_label: str | None = None,
+    rule: str = "f1",
+    recall: float | None = None,
+    on_bad_row: str = "fail",
+    chunk_size: int = CHUNK_ROWS,
+) -> list[str]:
+    """Re-threshold a fitted detector from the data in `path` (what `vaeguard calibrate` runs).
+
+    With `label_column` or `normal_label` the data is labelled (see `score_labelled`) and the
+    threshold follows `rule`. Otherwise the data is normal and the threshold is the conformal
+    quantile at `fpr`; when the model stores a label column (`train --label-column`) and the
+    table holds it, only the rows labelled normal are used. A NaN or infinite score is a
+    DataError naming its row: no threshold is learned from one. Returns notes for the user.
+    """
+    path = Path(path)
+    scorer = as_scorer(detector)
+    stored = scorer.input_spec.label_column if isinstance(scorer.input_spec, TableInput) else None
+    notes = []
+    if label_column is not None or normal_label is not None:
+        scored = score_labelled(scorer, path, label_column=label_column, normal_label=normal_label, on_bad_row=on_bad_row, chunk_size=chunk_size)
+        scores, keys, y = scored.scores, scored.keys, scored.is_anomaly
+    elif stored is not None and _holds_column(path, stored):
+        scored = score_labelled(scorer, path, on_bad_row=on_bad_row, chunk_size=chunk_size)
+        normal = scored.is_anomaly == 0
+        scores, keys, y = scored.scores[normal], [k for k, n in zip(scored.keys, normal) if n], None
+        notes.append(f"calibrated on the {len(scores):,} rows labelled normal in column {stored!r}; "
+                     f"left out {int((~normal).sum()):,} labelled as anomalies")
+    else:
+        scores, _, keys, _ = _scored_chunks(scorer, path, None, on_bad_row, chunk_size)
+        y = None
+    refuse_broken_scores(scores, lambda i: f"{path}: {describe_key(keys[i])}")
+    if y is None:
+        detector.calibrate_scores(scores, fpr=fpr)
+    else:
+        detector.calibrate_scores(scores, y, rule=rule, recall=recall)
+    return notes

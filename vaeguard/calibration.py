@@ -14,6 +14,9 @@ import numpy as np
 from .errors import DataError
 
 LABEL_RULES = ("f1", "youden", "recall")
+# Why a sample's score is NaN or infinite: bulk output notes it beside the flag, calibration
+# refuses it in the same words.
+NOT_FINITE = "score is not finite (values far outside the training data)"
 
 
 def _scores(scores, name: str = "scores") -> np.ndarray:
@@ -40,6 +43,22 @@ def is_flagged(scores, threshold: float) -> np.ndarray:
     """
     scores = np.asarray(scores, dtype=np.float64)
     return (scores > threshold) | ~np.isfinite(scores)
+
+
+def refuse_broken_scores(scores, where=None) -> None:
+    """DataError naming the first NaN or infinite score: a threshold is never learned from one.
+
+    `where(i)` names sample i (e.g. a file and row); by default "sample i (counting from 0)".
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    broken = ~np.isfinite(scores)
+    if broken.any():
+        i = int(np.argmax(broken))
+        name = where(i) if where is not None else f"sample {i} (counting from 0)"
+        raise DataError(
+            f"{name}: {NOT_FINITE}; {int(broken.sum())} of {len(scores)} samples score NaN or infinity, "
+            "and no threshold is learned from them: remove them before calibrating"
+        )
 
 
 def conformal_threshold(calibration_scores, fpr: float) -> float:

@@ -555,12 +555,13 @@ def calibrate(
     """Set a new threshold without retraining and write the model file.
 
     Without labels, DATA is normal data: its scores become the calibration scores and the
-    threshold is the conformal quantile at --fpr. With --label-column (or labelled image
+    threshold is the conformal quantile at --fpr (a table holding the label column stored by
+    `train --label-column`: its rows labelled normal). With --label-column (or labelled image
     subfolders) the threshold maximises F1 or Youden's J, or reaches --recall.
 
     Example: vaeguard calibrate model.vgm recent-normal.csv --fpr 0.001
     """
-    from .bulk import score_labelled, score_normal
+    from .bulk import calibrate_file
     from .calibration import describe_threshold_rule
     from .estimator import load
 
@@ -572,14 +573,14 @@ def calibrate(
         _guard(out or model, data)  # writing over MODEL is what calibrate does by default
         detector = load(model, device=device)
         before = detector.threshold_
-        if label_column is not None or normal_label is not None:
-            if fpr is not None:
-                raise typer.BadParameter("--fpr sets the threshold from normal data; labelled data uses --rule", param_hint="--fpr")
-            scored = score_labelled(detector, data, label_column=label_column, normal_label=normal_label, on_bad_row=on_bad_row)
-            detector.calibrate_scores(scored.scores, scored.is_anomaly, rule=rule, recall=recall)
-        else:
-            detector.calibrate_scores(score_normal(detector, data, on_bad_row=on_bad_row), fpr=fpr)
+        if fpr is not None and (label_column is not None or normal_label is not None):
+            raise typer.BadParameter("--fpr sets the threshold from normal data; labelled data uses --rule", param_hint="--fpr")
+        notes = calibrate_file(
+            detector, data, fpr=fpr, label_column=label_column, normal_label=normal_label, rule=rule, recall=recall, on_bad_row=on_bad_row
+        )
         detector.save(out or model, inputs=[data])
+    for note in notes:
+        typer.echo(f"note: {note}")
     typer.echo(
         f"threshold {before:.6g} -> {detector.threshold_:.6g} ({describe_threshold_rule(detector.threshold_rule_)}); "
         f"wrote {out or model}"

@@ -16,6 +16,7 @@ from sklearn.model_selection import train_test_split
 from .calibration import describe_threshold_rule
 from .estimator import VAEAnomalyDetector
 from .gallery import image_gallery
+from .inputs import ImageInput
 from .mnist import load_mnist, resolve_mnist_dir
 from .report import N_WORST, write_report
 
@@ -67,7 +68,7 @@ def run_heldout_digits(
     normal = np.isin(data.y_train, normal_digits)
     if not normal.any():
         raise ValueError(f"no training images of the normal digits {normal_digits}")
-    detector.fit(data.X_train[normal])
+    detector.fit(data.X_train[normal], input_spec=ImageInput((1, *data.image_shape)))  # declared: images, not a table
     scores = detector.anomaly_score(data.X_test)
     is_anomaly = (~np.isin(data.y_test, normal_digits)).astype(int)
 

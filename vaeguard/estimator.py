@@ -24,6 +24,7 @@ from .calibration import (
     is_flagged,
     label_threshold,
     p_values,
+    refuse_broken_scores,
     threshold_for_contamination,
 )
 from .errors import DataError, ModelFileError
@@ -33,7 +34,7 @@ from . import generative
 from .latent import MAX_REFERENCE_CODES
 from .limits import MAX_IMPORTANCE_SAMPLES, MAX_INTERPOLATION_STEPS, MAX_SAMPLES, check_generated_rows, check_model_size
 from .modelfile import FittedState
-from .scorer import Scorer, build_model, check_unit_range, standardize
+from .scorer import Scorer, build_model, check_finite, standardize
 from .scoring import (
     SCORE_TYPES,
     check_scoring_size,
@@ -75,8 +76,9 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         "auto": conv for grey-level images (an image input with the gaussian likelihood, e.g.
         Fashion-MNIST), mlp otherwise (tables; near-binary images such as MNIST, which the
         MLP with the "ratio" score models well). The resolved one is `config_.architecture`.
-    input_shape : (C, H, W) of image rows; without it, rows whose length is a square of at
-        least 8x8 count as single-channel square images.
+    input_shape : (C, H, W) of image rows. Rows are images only when declared so: by
+        `input_shape`, by fitting on an image folder, or by `fit(X, input_spec=ImageInput(...))`;
+        otherwise X is a table, whatever its number of columns or range.
     score_type : "elbo" (negative ELBO), "recon", "iwae" (importance-weighted -log p(x)), "kl",
         "ratio" (negative ELBO minus -log p(x) under a local pixel-context model; images in
         [0, 1] only), "fused" (reconstruction NLL and latent 5-NN distance, each as a robust
@@ -184,8 +186,9 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
 
         X is an array, a DataFrame, or the path of a CSV file or an image folder (read with
         vaeguard.sources.read_training_data's defaults). `input_spec` says what the columns
-        are when X comes from a file read by other means; by default it is inferred: an image
-        shape for `input_shape` (or square rows in [0, 1]), else the table's column names.
+        are when X comes from a file read by other means; without it X is an image of
+        `input_shape` when that is set, else a table (the DataFrame's column names, or x0, x1, ...).
+        A NaN, infinite or beyond-float32 value is a DataError naming its row and column.
         """
         self._validate_params()
         if isinstance(X, (str, os.PathLike)):
@@ -193,7 +196,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
 
             data = read_training_data(X, image_shape=self.input_shape)
             X, input_spec = data.X, data.input_spec
-        X = validate_data(self, X, dtype=[np.float64, np.float32])
+        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_all_finite=False)
         n = len(X)
         if n < 3:
             raise ValueError(
@@ -201,6 +204,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
                 f"calibration), got {n} sample{'s' if n != 1 else ''}"
             )
         self.input_spec_ = self._resolve_input_spec(X, input_spec)
+        check_finite(X, self.input_spec_, within_float32=True)  # the cells the training readers refuse
         if input_spec is not None and isinstance(input_spec, TableInput) and not hasattr(self, "feature_names_in_"):
             # rows read from a file: the model knows its column names, as if fitted on a DataFrame
             self.feature_names_in_ = np.asarray(input_spec.columns, dtype=object)
@@ -235,15 +239,19 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             scale_idx = val_idx if len(val_idx) else train_idx
             fit_latent_neighbours(self.model_, Xs[train_idx[:n_reference]], Xs[scale_idx])
 
-        self.calibration_scores_ = self._scores(Xs[cal_idx])[0]
+        # Scores come from the raw rows through the scoring front-end, as new rows' scores do.
+        self.calibration_scores_ = self._front_end().anomaly_score(X[cal_idx])
+        training_scores = self._front_end().anomaly_score(X)
         if self.contamination == "auto":
             self.set_threshold(fpr=self.fpr)
         else:
             self._store_threshold(
-                threshold_for_contamination(self._scores(Xs)[0], self.contamination),
+                threshold_for_contamination(training_scores, self.contamination),
                 {"rule": "contamination", "contamination": float(self.contamination)},
             )
-        self._store_training_scores(Xs)
+        # PyOD's fitted attributes: anomaly scores of the training data and their flags.
+        self.decision_scores_ = training_scores
+        self.labels_ = is_flagged(training_scores, self.threshold_).astype(int)
         return self
 
     def _standardize_option(self, likelihood: str) -> bool:
@@ -264,7 +272,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             self.mean_, self.scale_ = mean, np.where(scale > 1e-12, scale, 1.0)
         else:
             self.mean_, self.scale_ = np.zeros(n_features), np.ones(n_features)
-        image_shape = self._image_shape(n_features, self.input_spec_)
+        image_shape = self._image_shape()
         context_model = self.likelihood_ == "bernoulli" and image_shape is not None
         self.score_type_ = self._resolve_score_type(context_model, image_shape)
         architecture = self._resolve_architecture()
@@ -341,7 +349,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         if n_reference:
             reference = self._standardize(stats.reference[:n_reference])
             fit_latent_neighbours(self.model_, reference, validation if len(validation) else reference)
-        self.calibration_scores_ = np.concatenate([self._scores(self._standardize(X))[0] for X in stream.calibration_chunks()])
+        self.calibration_scores_ = np.concatenate([self._front_end().anomaly_score(X) for X in stream.calibration_chunks()])
         # PyOD's decision_scores_ (every training row's score) would grow with the file: not set.
         return self.set_threshold(fpr=self.fpr)
 
@@ -350,11 +358,13 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             if spec.n_features != X.shape[1]:
                 raise DataError(f"the input description has {spec.n_features} features but X has {X.shape[1]}")
             return spec
+        if self.input_shape is not None:
+            shape = ImageInput(tuple(self.input_shape))
+            if shape.n_features != X.shape[1]:
+                raise DataError(f"input_shape {tuple(shape.shape)} holds {shape.n_features} values, but X has {X.shape[1]} features")
+            return shape
         if hasattr(self, "feature_names_in_"):
             return TableInput(tuple(str(c) for c in self.feature_names_in_), ("float64",) * X.shape[1])
-        shape = self._image_shape(X.shape[1], None)
-        if self.input_shape is not None or (shape is not None and X.min() >= 0.0 and X.max() <= 1.0):
-            return ImageInput(shape)
         return TableInput(default_columns(X.shape[1]), ("float64",) * X.shape[1])
 
     def _resolve_likelihood(self, X: np.ndarray) -> str:
@@ -368,16 +378,9 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             )
         return self.likelihood
 
-    def _image_shape(
-        self, n_features: int, spec: InputSpec | None, min_side: int = 8
-    ) -> tuple[int, int, int] | None:
-        """(C, H, W) when the rows are images: input_shape, an image input, or a square of at least min_side."""
-        if self.input_shape is not None:
-            return tuple(int(s) for s in self.input_shape)
-        if isinstance(spec, ImageInput):
-            return spec.shape
-        side = math.isqrt(n_features)
-        return (1, side, side) if side >= min_side and side * side == n_features else None
+    def _image_shape(self) -> tuple[int, int, int] | None:
+        """(C, H, W) when the rows were declared images (input_shape or an image input), else None."""
+        return self.input_spec_.shape if isinstance(self.input_spec_, ImageInput) else None
 
     def _resolve_score_type(self, context_model: bool, image_shape: tuple[int, int, int] | None) -> str:
         if self.score_type == "auto":
@@ -387,7 +390,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         if self.score_type == "ratio" and not context_model:
             raise ValueError(
                 "score_type='ratio' needs images with values in [0, 1]: pass input_shape=(C, H, W) "
-                "(or rows of a square image of at least 8x8) and the bernoulli likelihood"
+                "(or fit on an image folder) and the bernoulli likelihood"
             )
         return self.score_type
 
@@ -397,11 +400,11 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         return "conv" if isinstance(self.input_spec_, ImageInput) and self.likelihood_ == "gaussian" else "mlp"
 
     def _resolve_input_shape(self, n_features: int) -> tuple[int, int, int]:
-        shape = self._image_shape(n_features, self.input_spec_, min_side=1)
+        shape = self._image_shape()
         if shape is None:
             raise ValueError(
-                f"architecture='conv' needs input_shape=(C, H, W): {n_features} features is "
-                "not a square single-channel image"
+                f"architecture='conv' needs images: pass input_shape=(C, H, W) for the {n_features} "
+                "features (or fit on an image folder)"
             )
         return shape
 
@@ -451,13 +454,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         """`calibrate` from anomaly scores already computed (e.g. streamed over a large file)."""
         check_is_fitted(self)
         scores = np.asarray(scores, dtype=np.float64)
-        broken = ~np.isfinite(scores)
-        if broken.any():
-            raise DataError(
-                f"{int(broken.sum())} of {len(scores)} samples score NaN or infinity (the first is sample "
-                f"{int(np.argmax(broken))}, counting from 0): their values lie far outside the training "
-                "data; remove them before calibrating"
-            )
+        refuse_broken_scores(scores)
         if y is None:
             if len(scores) == 0:
                 raise DataError("no calibration scores: the normal data given is empty")
@@ -469,32 +466,22 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ scoring
 
-    def _validated(self, X) -> np.ndarray:
+    def _checked(self, X) -> np.ndarray:
+        """X validated as scikit-learn does (fitted, feature names, width); finite values are
+        the scoring front-end's to check, so that every path names a bad cell alike."""
         check_is_fitted(self)
-        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        check_unit_range(X, self.likelihood_)
-        return self._standardize(X)
+        return validate_data(self, X, dtype=[np.float64, np.float32], reset=False, ensure_all_finite=False)
+
+    def _validated(self, X) -> np.ndarray:
+        """X as the network reads it (vaeguard.scorer.Scorer.prepare)."""
+        X = self._checked(X)  # first: NotFittedError before fit
+        return self._front_end().prepare(X)
 
     def _standardize(self, X: np.ndarray) -> np.ndarray:
         return standardize(X, self.mean_, self.scale_)
 
-    def _scores(self, Xs: np.ndarray, explain: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        return score_and_explain(
-            self.model_, Xs, self.score_type_, n_samples=self.n_importance_samples, seed=self.seed_, explain=explain
-        )
-
-    def anomaly_score(self, X) -> np.ndarray:
-        """Higher = more anomalous (PyOD's convention): the fitted score_type per sample."""
-        return self._scores(self._validated(X))[0]
-
-    def score_and_explain(self, X) -> tuple[np.ndarray, np.ndarray]:
-        """`anomaly_score(X)` and `feature_scores(X)` from one forward pass: what bulk scoring uses."""
-        return self._scores(self._validated(X), explain=True)
-
-    def scorer(self) -> Scorer:
-        """The fitted model's scoring half (vaeguard.scorer.Scorer): what bulk scoring and the
-        engines use; it shares this detector's network and scores bit-identically."""
-        check_is_fitted(self)
+    def _front_end(self) -> Scorer:
+        """The scoring front-end over the fitted state (also inside fit, before the threshold)."""
         return Scorer(
             model=self.model_,
             input_spec=self.input_spec_,
@@ -504,9 +491,25 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             n_importance_samples=self.n_importance_samples,
             mean=self.mean_,
             scale=self.scale_,
-            calibration_scores=self.calibration_scores_,
-            threshold=self.threshold_,
+            calibration_scores=getattr(self, "calibration_scores_", None),
+            threshold=getattr(self, "threshold_", None),
         )
+
+    def anomaly_score(self, X) -> np.ndarray:
+        """Higher = more anomalous (PyOD's convention): the fitted score_type per sample."""
+        X = self._checked(X)
+        return self._front_end().anomaly_score(X)
+
+    def score_and_explain(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """`anomaly_score(X)` and `feature_scores(X)` from one forward pass: what bulk scoring uses."""
+        X = self._checked(X)
+        return self._front_end().score_and_explain(X)
+
+    def scorer(self) -> Scorer:
+        """The fitted model's scoring half (vaeguard.scorer.Scorer): what bulk scoring and the
+        engines use; it shares this detector's network and scores bit-identically."""
+        check_is_fitted(self)
+        return self._front_end()
 
     def score_samples(self, X) -> np.ndarray:
         """Higher = more normal (scikit-learn's convention): minus the anomaly score."""
@@ -724,11 +727,6 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         """Latent dimensions ranked by their mean KL to the prior on X, most used first (k of them)."""
         Xs = self._validated(X)
         return generative.active_dims(self.model_, Xs, self._latent_width() if k is None else int(k))
-
-    def _store_training_scores(self, Xs: np.ndarray) -> None:
-        """PyOD's fitted attributes: decision_scores_ (anomaly scores of the training data)."""
-        self.decision_scores_ = self._scores(Xs)[0]
-        self.labels_ = is_flagged(self.decision_scores_, self.threshold_).astype(int)
 
     def predict_proba(self, X) -> np.ndarray:
         """Columns [p_value, 1 - p_value] per sample, shape (n, 2).

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .bulk import score_labelled
-from .calibration import describe_threshold_rule
+from .calibration import NOT_FINITE, describe_threshold_rule
 from .estimator import VAEAnomalyDetector
 from .images import load_image
 from .inputs import ImageInput
@@ -51,6 +52,18 @@ def _gallery(detector: VAEAnomalyDetector, path: Path, scored, on_bad_row: str) 
 
 
 
+def ranked_scores(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Scores for the metrics: a NaN or infinite score, which `score` flags, stands in as a
+    finite value above every finite score and the threshold, so it counts as a flagged anomaly
+    and ranks as the most anomalous sample."""
+    broken = ~np.isfinite(scores)
+    if not broken.any():
+        return scores
+    finite = scores[~broken]
+    top = max(threshold, float(finite.max())) if len(finite) else threshold
+    return np.where(broken, np.nextafter(top, np.inf), scores)
+
+
 def evaluate_data(
     detector: VAEAnomalyDetector,
     path: str | Path,
@@ -65,14 +78,23 @@ def evaluate_data(
     Per-group AUROC compares each anomalous label value with all normal samples. For image
     folders the report also shows the most anomalous images beside their reconstructions.
     Its generative section shows samples, interpolations and traversals (images) or sampled
-    against real per-feature distributions of the normal rows (tables).
+    against real per-feature distributions of the normal rows (tables). A NaN or infinite score
+    is flagged and ranked as the most anomalous, as `vaeguard score` flags it, with a warning.
     """
     path = Path(path)
     scored = score_labelled(detector, path, label_column=label_column, normal_label=normal_label, on_bad_row=on_bad_row)
+    n_broken = int((~np.isfinite(scored.scores)).sum())
+    if n_broken:
+        warnings.warn(
+            f"{path}: {n_broken} sample(s): {NOT_FINITE}: flagged as anomalous and ranked above every finite score",
+            UserWarning,
+            stacklevel=2,
+        )
+    scores = ranked_scores(scored.scores, detector.threshold_)
     images = None
     spec = detector.input_spec_
-    if isinstance(spec, ImageInput) and len(scored.scores):
-        worst = np.argsort(scored.scores)[::-1][:N_WORST]
+    if isinstance(spec, ImageInput) and len(scores):
+        worst = np.argsort(scores)[::-1][:N_WORST]
         shape = spec.shape
         X = np.stack([load_image(path / scored.keys[i], shape) for i in worst])
         channels_last = (-1, shape[1], shape[2], shape[0]) if shape[0] > 1 else (-1, shape[1], shape[2])
@@ -84,7 +106,7 @@ def evaluate_data(
             "inputs": as_images(X),
             "reconstructions": np.clip(as_images(detector.reconstruct(X)), 0, 1),
             "heatmaps": detector.feature_scores(X).reshape(-1, *shape).sum(axis=1),
-            "scores": scored.scores[worst],
+            "scores": scores[worst],
             "labels": scored.groups[worst],
         }
     summary = {
@@ -92,6 +114,7 @@ def evaluate_data(
         "samples scored": len(scored.scores),
         "anomalies (labelled)": int(scored.is_anomaly.sum()),
         "failed rows or files": len(scored.failed),
+        "scores not finite (flagged)": n_broken,
         "score": detector.score_type_,
         "threshold": detector.threshold_,
         "threshold rule": describe_threshold_rule(detector.threshold_rule_),
@@ -99,7 +122,7 @@ def evaluate_data(
     metrics = write_report(
         out_dir,
         scored.is_anomaly,
-        scored.scores,
+        scores,
         threshold=detector.threshold_,
         history=detector.history_,
         images=images,
@@ -109,4 +132,5 @@ def evaluate_data(
         generative=_gallery(detector, path, scored, on_bad_row),
     )
     metrics["n_failed"] = len(scored.failed)
+    metrics["n_not_finite"] = n_broken
     return metrics

@@ -1,16 +1,23 @@
-"""A fitted model's scoring half: the network, the standardisation, the calibration scores and
-the threshold, without scikit-learn.
+"""A fitted model's scoring half, and the one scoring front-end every path goes through.
 
-Bulk scoring (`vaeguard score`, `bulk.score_file`) and the Dask and Spark workers score
-through a `Scorer`. `Scorer.load` reads a model file without importing scikit-learn, which
-costs every scoring process about 60 MB (scikit-learn imports scipy.stats); that is what keeps
-`vaeguard score` on a Parquet file under 500 MB (README, "Scoring speed"). A fitted
-`VAEAnomalyDetector` gives the same object for itself with `.scorer()`, and both score through
-the functions below, so a row gets bit-identical scores either way.
+`Scorer.score_and_explain` takes raw rows (in the units the model was fitted on) and returns
+scores: the rows are checked (width, finite values, [0, 1] for the bernoulli likelihood),
+rounded to float32, standardised in float64 and handed to the network in float32. The
+estimator's `anomaly_score`, bulk scoring (`vaeguard score`, `bulk.score_file`,
+`bulk.score_frame`) and the Dask and Spark workers all call it, so a row gets the same float
+whichever way it arrives: an array, a DataFrame, a CSV or a Parquet file. Rows enter as float32
+because that is what every file reader yields (and what the network computes in); a float64
+array gets the same rounding, so it scores like the CSV file it was written to.
+
+`Scorer.load` reads a model file without importing scikit-learn, which costs every scoring
+process about 60 MB (scikit-learn imports scipy.stats); that is what keeps `vaeguard score` on
+a Parquet file under 500 MB (README, "Scoring speed"). A fitted `VAEAnomalyDetector` gives the
+same object for itself with `.scorer()`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,12 +25,14 @@ import numpy as np
 import torch
 
 from .errors import DataError, ModelFileError
-from .inputs import InputSpec
+from .inputs import InputSpec, TableInput
 from .limits import check_model_tensors
 from .model import VAE, VAEConfig
 from .modelfile import FittedState, is_standardizing
 from .scoring import score_and_explain
 from .training import resolve_device
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def standardize(X: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -34,13 +43,34 @@ def standardize(X: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarra
         return ((X - mean) / scale).astype(np.float32)
 
 
-def check_unit_range(X: np.ndarray, likelihood: str) -> None:
+def feature_label(spec: InputSpec | None, j: int) -> str:
+    """How a message names feature j: "column 'name'" for a table, "feature j" for images."""
+    return f"column {spec.columns[j]!r}" if isinstance(spec, TableInput) else f"feature {j}"
+
+
+def check_finite(X: np.ndarray, spec: InputSpec | None = None, *, within_float32: bool = False) -> None:
+    """DataError naming the first row (counting from 0) and column that holds NaN or an
+    infinity, or with `within_float32` a value beyond float32 (what the file readers refuse
+    when training). Scoring lets such a value through: it overflows float32 and its score,
+    not finite, is flagged (calibration.is_flagged)."""
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(X) if not within_float32 else ~(np.abs(X) <= _FLOAT32_MAX)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        value = float(X[row, col])
+        why = "missing value (NaN)" if math.isnan(value) else (
+            f"{value:g} is not a finite number" if math.isinf(value) else f"{value:g} is too large (beyond float32)"
+        )
+        raise DataError(f"row {row}, {feature_label(spec, col)}: {why}")
+
+
+def check_unit_range(X: np.ndarray, likelihood: str, spec: InputSpec | None = None) -> None:
     """DataError naming the first value outside [0, 1] when the likelihood is bernoulli."""
     if likelihood == "bernoulli" and len(X) and (X.min() < 0.0 or X.max() > 1.0):
         row, col = np.argwhere((X < 0.0) | (X > 1.0))[0]
         raise DataError(
             f"this model uses the bernoulli likelihood and needs values in [0, 1]; "
-            f"row {row}, feature {col} holds {X[row, col]:g}"
+            f"row {row}, {feature_label(spec, col)} holds {X[row, col]:g}"
         )
 
 
@@ -59,7 +89,11 @@ def build_model(state: FittedState, path: str | Path, device: str = "auto") -> V
 
 @dataclass(frozen=True, eq=False)
 class Scorer:
-    """Scores rows in the units the model was fitted on; see the module docstring."""
+    """Scores rows in the units the model was fitted on; see the module docstring.
+
+    `calibration_scores` and `threshold` are None only inside `VAEAnomalyDetector.fit`, which
+    scores its calibration rows through this front-end before there is a threshold.
+    """
 
     model: VAE
     input_spec: InputSpec
@@ -69,8 +103,8 @@ class Scorer:
     n_importance_samples: int
     mean: np.ndarray
     scale: np.ndarray
-    calibration_scores: np.ndarray
-    threshold: float
+    calibration_scores: np.ndarray | None
+    threshold: float | None
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> Scorer:
@@ -90,19 +124,24 @@ class Scorer:
         )
 
     def prepare(self, X) -> np.ndarray:
-        """X (n, n_features) checked and standardised; DataError for the wrong width or range."""
+        """Raw rows (n, n_features) -> the float32 rows the network reads: checked (DataError
+        naming the row and column of a NaN or infinite value, or of one outside [0, 1] for the
+        bernoulli likelihood), rounded to float32, standardised."""
         X = np.asarray(X)
         if X.dtype not in (np.float32, np.float64):
             X = X.astype(np.float64)
         n_features = self.input_spec.n_features
         if X.ndim != 2 or X.shape[1] != n_features:
             raise DataError(f"expected rows of {n_features} features, got an array of shape {X.shape}")
-        check_unit_range(X, self.likelihood)
+        check_finite(X, self.input_spec)
+        with np.errstate(over="ignore"):  # beyond float32: inf, and the score says so (not finite)
+            X = X.astype(np.float32, copy=False)
+        check_unit_range(X, self.likelihood, self.input_spec)
         return standardize(X, self.mean, self.scale)
 
     def score_and_explain(self, X, *, explain: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-        """Anomaly scores (higher = more anomalous) and, with `explain`, the per-feature
-        reconstruction NLL, from one forward pass."""
+        """The scoring front-end: anomaly scores of raw rows (float64, higher = more anomalous)
+        and, with `explain`, the per-feature reconstruction NLL, from one forward pass."""
         return score_and_explain(
             self.model, self.prepare(X), self.score_type, n_samples=self.n_importance_samples, seed=self.seed, explain=explain
         )
