@@ -171,6 +171,33 @@ def set_threads(n: int | None) -> None:
         os.environ[var] = str(n)
 
 
+def conformal_fit(build: Callable[[], object], score: Callable[[object, "np.ndarray"], "np.ndarray"], X: "np.ndarray",
+                  fpr: float = 0.01, share: float = 0.2) -> tuple[object, float]:
+    """A peer's own conformal threshold, as vaeguard sets one: fit on a seed-0 (1 - share) of X's
+    rows, threshold = vaeguard.calibration.conformal_threshold of the other rows' scores (their
+    largest score when they are too few for `fpr`, as VAEAnomalyDetector.set_threshold does)."""
+    import numpy as np
+
+    from vaeguard.calibration import conformal_threshold
+    from vaeguard.errors import DataError
+
+    order = np.random.default_rng(0).permutation(len(X))
+    n_cal = max(1, round(share * len(X)))
+    est = build().fit(X[order[n_cal:]])
+    calibration = np.asarray(score(est, X[order[:n_cal]]), dtype=np.float64)
+    try:
+        return est, conformal_threshold(calibration, fpr)
+    except DataError:
+        return est, float(np.max(calibration))
+
+
+def flagged_share(scores, threshold: float) -> float:
+    """Share of rows a threshold flags (vaeguard.calibration.is_flagged: above it, or not finite)."""
+    from vaeguard.calibration import is_flagged
+
+    return float(is_flagged(scores, threshold).mean())
+
+
 def write_json(path: str | Path, data: dict) -> Path:
     """Write `data` as indented JSON, atomically (a crash never leaves half a file)."""
     path = Path(path)
