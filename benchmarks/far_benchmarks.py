@@ -231,6 +231,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--methods", default=None, help="method names to keep (case-insensitive substrings, e.g. 'default,knn')")
     parser.add_argument("--no-pyod", action="store_true", help="leave out PyOD's VAE even when PyOD is installed")
     parser.add_argument("--scores", action="store_true", help="also every score of the default's network (diagnostic)")
+    parser.add_argument("--stats-dir", type=Path, default=None, help="with --scores: save the per-row statistics here (far_stats_TRAINING.npz)")
     parser.add_argument("--quick", action="store_true", help="smoke run: --max-train 2000 --max-test 1000 --derived 200 --epochs 2")
     parser.add_argument("--epochs", type=int, default=None, help="override every neural method's epochs (not the protocol)")
     parser.add_argument("--max-train", type=int, default=None, help="at most N training images (not the protocol)")
@@ -286,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
             out["methods"][method.name] = res
             if args.scores and method.name == "vaeguard default" and est is not None:
                 start = time.perf_counter()
-                diag = far_scores.all_scores(est, X_train, normals, far, args.epochs, FPR)
+                stats = None if args.stats_dir is None else str(args.stats_dir / f"far_stats_{training}.npz")
+                diag = far_scores.all_scores(est, X_train, normals, far, args.epochs, FPR, stats)
                 out["scores"] = {name: evaluate(n, f, t) for name, (n, f, t) in diag.items()}
                 log(f"    scores: {time.perf_counter() - start:.1f}s")
                 for name, r in out["scores"].items():

@@ -94,8 +94,12 @@ class Candidates:
 
 
 def all_scores(est: VAEAnomalyDetector, X_train: np.ndarray, normals: np.ndarray, far: dict,
-               epochs: int | None, fpr: float) -> dict[str, tuple[np.ndarray, dict, float]]:
-    """{score: (test-normal scores, far scores by set, conformal threshold)} for one network."""
+               epochs: int | None, fpr: float, stats_path: str | None = None) -> dict[str, tuple[np.ndarray, dict, float]]:
+    """{score: (test-normal scores, far scores by set, conformal threshold)} for one network.
+
+    With `stats_path`, the per-row statistics of every row group go to that .npz file
+    (`GROUP/STATISTIC`; groups: validation, calibration, normals, the far sets) for offline study.
+    """
     if est.score_type_ != "fused":
         est = VAEAnomalyDetector(random_state=est.random_state, score_type="fused",
                                  **({} if epochs is None else {"epochs": epochs})).fit(X_train)
@@ -104,9 +108,13 @@ def all_scores(est: VAEAnomalyDetector, X_train: np.ndarray, normals: np.ndarray
     if not np.allclose(scoring.anomaly_scores(est.scorer().model, est.scorer().prepare(X_train[cal_idx]), "fused"),
                        est.calibration_scores_):
         raise RuntimeError("the replicated calibration split does not match the estimator's")
-    cand = Candidates(statistics(est, X_train[val_idx]), est.model_.context is not None)
+    groups = {"validation": statistics(est, X_train[val_idx]), "calibration": cal, "normals": statistics(est, normals),
+              **{k: statistics(est, v) for k, v in far.items()}}
+    if stats_path:
+        np.savez(stats_path, **{f"{g}/{k}": v for g, stats in groups.items() for k, v in stats.items()})
+    cand = Candidates(groups["validation"], est.model_.context is not None)
     cal_scores = cand.scores(cal)
-    normal_scores = cand.scores(statistics(est, normals))
-    far_scores = {k: cand.scores(statistics(est, v)) for k, v in far.items()}
+    normal_scores = cand.scores(groups["normals"])
+    far_scores = {k: cand.scores(groups[k]) for k in far}
     return {name: (normal_scores[name], {k: f[name] for k, f in far_scores.items()},
                    conformal_threshold(cal_scores[name], fpr)) for name in cal_scores}
