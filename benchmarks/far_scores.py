@@ -14,6 +14,7 @@ plus three candidates built from the model's own statistics:
   et al., AISTATS 2021).
 - `complexity-corrected`: reconstruction NLL minus the input's complexity, its zlib code
   length in nats (Serra et al., ICLR 2020).
+- `fused complexity-corrected`: `fused` with the complexity-corrected NLL as its first part.
 
 Each score gets a conformal threshold from the default's calibration rows (the split the
 estimator made, replicated here and checked against its stored calibration scores).
@@ -71,13 +72,15 @@ class Candidates:
 
     def __init__(self, val: dict[str, np.ndarray], has_context: bool):
         self.has_context = has_context
-        self.names = ["recon", "kl", "latent distance"]
+        self.names = ["recon", "kl", "latent distance", "corrected"]
+        val = {**val, "corrected": val["recon"] - val["zlib"]}
         self.center = {k: np.median(val[k]) for k in self.names}
         self.scale = {k: max(np.subtract(*np.percentile(val[k], [75, 25])), 1e-12) for k in self.names}
-        self.reference = self._z(val)
+        self.reference = self._z(val)[:, :3]
         self.nn = NearestNeighbors(n_neighbors=5).fit(self.reference)
 
     def _z(self, s: dict[str, np.ndarray]) -> np.ndarray:
+        s = {**s, "corrected": s["recon"] - s["zlib"]}
         return np.stack([(s[k] - self.center[k]) / self.scale[k] for k in self.names], axis=1)
 
     def scores(self, s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -88,8 +91,9 @@ class Candidates:
         out["latent distance"] = s["latent distance"]
         out["fused"] = 0.5 * (z[:, 0] + z[:, 2])
         out["fused two-sided"] = 0.5 * (np.abs(z[:, 0]) + z[:, 2])
-        out["density of states"] = self.nn.kneighbors(z)[0][:, -1]
+        out["density of states"] = self.nn.kneighbors(z[:, :3])[0][:, -1]
         out["complexity-corrected"] = s["recon"] - s["zlib"]
+        out["fused complexity-corrected"] = 0.5 * (z[:, 3] + z[:, 2])
         return out
 
 

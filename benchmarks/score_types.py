@@ -34,7 +34,7 @@ from vaeguard.mnist import MNIST_DIR_ENV, load_mnist
 import far_scores
 
 SCORES = ("elbo", "recon", "kl", "iwae", "ratio", "latent distance", "fused")
-CANDIDATES = ("fused two-sided", "density of states", "complexity-corrected")  # far_scores.py, issue #22
+CANDIDATES = ("fused two-sided", "density of states", "complexity-corrected", "fused complexity-corrected")  # far_scores.py, issue #22
 
 
 def load_case(case: str, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
