@@ -158,6 +158,14 @@ def select_methods(methods: list, spec: str | None) -> list:
     return chosen
 
 
+def check_positive(parser, args, names: Sequence[str]) -> None:
+    """parser.error (exit 2) for the first of these options that is given and below 1."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
 def set_threads(n: int | None) -> None:
     """Use n threads (torch, BLAS) here and in child processes (OMP/MKL/OpenBLAS env); None: defaults."""
     if n is None:

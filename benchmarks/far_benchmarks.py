@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import REPO_ROOT, conformal_fit, fmt, log, markdown_table, publish, resolve_dir, run_header, select_methods, set_threads, write_json
+from _common import REPO_ROOT, check_positive, conformal_fit, fmt, log, markdown_table, publish, resolve_dir, run_header, select_methods, set_threads, write_json
 
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import roc_auc_score
@@ -250,10 +250,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.training_list = [t.strip() for t in args.trainings.split(",") if t.strip()]
     if not args.training_list or any(t not in TRAININGS for t in args.training_list):
         parser.error(f"--trainings: choose from {', '.join(TRAININGS)}")
-    for name in ("epochs", "max_train", "max_test", "derived", "threads"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    check_positive(parser, args, ("epochs", "max_train", "max_test", "derived", "threads"))
     return args
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import REPO_ROOT, flagged_share, fmt, log, markdown_table, median, plain, publish, resolve_dir, run_header, select_methods, set_threads, summarise, write_json, write_text
+from _common import REPO_ROOT, check_positive, flagged_share, fmt, log, markdown_table, median, plain, publish, resolve_dir, run_header, select_methods, set_threads, summarise, write_json, write_text
 
 from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
@@ -220,10 +220,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [p for p in args.protocol_list if p not in PROTOCOLS]
     if unknown or not args.protocol_list:
         parser.error(f"--protocols: unknown {unknown}; choose from {', '.join(PROTOCOLS)}")
-    for name in ("epochs", "max_train", "max_test", "score_repeats", "threads"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    check_positive(parser, args, ("epochs", "max_train", "max_test", "score_repeats", "threads"))
     return args
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import REPO_ROOT, conformal_fit, flagged_share, fmt, log, markdown_table, plain, publish, resolve_dir, run_header, select_methods, set_threads, summarise, write_json
+from _common import REPO_ROOT, check_positive, conformal_fit, flagged_share, fmt, log, markdown_table, plain, publish, resolve_dir, run_header, select_methods, set_threads, summarise, write_json
 
 from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
@@ -325,10 +325,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.suite_list = _list(args.suites, SUITES, "--suites", parser)
     args.names = {"fashion": _list(args.classes, FASHION_CLASSES, "--classes", parser),
                   "tabular": _list(args.sets, TABULAR_SETS, "--sets", parser)}
-    for name in ("epochs", "max_train", "threads"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    check_positive(parser, args, ("epochs", "max_train", "threads"))
     return args
 
 
