@@ -42,7 +42,6 @@ from _common import REPO_ROOT, check_positive, conformal_fit, fmt, log, markdown
 
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import roc_auc_score
-from sklearn.neighbors import NearestNeighbors
 
 from mnist_protocols import DEFAULT_DATA_DIR as DEFAULT_MNIST_DIR
 from oneclass_benchmarks import DATA_DIR_ENV, DEFAULT_DATA_DIR, FASHION_CLASSES, KNN_K, KNNDistance, PCAReconstruction, load_split
