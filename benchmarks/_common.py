@@ -158,6 +158,14 @@ def select_methods(methods: list, spec: str | None) -> list:
     return chosen
 
 
+def check_positive(parser, args, names: Sequence[str]) -> None:
+    """parser.error (exit 2) for the first of these options that is given and below 1."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
+
 def set_threads(n: int | None) -> None:
     """Use n threads (torch, BLAS) here and in child processes (OMP/MKL/OpenBLAS env); None: defaults."""
     if n is None:
@@ -169,6 +177,33 @@ def set_threads(n: int | None) -> None:
     threadpool_limits(n)  # numpy/scikit-learn BLAS and OpenMP pools, already loaded
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(n)
+
+
+def conformal_fit(build: Callable[[], object], score: Callable[[object, "np.ndarray"], "np.ndarray"], X: "np.ndarray",
+                  fpr: float = 0.01, share: float = 0.2) -> tuple[object, float]:
+    """A peer's own conformal threshold, as vaeguard sets one: fit on a seed-0 (1 - share) of X's
+    rows, threshold = vaeguard.calibration.conformal_threshold of the other rows' scores (their
+    largest score when they are too few for `fpr`, as VAEAnomalyDetector.set_threshold does)."""
+    import numpy as np
+
+    from vaeguard.calibration import conformal_threshold
+    from vaeguard.errors import DataError
+
+    order = np.random.default_rng(0).permutation(len(X))
+    n_cal = max(1, round(share * len(X)))
+    est = build().fit(X[order[n_cal:]])
+    calibration = np.asarray(score(est, X[order[:n_cal]]), dtype=np.float64)
+    try:
+        return est, conformal_threshold(calibration, fpr)
+    except DataError:
+        return est, float(np.max(calibration))
+
+
+def flagged_share(scores, threshold: float) -> float:
+    """Share of rows a threshold flags (vaeguard.calibration.is_flagged: above it, or not finite)."""
+    from vaeguard.calibration import is_flagged
+
+    return float(is_flagged(scores, threshold).mean())
 
 
 def write_json(path: str | Path, data: dict) -> Path:

@@ -31,7 +31,10 @@ from oneclass_benchmarks import DATA_DIR_ENV, DEFAULT_DATA_DIR, load_split
 from vaeguard import VAEAnomalyDetector, scoring
 from vaeguard.mnist import MNIST_DIR_ENV, load_mnist
 
+import far_scores
+
 SCORES = ("elbo", "recon", "kl", "iwae", "ratio", "latent distance", "fused")
+CANDIDATES = ("fused two-sided", "density of states", "complexity-corrected", "fused complexity-corrected")  # far_scores.py, issue #22
 
 
 def load_case(case: str, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -67,6 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--params", default="{}", help="JSON keyword arguments for VAEAnomalyDetector (default: the package defaults)")
     parser.add_argument("--data-dir", help=f"folder with fashion-oneclass/ and tabular/ (default: ${DATA_DIR_ENV}, else ../shared/data)")
     parser.add_argument("--mnist-dir", help=f"folder with the MNIST IDX files (default: ${MNIST_DIR_ENV}, else ../shared/data/mnist)")
+    parser.add_argument("--candidates", action="store_true", help="also the research scores of far_scores.py (issue #22)")
+    parser.add_argument("--stats-dir", help="with --candidates: save each fit's per-row statistics here (validation and test rows, labels)")
     parser.add_argument("--threads", type=int, help="torch and BLAS threads")
     parser.add_argument("--out", default="benchmarks/results/score_types.json")
     parser.add_argument("--markdown", help="also write the table here")
@@ -84,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     results["settings"] = {"cases": args.case_list, "seeds": args.seed_list, "params": args.param_dict}
     results["cases"] = {}
     rows = []
+    columns = SCORES + (CANDIDATES if args.candidates else ())
     for case in args.case_list:
         X_train, X_test, labels = load_case(case, args)
         images = {"input_shape": (1, 28, 28)} if case.partition(":")[0] in ("mnist-held-out", "fashion") else {}
@@ -93,12 +99,21 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             est.fit(X_train)
             fit_s = time.perf_counter() - start
-            aurocs = {name: float(roc_auc_score(labels, s)) for name, s in score_table(est, X_test).items()}
+            scores = score_table(est, X_test)
+            if args.candidates:
+                val = far_scores.statistics(est, X_train[far_scores.split_indices(est, len(X_train))[1]])
+                test = far_scores.statistics(est, X_test)
+                extra = far_scores.Candidates(val, est.model_.context is not None).scores(test)
+                scores.update({name: extra[name] for name in CANDIDATES})
+                if args.stats_dir:
+                    np.savez(f"{args.stats_dir}/stats_{case.replace(':', '_')}_{seed}.npz", labels=labels,
+                             **{f"validation/{k}": v for k, v in val.items()}, **{f"test/{k}": v for k, v in test.items()})
+            aurocs = {name: float(roc_auc_score(labels, s)) for name, s in scores.items()}
             runs.append({"seed": seed, "fit_s": fit_s, "epochs_run": est.n_epochs_, "likelihood": est.likelihood_, "auroc": aurocs})
             log(f"{case} seed {seed}: " + " ".join(f"{k}={v:.4f}" for k, v in aurocs.items()))
         results["cases"][case] = {"n_train": len(X_train), "n_test": len(X_test), "runs": runs}
         cells = []
-        for name in SCORES:
+        for name in columns:
             values = [r["auroc"][name] for r in runs if name in r["auroc"]]
             spread = f" ({fmt(min(values))}-{fmt(max(values))})" if len(values) > 1 else ""
             cells.append(f"{fmt(float(np.mean(values)), 4)}{spread}" if values else "-")
@@ -106,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     params = json.dumps(plain(args.param_dict)) if args.param_dict else "package defaults"
     text = (
         f"### AUROC of every score of one fitted model ({params}; seeds {args.seeds}: mean, and range over seeds)\n\n"
-        + markdown_table(["case", *SCORES, "median fit s"], rows)
+        + markdown_table(["case", *columns, "median fit s"], rows)
     )
     publish(results, text, args.out, args.markdown)
     return 0
