@@ -36,8 +36,14 @@ def test_proc_stat_is_read_for_the_cores_of_the_affinity_mask_only():
 
 
 def test_resolve_and_use(monkeypatch):
-    monkeypatch.setattr(threads, "idle_cores", lambda: 3)
+    calls = []
+    monkeypatch.setattr(threads, "idle_cores", lambda: calls.append(1) or 3)
+    monkeypatch.setattr(threads, "_auto", None)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert threads.resolve_threads("auto") == threads.resolve_threads(None) == 3
+    assert len(calls) == 1  # measured once, reused within AUTO_SECONDS
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    assert threads.resolve_threads("auto") == 5  # the environment's choice wins over the measurement
     assert threads.resolve_threads(2) == 2
     for bad in (0, -1, 1.5, "two", True):
         with pytest.raises(ValueError, match="threads must be a positive integer or 'auto'"):
@@ -45,5 +51,33 @@ def test_resolve_and_use(monkeypatch):
     before = torch.get_num_threads()
     try:
         assert threads.use_threads(2) == 2 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_estimator_and_the_cli_set_the_threads_they_are_given(tmp_path):
+    import numpy as np
+    from sklearn.utils._param_validation import InvalidParameterError
+    from typer.testing import CliRunner
+
+    from vaeguard import VAEAnomalyDetector, load
+    from vaeguard.cli import app
+
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    before = torch.get_num_threads()
+    try:
+        with pytest.raises(InvalidParameterError, match="threads"):
+            VAEAnomalyDetector(threads=0).fit(X)
+        detector = VAEAnomalyDetector(latent_dim=2, hidden_dims=(4,), epochs=1, random_state=0, threads=2).fit(X)
+        assert torch.get_num_threads() == 2
+        detector.save(tmp_path / "m.vgm")
+        assert load(tmp_path / "m.vgm").threads == 2  # a parameter like any other: saved with the model
+        torch.set_num_threads(1)
+        np.savetxt(tmp_path / "d.csv", X, delimiter=",", header="x0,x1,x2", comments="")
+        result = CliRunner().invoke(app, ["-q", "score", str(tmp_path / "m.vgm"), str(tmp_path / "d.csv"), "-o", str(tmp_path / "s.csv"), "--threads", "3"])
+        assert result.exit_code == 0, result.output
+        assert torch.get_num_threads() == 3
+        result = CliRunner().invoke(app, ["-q", "score", str(tmp_path / "m.vgm"), str(tmp_path / "d.csv"), "-o", str(tmp_path / "s.csv"), "--threads", "many"])
+        assert result.exit_code == 2 and "must be auto or a positive integer" in result.output
     finally:
         torch.set_num_threads(before)

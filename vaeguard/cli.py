@@ -93,6 +93,20 @@ def _column_names(text: Optional[str]) -> Optional[list[str]]:
 # Options shared by several commands, declared once.
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML file (a regular file) with [detector] and [data] tables (see configs/); options given here override it.", exists=True, dir_okay=False, callback=_check_config)]
 DeviceOpt = Annotated[Optional[str], typer.Option(help="Where to run: auto (CUDA when present; the default), cpu, cuda, cuda:N (the GPU numbered N) or mps.", callback=_check_device)]
+def _check_threads(value: Optional[str]) -> Optional[int | str]:
+    """'auto' or a positive integer (torch's CPU threads); a usage error otherwise."""
+    if value is None or value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise typer.BadParameter(f"must be auto or a positive integer, got {value!r}")
+    return n
+
+
+ThreadsOpt = Annotated[Optional[str], typer.Option(help="CPU threads for torch: a number, or auto (the default: the cores other processes leave idle, so a busy machine is not oversubscribed).", callback=_check_threads)]
 EpochsOpt = Annotated[Optional[int], typer.Option(help="Training epochs (maximum; early stopping may end sooner). Default: 50, or enough for 2,000 gradient steps on small data.", min=1)]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed, a 32-bit unsigned integer (default 0, or the config's random_state): same seed, same data, same model.", callback=_detector_option("random_state"))]
 
@@ -337,6 +351,7 @@ def train(
     out_of_core: Annotated[bool, typer.Option("--out-of-core", help="Tables: stream shuffled mini-batches from disk instead of loading the table, so memory stays flat whatever the file size (validation and calibration rows chosen by a seeded hash of each row).")] = False,
     buffer_rows: Annotated[Optional[int], typer.Option(help="--out-of-core: rows in the shuffle buffer (default 65,536; at most what the memory budget holds).", min=2)] = None,
     device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Train a detector on normal data and save it as a single model file.
 
@@ -350,7 +365,7 @@ def train(
         _guard(out, data, config)
         params, data_cfg = _detector_params(
             config, architecture=architecture, latent_dim=latent_dim, likelihood=likelihood,
-            score_type=score_type, epochs=epochs, fpr=fpr, random_state=seed, hidden_dims=hidden_dims, device=device,
+            score_type=score_type, epochs=epochs, fpr=fpr, random_state=seed, hidden_dims=hidden_dims, device=device, threads=threads,
         )
         kind = data_kind(data)
         other_kind = {
@@ -446,6 +461,7 @@ def score(
     workers: Annotated[Optional[int], typer.Option(help="--engine dask without --scheduler: worker processes of the local cluster (default and most: one per core).", min=1, max=os.cpu_count())] = None,
     master: Annotated[str, typer.Option(help="--engine spark: the Spark master URL.")] = "local[*]",
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
 ) -> None:
     """Score every row of a table (CSV or Parquet) or every image of a folder, streaming.
 
@@ -459,6 +475,7 @@ def score(
     """
     from .bulk import score_file
     from .scorer import Scorer
+    from .threads import use_threads
 
     with _errors():
         _check_rows(chunk_size, "--chunk-size")
@@ -474,6 +491,7 @@ def score(
         _guard(out, data, model)
         if heatmaps is not None and data.is_dir() and heatmaps.resolve().is_relative_to(data.resolve()):
             raise typer.BadParameter("the heatmap folder must lie outside the image folder (its PNGs would be scored next time)", param_hint="--heatmaps")
+        use_threads(threads)
         scorer = Scorer.load(model, device=device)  # not the estimator: no scikit-learn, 60 MB less
         unit = "rows" if scorer.input_spec.kind == "table" else "images"
         if heatmaps is not None and unit == "rows":
@@ -514,6 +532,7 @@ def evaluate(
     normal_label: NormalLabelOpt = None,
     on_bad_row: OnBadRowOpt = "fail",
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
 ) -> None:
     """Score labelled data and write metrics.json and report.html (ROC, PR, score histograms).
 
@@ -524,7 +543,7 @@ def evaluate(
 
     with _errors():
         _guard_report(out, data, model)
-        detector = load(model, device=device)
+        detector = load(model, device=device).set_params(threads=threads or "auto")
         metrics = evaluate_data(detector, data, out, label_column=label_column, normal_label=normal_label, on_bad_row=on_bad_row)
     typer.echo(
         f"AUROC {metrics['auroc']:.4f} (95% CI {metrics['auroc_ci_low']:.4f}-{metrics['auroc_ci_high']:.4f})  "
@@ -551,6 +570,7 @@ def calibrate(
     recall: Annotated[Optional[float], typer.Option(help="With --rule recall: the recall to reach.", min=0.0, max=1.0)] = None,
     on_bad_row: OnBadRowOpt = "fail",
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
 ) -> None:
     """Set a new threshold without retraining and write the model file.
 
@@ -571,7 +591,7 @@ def calibrate(
         raise typer.BadParameter("--recall goes with --rule recall", param_hint="--recall")
     with _errors():
         _guard(out or model, data)  # writing over MODEL is what calibrate does by default
-        detector = load(model, device=device)
+        detector = load(model, device=device).set_params(threads=threads or "auto")
         before = detector.threshold_
         if fpr is not None and (label_column is not None or normal_label is not None):
             raise typer.BadParameter("--fpr sets the threshold from normal data; labelled data uses --rule", param_hint="--fpr")
@@ -674,6 +694,7 @@ def mnist(
     save_model: SaveModelOpt = None,
     latent_map: LatentMapOpt = "pca",
     device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """The reference job: fit on normal MNIST digits, flag the held-out ones, write a report.
 
@@ -682,7 +703,7 @@ def mnist(
     from .digits import mnist_digits
 
     with _errors():
-        params, _ = _detector_params(config, epochs=epochs, random_state=seed, device=device)
+        params, _ = _detector_params(config, epochs=epochs, random_state=seed, device=device, threads=threads)
         _run_digit_job(lambda: mnist_digits(data_dir, download=download), normal, out, params, save_model, latent_map)
 
 
@@ -696,6 +717,7 @@ def digits(
     save_model: SaveModelOpt = None,
     latent_map: LatentMapOpt = "pca",
     device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Offline demo: fit on scikit-learn's embedded 8x8 digits, flag the held-out ones, write a report.
 
@@ -704,7 +726,7 @@ def digits(
     from .digits import embedded_digits
 
     with _errors():
-        params, _ = _detector_params(config, epochs=epochs, random_state=seed, device=device)
+        params, _ = _detector_params(config, epochs=epochs, random_state=seed, device=device, threads=threads)
         params.setdefault("epochs", 100)
         params.setdefault("fpr", 0.05)  # ~90 calibration images: 1% would need at least 99
         _run_digit_job(lambda: embedded_digits(random_state=params["random_state"]), normal, out, params, save_model, latent_map)
@@ -736,6 +758,7 @@ def sample(
     seed: Annotated[int, typer.Option("--seed", help="Random seed, a 32-bit unsigned integer: the same seed gives the same samples.", callback=_detector_option("random_state"))] = 0,
     draw: Annotated[bool, typer.Option("--draw/--mean", help="--mean (default): the decoder mean E[x|z], smooth; --draw: one draw from the likelihood p(x|z): Bernoulli pixels are 0 or 1, table rows get the learned per-feature noise and so the data's full spread.")] = False,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
 ) -> None:
     """Draw new samples from a model's prior: a PNG grid of images, or a CSV of table rows.
 
@@ -748,7 +771,7 @@ def sample(
 
     with _errors():
         _guard(out, model)
-        detector = load(model, device=device)
+        detector = load(model, device=device).set_params(threads=threads or "auto")
         _check_gallery_out("sample", out, image_shape_of(detector))
         written = write_samples(detector, out, n, seed=seed, mean=not draw)
     typer.echo(f"wrote {n} samples to {written}")
@@ -770,6 +793,7 @@ def interpolate(
     steps: Annotated[int, typer.Option("--steps", help="Points on the path, both ends included.", min=2, max=MAX_INTERPOLATION_STEPS)] = 10,
     method: Annotated[str, typer.Option("--method", help="slerp (spherical, keeps a typical prior norm) or linear.", callback=_check_method)] = "slerp",
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
 ) -> None:
     """Decode the path in latent space from A to B: a PNG strip for images, a CSV for tables.
 
@@ -782,7 +806,7 @@ def interpolate(
 
     with _errors():
         _guard(out, model, data, *(Path(p) for p in (a, b) if Path(p).exists()))
-        detector = load(model, device=device)
+        detector = load(model, device=device).set_params(threads=threads or "auto")
         shape = image_shape_of(detector)
         _check_gallery_out("interpolate", out, shape)
         if shape is not None:

@@ -43,6 +43,7 @@ from .scoring import (
     reconstruct,
     score_and_explain,
 )
+from .threads import use_threads
 from .training import TrainConfig, auto_epochs, auto_patience, resolve_device, train_vae, train_vae_batches
 
 # score_type="auto" picks "ratio" from this image height and width up: measured better than
@@ -98,6 +99,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     standardize : scale features to zero mean, unit variance ("auto": for gaussian only).
     n_importance_samples : K for score_type="iwae".
     random_state, device ("auto", "cpu", "cuda"), verbose.
+    threads : torch's thread count for fitting and scoring on the CPU; "auto": the cores this
+        process may use less those other processes keep busy (vaeguard.threads, issue #23).
 
     `fit` also records what the model reads (`input_spec_`): a table's columns, or an image
     shape; bulk scoring of files goes through it (see vaeguard.bulk). As in PyOD, it sets
@@ -128,6 +131,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         "n_importance_samples": [Interval(Integral, 1, MAX_IMPORTANCE_SAMPLES, closed="both")],
         "random_state": ["random_state"],
         "device": [str],
+        "threads": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "verbose": ["verbose"],
     }
 
@@ -155,6 +159,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         n_importance_samples: int = 64,
         random_state: int | None = None,
         device: str = "auto",
+        threads: int | str = "auto",
         verbose: bool = False,
     ):
         self.latent_dim = latent_dim
@@ -177,6 +182,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         self.n_importance_samples = n_importance_samples
         self.random_state = random_state
         self.device = device
+        self.threads = threads
         self.verbose = verbose
 
     # ------------------------------------------------------------------ fitting
@@ -191,6 +197,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         A NaN, infinite or beyond-float32 value is a DataError naming its row and column.
         """
         self._validate_params()
+        use_threads(self.threads)
         if isinstance(X, (str, os.PathLike)):
             from .sources import read_training_data
 
@@ -317,6 +324,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         Only contamination="auto" (a threshold from the calibration rows) is supported.
         """
         self._validate_params()
+        use_threads(self.threads)
         if self.contamination != "auto":
             raise ValueError("out-of-core training sets the threshold from calibration rows: use contamination='auto'")
         from .distributed import world
@@ -482,6 +490,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
 
     def _front_end(self) -> Scorer:
         """The scoring front-end over the fitted state (also inside fit, before the threshold)."""
+        use_threads(self.threads)
         return Scorer(
             model=self.model_,
             input_spec=self.input_spec_,

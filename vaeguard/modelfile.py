@@ -339,6 +339,7 @@ _FIELDS_IF_PRESENT = [
     ("params.standardize", lambda v: v == "auto" or isinstance(v, bool), "auto, true or false"),
     ("params.random_state", lambda v: v is None or (_is_int(v) and 0 <= v < _SEEDS), "null or an integer in [0, 2**32)"),
     ("params.device", lambda v: isinstance(v, str), "a string"),
+    ("params.threads", lambda v: v == "auto" or _int_at_least(1)(v), "auto or an integer >= 1"),
     ("params.verbose", lambda v: isinstance(v, bool) or _int_at_least(0)(v), "true, false or an integer >= 0"),
     ("model_config.latent_neighbours", _int_at_least(0), "an integer >= 0"),
 ]

@@ -7,6 +7,7 @@ this process may run on (its CPU affinity) less the ones other processes keep bu
 and at least one. "Right now" is measured over a tenth of a second from /proc/stat, on the
 cores of the affinity mask only, less this process's own CPU time (so a fit that follows a fit
 does not count itself); where /proc/stat is missing, the one-minute load average stands in.
+An OMP_NUM_THREADS set in the environment is taken as the user's choice and used instead.
 """
 
 from __future__ import annotations
@@ -70,10 +71,22 @@ def idle_cores(cores: int | None = None, busy: float | None = None) -> int:
     return max(1, min(cores, cores - round(busy)))
 
 
+_auto: tuple[float, int] | None = None  # (when measured, idle cores): reused for AUTO_SECONDS
+AUTO_SECONDS = 60.0
+
+
 def resolve_threads(threads: int | str | None) -> int:
-    """The thread count for `threads`: a positive int as given, "auto" or None by `idle_cores()`."""
+    """The thread count for `threads`: a positive int as given; "auto" or None by `idle_cores()`,
+    measured at most once a minute (scoring calls it per call)."""
+    global _auto
     if threads is None or threads == AUTO:
-        return idle_cores()
+        chosen = os.environ.get("OMP_NUM_THREADS", "").strip()
+        if chosen.isdigit() and int(chosen) >= 1:
+            return int(chosen)  # the user's own choice for this environment, as torch honours it
+        now = time.monotonic()
+        if _auto is None or now - _auto[0] > AUTO_SECONDS:
+            _auto = (now, idle_cores())
+        return _auto[1]
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive integer or 'auto', not {threads!r}")
     return threads
