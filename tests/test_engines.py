@@ -186,7 +186,7 @@ def test_dask_parquet_dataset_out(dataset, dask_client, tmp_path, monkeypatch):
     assert_same_scores(pd.read_parquet(out), expected)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("x")
-    with pytest.raises(DataError, match="was not written by vaeguard \\(it holds notes.txt\\)"):
+    with pytest.raises(DataError, match="was not written by vaeguard \\(it holds 'notes.txt'\\)"):
         engine.score_parquet_dask(root / "model.vgm", root / "data" / "*.parquet", tmp_path / "mine", client=dask_client, device="cpu")
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
 

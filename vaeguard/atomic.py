@@ -289,7 +289,7 @@ def check_output_folder(path: Path, inputs: Iterable[str | Path | None]) -> None
         raise DataError(f"{path} exists and is not a folder: refusing to replace it with a dataset folder")
     entries = os.listdir(path)
     if entries and DATASET_MARK not in entries:
-        shown = ", ".join(sorted(entries)[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+        shown = ", ".join(map(repr, sorted(entries)[:5])) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
         raise DataError(
             f"the output folder {path} exists and was not written by vaeguard (it holds {shown}): refusing to replace it; "
             f"choose a new or empty folder"
