@@ -515,3 +515,14 @@ def test_train_options_for_the_other_kind_of_data_are_usage_errors(tables, image
     line = usage_error(invoke("train", path, "-o", tmp_path / "m.vgm", *args), option)
     assert str(path) in line or option == "--buffer-rows"
     assert not (tmp_path / "m.vgm").exists()
+
+
+def test_a_bad_memory_budget_is_reported_where_row_counts_are_checked(tables, table_model, tmp_path, monkeypatch):
+    from vaeguard import limits
+    from vaeguard.errors import DataError
+
+    monkeypatch.setattr(limits, "_BUDGET_ERROR", DataError("VAEGUARD_MEMORY_BUDGET_GB must be a number of gigabytes, got 'lots'"))
+    # not a cap computed from the 4 GiB fallback: the budget the user set is what is wrong
+    result = invoke("score", table_model, tables / "test.csv", "-o", tmp_path / "s.csv", "--chunk-size", str(10**20))
+    assert result.exit_code == 1 and result.output.strip() == "error: VAEGUARD_MEMORY_BUDGET_GB must be a number of gigabytes, got 'lots'"
+    assert not (tmp_path / "s.csv").exists()

@@ -156,12 +156,13 @@ def _check_on_bad_row(value: str) -> str:
 
 def _check_rows(value: int, option: str) -> None:
     """A usage error for more rows at a time than the memory budget holds at one float32 each."""
-    from .limits import MEMORY_BUDGET_BYTES, gib
+    from .limits import gib, memory_budget
 
-    cap = MEMORY_BUDGET_BYTES // 4
+    budget = memory_budget()  # a bad VAEGUARD_MEMORY_BUDGET_GB: its own one-line error, exit 1
+    cap = budget // 4
     if value > cap:
         raise typer.BadParameter(
-            f"at most {cap:,}: more rows cannot fit the memory budget of {gib(MEMORY_BUDGET_BYTES)} "
+            f"at most {cap:,}: more rows cannot fit the memory budget of {gib(budget)} "
             f"(VAEGUARD_MEMORY_BUDGET_GB) even at one value each, got {value:,}", param_hint=option,
         )
 
