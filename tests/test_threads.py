@@ -81,3 +81,4 @@ def test_the_estimator_and_the_cli_set_the_threads_they_are_given(tmp_path):
         assert result.exit_code == 2 and "must be auto or a positive integer" in result.output
     finally:
         torch.set_num_threads(before)
+

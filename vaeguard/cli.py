@@ -107,7 +107,7 @@ def _check_threads(value: Optional[str]) -> Optional[int | str]:
 
 
 ThreadsOpt = Annotated[Optional[str], typer.Option(help="CPU threads for torch: a number, or auto (the default: the cores other processes leave idle, so a busy machine is not oversubscribed).", callback=_check_threads)]
-EpochsOpt = Annotated[Optional[int], typer.Option(help="Training epochs (maximum; early stopping may end sooner). Default: 50, or enough for 2,000 gradient steps on small data.", min=1)]
+EpochsOpt = Annotated[Optional[int], typer.Option(help="Training epochs (maximum; early stopping may end sooner). Default: 50, or enough for 2,000 gradient steps on small data.", callback=_detector_option("epochs"))]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed, a 32-bit unsigned integer (default 0, or the config's random_state): same seed, same data, same model.", callback=_detector_option("random_state"))]
 
 

@@ -32,7 +32,7 @@ from .inputs import ImageInput, InputSpec, TableInput, default_columns
 from .model import VAE, VAEConfig
 from . import generative
 from .latent import MAX_REFERENCE_CODES
-from .limits import MAX_IMPORTANCE_SAMPLES, MAX_INTERPOLATION_STEPS, MAX_SAMPLES, check_generated_rows, check_model_size
+from .limits import MAX_EPOCHS, MAX_IMPORTANCE_SAMPLES, MAX_INTERPOLATION_STEPS, MAX_SAMPLES, check_generated_rows, check_model_size
 from .modelfile import FittedState
 from .scorer import Scorer, build_model, check_finite, standardize
 from .scoring import (
@@ -117,7 +117,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         "architecture": [StrOptions({"auto", "mlp", "conv"})],
         "input_shape": [None, tuple, list],
         "score_type": [StrOptions({"auto", *SCORE_TYPES})],
-        "epochs": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "epochs": [StrOptions({"auto"}), Interval(Integral, 1, MAX_EPOCHS, closed="both")],
         "batch_size": _POSITIVE_INT,
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "beta": [Interval(Real, 0, None, closed="left")],

@@ -13,6 +13,7 @@ error, not a machine swapping itself to death or an allocation traceback. So:
   before decoding): above it the file gets a per-file error.
 - `MAX_INPUT_FEATURES` bounds the width of a row (C x H x W for images).
 - `MAX_IMPORTANCE_SAMPLES` bounds K of the importance-weighted score.
+- `MAX_EPOCHS` bounds `epochs` (`--epochs`).
 - `MAX_SAMPLES` and `MAX_INTERPOLATION_STEPS` bound the rows one `sample` or `interpolate`
   call generates (the CLI's `--n` and `--steps` use the same numbers).
 """
@@ -57,6 +58,7 @@ MAX_INPUT_FEATURES = 4_000_000
 MAX_IMPORTANCE_SAMPLES = 100_000
 MAX_SAMPLES = 100_000
 MAX_INTERPOLATION_STEPS = 1_000
+MAX_EPOCHS = 100_000  # an epoch cap beyond any real training: a typo (10**23) becomes a clear error
 # Widths of a layer or a code: anything larger cannot fit the budget with any input.
 MAX_WIDTH = 2**28
 
