@@ -428,6 +428,8 @@ def _train_out_of_core(data: Path, out: Path, params: dict, buffer_rows: Optiona
 
     stream = TableStream(data, **columns, **({} if buffer_rows is None else {"buffer_rows": buffer_rows}))
     detector = VAEAnomalyDetector(**params)
+    for note in stream.notes:
+        typer.echo(f"note: {note}", err=True)
     typer.echo(f"training out of core on {data}: {stream.input_spec.n_features:,} features, buffer {stream.buffer_rows:,} rows", err=True)
     detector.fit_stream(stream)
     detector.save(out, metadata={"trained_on": str(data), "out_of_core": True}, inputs=[data])

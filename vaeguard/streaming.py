@@ -90,7 +90,8 @@ class TableStream:
             raise ValueError(f"buffer_rows must be at least 2, not {buffer_rows}")
         self.path, self.chunk_size, self.buffer_rows = path, chunk_size, buffer_rows
         self.max_validation_rows, self.max_calibration_rows = max_validation_rows, max_calibration_rows
-        self.input_spec = _table_spec(path, columns, exclude, id_column, label_column, chunk_size)
+        self.notes: list[str] = []  # the columns left out, and why (as in-memory training says)
+        self.input_spec = _table_spec(path, columns, exclude, id_column, label_column, chunk_size, self.notes)
         self._cuts: tuple[float, float] | None = None
 
     def chunks(self) -> Iterator[np.ndarray]:
@@ -179,7 +180,7 @@ class TableStream:
                 yield rows
 
 
-def _table_spec(path, columns, exclude, id_column, label_column, chunk_size) -> TableInput:
+def _table_spec(path, columns, exclude, id_column, label_column, chunk_size, notes: list[str] | None = None) -> TableInput:
     """The feature columns: Parquet from its typed schema; CSV from the first chunk of rows
     (a column is numeric when at least half its non-empty cells are finite numbers)."""
     from .parquet import is_parquet_input
@@ -201,7 +202,7 @@ def _table_spec(path, columns, exclude, id_column, label_column, chunk_size) -> 
         table.check_columns(list(columns) + [c for c in (id_column, label_column) if c])
         return TableInput(tuple(columns), ("float64",) * len(columns), id_column, label_column)
     from .csvrecords import out_of_memory
-    from .tabular import _positions, chunk_memory_error, read_header
+    from .tabular import _positions, chunk_memory_error, not_numeric, read_header
 
     header = read_header(Path(path))
     # Named columns, and by default every named column, must appear once: pandas would rename a repeat.
@@ -210,7 +211,8 @@ def _table_spec(path, columns, exclude, id_column, label_column, chunk_size) -> 
     _positions(Path(path), header, list(dict.fromkeys(named + defaults)), "column")
     sample_rows = chunk_rows(chunk_size, len(header))
     try:
-        sample = pd.read_csv(path, nrows=sample_rows, encoding="utf-8-sig")
+        # Only an empty cell is missing, as for the CSV reader that trains in memory ("NA" is text).
+        sample = pd.read_csv(path, nrows=sample_rows, encoding="utf-8-sig", keep_default_na=False, na_values=[""])
     except (ValueError, OSError, MemoryError) as exc:  # pandas' ParserError is a ValueError
         if out_of_memory(exc):
             raise chunk_memory_error(path, sample_rows, len(header)) from None
@@ -222,11 +224,13 @@ def _table_spec(path, columns, exclude, id_column, label_column, chunk_size) -> 
             if name in skip or not str(name).strip() or str(name).startswith("Unnamed:"):
                 continue
             text = sample[name]
-            values = pd.to_numeric(text, errors="coerce")
-            nonempty = text.notna().sum()
-            finite = np.isfinite(values.to_numpy(dtype=np.float64, na_value=np.nan)).sum()
-            if finite > 0 and 2 * finite >= nonempty:
+            values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            cells = text[text.notna()].astype(str).str.strip().str.lower()
+            why = not_numeric(int(np.isfinite(values).sum()), int((cells != "").sum()), int(cells.isin(("true", "false")).sum()), int(np.isinf(values).sum()))
+            if why is None:
                 columns.append(str(name))
+            elif notes is not None:
+                notes.append(f"left out column {name!r}: {why}")
         if not columns:
             raise DataError(f"{path}: no numeric columns to use as features in the first {sample_rows:,} rows")
     dtypes = tuple("int64" if pd.api.types.is_integer_dtype(sample[c].dtype) else "float64" for c in columns)

@@ -150,6 +150,24 @@ def _usable(values: np.ndarray) -> np.ndarray:
         return np.isfinite(values) & (np.abs(values) <= _FLOAT32_MAX)
 
 
+def not_numeric(finite: int, nonempty: int, booleans: int, infinite: int) -> str | None:
+    """Why a CSV column is not a feature by default, from counts of its cells (None: it is one).
+
+    The one rule for training in memory and out of core: a column is numeric when at least
+    half its non-empty cells are finite numbers, so a numeric column with a typo is reported
+    rather than silently dropped. Text such as "NA" counts as a non-empty cell that is not a number.
+    """
+    if finite > 0 and 2 * finite >= nonempty:
+        return None
+    if nonempty == 0:
+        return "every cell is empty"
+    if 2 * booleans >= nonempty:
+        return "true/false values, not numbers"
+    if 2 * infinite >= nonempty:
+        return "infinite values"
+    return "mostly text, not numbers"
+
+
 def read_training_table(
     path: str | Path,
     *,
@@ -234,17 +252,9 @@ def read_training_table(
         if columns is not None:
             chosen = list(range(d))
         else:
-            chosen = [k for k in range(d) if finite[k] > 0 and 2 * finite[k] >= nonempty[k]]
-            for k in sorted(set(range(d)) - set(chosen)):
-                if nonempty[k] == 0:
-                    why = "every cell is empty"
-                elif 2 * booleans[k] >= nonempty[k]:
-                    why = "true/false values, not numbers"
-                elif 2 * infinite[k] >= nonempty[k]:
-                    why = "infinite values"
-                else:
-                    why = "mostly text, not numbers"
-                dropped.append((candidates[k], why))
+            whys = [not_numeric(finite[k], nonempty[k], booleans[k], infinite[k]) for k in range(d)]
+            chosen = [k for k in range(d) if whys[k] is None]
+            dropped = [(candidates[k], whys[k]) for k in range(d) if whys[k] is not None]
             if not chosen:
                 raise DataError(
                     f"{path}: no numeric columns to use as features; the file has {_listing(header)}"
