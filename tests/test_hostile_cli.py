@@ -42,7 +42,8 @@ def usage_error(result, option: str) -> str:
     errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
     assert len(errors) == 1 and "Traceback" not in result.output, result.output
     assert option in errors[0], result.output
-    assert "('" not in errors[0] and "{'" not in errors[0], errors[0]  # no tuple or set reprs
+    said = errors[0].rsplit(" got ", 1)[0]  # what follows "got" is the user's own value, quoted
+    assert "('" not in said and "{'" not in said, errors[0]  # no tuple or set reprs
     return errors[0]
 
 
