@@ -45,7 +45,8 @@ from torch import nn
 from vaeguard import VAEAnomalyDetector
 from vaeguard.atomic import atomic_write
 from vaeguard.model import VAE
-from vaeguard.training import TrainConfig, resolve_device, train_vae
+from vaeguard.devices import resolve_device
+from vaeguard.training import TrainConfig, train_vae
 
 PARTS = ("matmul", "train", "score", "csv")
 N_FEATURES = 784  # MNIST-shaped rows

@@ -23,7 +23,7 @@ from .errors import DataError
 DATA_FIELDS = ("columns", "exclude", "id_column", "label_column", "image_size", "channels")
 _LIST_FIELDS = {"hidden_dims", "input_shape", "columns", "exclude", "image_size"}
 # Device names torch.device accepts (it keeps the index N in an int8); whether this machine has
-# the device is training.resolve_device's question, when the run starts.
+# the device is devices.resolve_device's question, when the run starts.
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:(0|[1-9][0-9]{0,2}))?")
 _MAX_DEVICE_INDEX = 127

@@ -27,6 +27,7 @@ from .calibration import (
     refuse_broken_scores,
     threshold_for_contamination,
 )
+from .devices import resolve_device
 from .errors import DataError, ModelFileError
 from .inputs import ImageInput, InputSpec, TableInput, default_columns
 from .model import VAE, VAEConfig
@@ -44,7 +45,7 @@ from .scoring import (
     score_and_explain,
 )
 from .threads import use_threads
-from .training import TrainConfig, auto_epochs, auto_patience, resolve_device, train_vae, train_vae_batches
+from .training import TrainConfig, auto_epochs, auto_patience, train_vae, train_vae_batches
 
 # score_type="auto" picks "ratio" from this image height and width up: measured better than
 # "elbo" on 28x28 MNIST, worse on scikit-learn's 8x8 digits.

@@ -23,7 +23,7 @@ import pandas as pd
 from .errors import DataError
 from .extras import require
 from .inputs import TableInput, check_id_column, chunk_rows, not_regular, walk_files
-from .tabular import CHUNK_ROWS, TableChunk, TrainingTable, _listing, chunk_memory_error, frame_features, note_extra_columns
+from .tabular import CHUNK_ROWS, TableChunk, TrainingTable, listing, chunk_memory_error, frame_features, note_extra_columns
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 READ_BUFFER_BYTES = 64 * 1024  # per column being read
@@ -136,7 +136,7 @@ class ParquetTable:
             if missing:
                 raise DataError(
                     f"{f}: missing column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} "
-                    f"that the model needs; the file has {_listing(cols)}"
+                    f"that the model needs; the file has {listing(cols)}"
                 )
             repeated = [c for c in (*needed, *optional) if counts[c] > 1]
             if repeated:
@@ -211,7 +211,7 @@ def read_training_parquet(
     for wanted, what in ((special, "column"), (exclude or [], "column to exclude"), (columns or [], "column")):
         missing = [c for c in wanted if c not in names]
         if missing:
-            raise DataError(f"{table.files[0]}: no {what} {', '.join(map(repr, missing))}; the file has {_listing(table.columns)}")
+            raise DataError(f"{table.files[0]}: no {what} {', '.join(map(repr, missing))}; the file has {listing(table.columns)}")
     dropped = []
     if columns is not None:
         if not columns:
@@ -226,7 +226,7 @@ def read_training_parquet(
         features = [f.name for f in fields if _numeric_field(f)]
         dropped = [(f.name, _why_not_numeric(f)) for f in fields if not _numeric_field(f)]
         if not features:
-            raise DataError(f"{table.files[0]}: no numeric columns to use as features; the file has {_listing(table.columns)}")
+            raise DataError(f"{table.files[0]}: no numeric columns to use as features; the file has {listing(table.columns)}")
     table.check_columns(features + special)
     parts, ids, labels, integral = [], [], [], np.ones(len(features), dtype=bool)
     batch_rows = chunk_rows(CHUNK_ROWS, len(features) + len(special))

@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .devices import resolve_device
 from .errors import DataError, ModelFileError
 from .inputs import InputSpec, TableInput
 from .limits import check_model_tensors
 from .model import VAE, VAEConfig
 from .modelfile import FittedState, is_standardizing
 from .scoring import score_and_explain
-from .training import resolve_device
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 

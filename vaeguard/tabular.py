@@ -74,14 +74,14 @@ def _positions(path: Path, header: list[str], names: list[str], what: str) -> li
             repeated.add(name)
     missing = [n for n in names if n not in first]
     if missing:
-        raise DataError(f"{path}: no {what} {', '.join(map(repr, missing))}; the file has {_listing(header)}")
+        raise DataError(f"{path}: no {what} {', '.join(map(repr, missing))}; the file has {listing(header)}")
     twice = [n for n in names if n in repeated]
     if twice:
         raise DataError(f"{path}: column {twice[0]!r} appears more than once in the header")
     return [first[n] for n in names]
 
 
-def _listing(header: list[str]) -> str:
+def listing(header: list[str]) -> str:
     shown = ", ".join(map(repr, header[:30]))
     more = f" and {len(header) - 30} more" if len(header) > 30 else ""
     return f"columns {shown}{more}"
@@ -203,7 +203,7 @@ def read_training_table(
         # Unnamed columns (such as a pandas index written by to_csv) are never picked by default.
         candidates = [c for c in dict.fromkeys(header) if c not in skip and c.strip()]
         if not candidates:
-            raise DataError(f"{path}: no columns left to use as features; the file has {_listing(header)}")
+            raise DataError(f"{path}: no columns left to use as features; the file has {listing(header)}")
         positions = _positions(path, header, candidates, "column")
 
     id_pos = special_positions[0] if id_column is not None else None
@@ -257,7 +257,7 @@ def read_training_table(
             dropped = [(candidates[k], whys[k]) for k in range(d) if whys[k] is not None]
             if not chosen:
                 raise DataError(
-                    f"{path}: no numeric columns to use as features; the file has {_listing(header)}"
+                    f"{path}: no numeric columns to use as features; the file has {listing(header)}"
                 )
         # A malformed line is reported together with bad cells, whichever comes first in the file.
         problems = [first_bad[k] for k in chosen if first_bad[k] is not None] + ([malformed] if malformed else [])
@@ -375,7 +375,7 @@ def iter_table_chunks(
     if report["missing"]:
         raise DataError(
             f"{path}: missing column{'s' if len(report['missing']) > 1 else ''} "
-            f"{', '.join(map(repr, report['missing']))} that the model needs; the file has {_listing(header)}"
+            f"{', '.join(map(repr, report['missing']))} that the model needs; the file has {listing(header)}"
         )
     positions = _positions(path, header, list(schema.columns), "column")
     id_pos = None

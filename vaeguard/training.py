@@ -60,27 +60,6 @@ def auto_patience(n_train: int, batch_size: int) -> int:
     return max(TrainConfig.patience, _epochs_for(MIN_PATIENCE_STEPS, n_train, batch_size))
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' picks CUDA when available; 'cpu', 'cuda', 'cuda:N' or 'mps', each checked to be
-    present, so a missing GPU is a clear error rather than a torch traceback later."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    kind, _, index = device.partition(":")
-    if kind == "cpu" and not index:
-        return torch.device("cpu")
-    if kind == "cuda" and (not index or index.isdigit()):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device={device!r} was requested but PyTorch sees no CUDA device")
-        if index and int(index) >= torch.cuda.device_count():
-            raise ValueError(f"device={device!r} was requested but PyTorch sees {torch.cuda.device_count()} CUDA device(s), numbered from 0")
-        return torch.device(device)
-    if kind == "mps" and not index:
-        if not torch.backends.mps.is_available():
-            raise ValueError("device='mps' was requested but PyTorch sees no Apple GPU (MPS)")
-        return torch.device("mps")
-    raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}")
-
-
 def kl_weight(epoch: int, cfg: TrainConfig) -> float:
     """beta, ramped linearly from near zero over the first kl_warmup_epochs epochs."""
     if cfg.kl_warmup_epochs <= 0:

@@ -1,4 +1,4 @@
-"""The training module's device rule."""
+"""The device rule (vaeguard.devices)."""
 
 import pytest
 import torch
@@ -9,7 +9,7 @@ import torch
     ("tpu", "must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"), ("cpu:0", "must be"), ("cuda:x", "must be"),
 ])
 def test_a_device_that_is_not_here_is_a_clear_error(device, message):
-    from vaeguard.training import resolve_device
+    from vaeguard.devices import resolve_device
 
     if torch.cuda.is_available() or torch.backends.mps.is_available():
         pytest.skip("a GPU is present")
