@@ -42,7 +42,8 @@ from vaeguard import limits
 from vaeguard.atomic import atomic_write, remove_stale_parts
 from vaeguard.errors import DataError, ModelFileError
 from vaeguard.images import iter_image_batches, read_image_folder
-from vaeguard.limits import MEMORY_BUDGET_BYTES, check_model_size
+from vaeguard.footprint import check_model_size
+from vaeguard.limits import MEMORY_BUDGET_BYTES
 from vaeguard.model import VAEConfig
 from vaeguard.modelfile import _FIELDS, FittedState
 

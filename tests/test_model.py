@@ -117,7 +117,7 @@ def test_importance_weighting_tightens_the_bound():
 )
 def test_model_footprint_counts_what_a_forward_pass_outputs(cfg):
     """The size limits count activations by shape arithmetic; a real forward pass must agree."""
-    from vaeguard.limits import model_footprint
+    from vaeguard.footprint import model_footprint
 
     model, counted = VAE(cfg), []
     for layer in model.modules():

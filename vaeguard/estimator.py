@@ -33,7 +33,8 @@ from .inputs import ImageInput, InputSpec, TableInput, default_columns
 from .model import VAE, VAEConfig
 from . import generative
 from .latent import MAX_REFERENCE_CODES
-from .limits import MAX_EPOCHS, MAX_IMPORTANCE_SAMPLES, MAX_INTERPOLATION_STEPS, MAX_SAMPLES, check_generated_rows, check_model_size
+from .footprint import check_model_size
+from .limits import MAX_EPOCHS, MAX_IMPORTANCE_SAMPLES, MAX_INTERPOLATION_STEPS, MAX_SAMPLES, check_generated_rows
 from .modelfile import FittedState
 from .scorer import Scorer, build_model, check_finite, standardize
 from .scoring import (

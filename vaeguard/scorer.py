@@ -27,7 +27,7 @@ import torch
 from .devices import resolve_device
 from .errors import DataError, ModelFileError
 from .inputs import InputSpec, TableInput
-from .limits import check_model_tensors
+from .footprint import check_model_tensors
 from .model import VAE, VAEConfig
 from .modelfile import FittedState, is_standardizing
 from .scoring import score_and_explain

@@ -20,7 +20,8 @@ import math
 import numpy as np
 import torch
 
-from .limits import check_importance_samples, check_model_size, model_footprint
+from .footprint import check_model_size, model_footprint
+from .limits import check_importance_samples
 from .model import VAE
 
 SCORE_TYPES = ("elbo", "recon", "iwae", "kl", "ratio", "fused")
