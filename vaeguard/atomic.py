@@ -51,7 +51,7 @@ _PART_SUFFIX = ".part"
 # mkstemp's random part: 8 characters of [a-z0-9_].
 _PART_RANDOM = r"[a-z0-9_]{8}"
 _DIR_SUFFIXES = r"\.partdir|\.old"  # atomic_dir's new and set-aside folders
-_GLOB_CHARS = set("*?[")  # as vaeguard.parquet: an input holding one of these is read as a glob
+_GLOB_CHARS = set("*?[")  # an input holding one of these is read as a glob (vaeguard.parquet)
 
 
 class Terminated(KeyboardInterrupt):

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .atomic import is_glob
 from .errors import DataError
 from .extras import require
 from .inputs import TableInput, check_id_column, chunk_rows, not_regular, walk_files
@@ -27,17 +28,12 @@ from .tabular import CHUNK_ROWS, TableChunk, TrainingTable, listing, chunk_memor
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 READ_BUFFER_BYTES = 64 * 1024  # per column being read
-_GLOB_CHARS = set("*?[")
 _HIDDEN = (".", "_")
 
 
 def _is_parquet_name(path: Path | str) -> bool:
     name = Path(path).name
     return name.lower().endswith(PARQUET_SUFFIXES) and not name.startswith(_HIDDEN)
-
-
-def is_glob(path: str | Path) -> bool:
-    return bool(_GLOB_CHARS & set(str(path)))
 
 
 def is_parquet_input(path: str | Path) -> bool:
