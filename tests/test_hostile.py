@@ -199,17 +199,20 @@ def _output_guard(kind, text, gz, mode, fail_midway):
 test_output_guard, test_output_guard_slow = _output_guard
 
 
-# vaeguard.atomic without running vaeguard/__init__.py (which imports torch: seconds per start).
-_WRITER = f"""
+# A process that holds a write open: vaeguard.atomic without running vaeguard/__init__.py
+# (which imports torch: seconds per start), with the signals as under a terminal, whatever
+# this test run inherited (a nohup'd or background CI job ignores SIGHUP, and atomic_write
+# rightly leaves an ignored signal ignored). `body` writes, prints "writing" and sleeps.
+_WRITER_PRELUDE = f"""
 import signal, sys, time, types
-# as under a terminal, whatever this test run inherited (a nohup'd or background CI job
-# ignores SIGHUP, and atomic_write rightly leaves an ignored signal ignored)
 for signum in (signal.SIGHUP, signal.SIGTERM):
     signal.signal(signum, signal.SIG_DFL)
 signal.signal(signal.SIGINT, signal.default_int_handler)
 package = types.ModuleType("vaeguard")
 package.__path__ = [{str(Path(vaeguard.__file__).parent)!r}]
 sys.modules["vaeguard"] = package
+"""
+_WRITER = _WRITER_PRELUDE + """
 from vaeguard.atomic import atomic_write
 with atomic_write(sys.argv[1], "w") as fh:
     fh.write("x" * 1_000_000)
@@ -219,8 +222,9 @@ with atomic_write(sys.argv[1], "w") as fh:
 """
 
 
-def _start_writer(out: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+def start_writer(out: Path, script: str = _WRITER) -> subprocess.Popen:
+    """Run `script` (a `_WRITER_PRELUDE` and a body) on `out`; return once it is writing."""
+    proc = subprocess.Popen([sys.executable, "-c", script, str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     assert proc.stdout.readline().strip() == b"writing", proc.stderr.read().decode()
     return proc
 
@@ -229,7 +233,7 @@ def _start_writer(out: Path) -> subprocess.Popen:
 def test_signal_during_a_write_leaves_no_part_file_and_the_old_output(tmp_path, signum):
     out = tmp_path / "out.csv"
     out.write_bytes(b"previous run")
-    proc = _start_writer(out)
+    proc = start_writer(out)
     assert len(part_files(tmp_path)) == 1
     proc.send_signal(signum)
     assert proc.wait(timeout=30) != 0
@@ -240,11 +244,11 @@ def test_signal_during_a_write_leaves_no_part_file_and_the_old_output(tmp_path, 
 def test_sigkill_leaves_a_part_file_that_the_next_write_removes_but_a_live_one_is_kept(tmp_path):
     out = tmp_path / "out.csv"
     out.write_bytes(b"previous run")
-    killed = _start_writer(out)
+    killed = start_writer(out)
     killed.kill()
     killed.wait(timeout=30)
     [stale] = part_files(tmp_path)
-    live = _start_writer(out)  # a concurrent writer of the same output, still running
+    live = start_writer(out)  # a concurrent writer of the same output, still running
     try:
         [live_part] = set(part_files(tmp_path)) - {stale}
         time.sleep(0.05)

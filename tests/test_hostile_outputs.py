@@ -12,19 +12,17 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 from hypothesis import strategies as st
 
-import vaeguard
 from vaeguard import atomic
 from vaeguard.atomic import DATASET_MARK, atomic_dir, check_output
 from vaeguard.errors import DataError
 
-from test_hostile import fast_and_slow, invoke, one_line_error, snapshot
+from test_hostile import _WRITER_PRELUDE, fast_and_slow, invoke, one_line_error, snapshot, start_writer
 
 REFUSALS = ("inside the input folder", "matches the input pattern", "is the input", "is not a folder")
 
@@ -215,14 +213,8 @@ def test_engine_output_folder_holding_the_model_is_refused_before_any_work(tmp_p
     assert snapshot(tmp_path) == before
 
 
-# A process inside atomic_dir, for the interruption tests (vaeguard.atomic without torch).
-_DIR_WRITER = f"""
-import signal, sys, time, types
-for signum in (signal.SIGHUP, signal.SIGTERM):
-    signal.signal(signum, signal.SIG_DFL)
-package = types.ModuleType("vaeguard")
-package.__path__ = [{str(Path(vaeguard.__file__).parent)!r}]
-sys.modules["vaeguard"] = package
+# A process inside atomic_dir, for the interruption tests.
+_DIR_WRITER = _WRITER_PRELUDE + """
 from vaeguard.atomic import atomic_dir
 with atomic_dir(sys.argv[1]) as tmp:
     (tmp / "part.0.parquet").write_bytes(b"x" * 1000)
@@ -232,9 +224,7 @@ with atomic_dir(sys.argv[1]) as tmp:
 
 
 def _start_dir_writer(out: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", _DIR_WRITER, str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    assert proc.stdout.readline().strip() == b"writing", proc.stderr.read().decode()
-    return proc
+    return start_writer(out, _DIR_WRITER)
 
 
 def _partdirs(root: Path) -> list[str]:
