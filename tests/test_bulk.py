@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 import vaeguard
 from vaeguard import DataError, VAEAnomalyDetector
-from vaeguard.bulk import SCORE_COLUMNS, score_file, score_frame
+from vaeguard.bulk import score_file, score_frame
+from vaeguard.inputs import SCORE_COLUMNS
 from vaeguard.cli import app
 from vaeguard.scorer import Scorer
 from vaeguard.metrics import evaluate

@@ -27,12 +27,13 @@ from test_hostile import _cli_table_model, fast_and_slow, invoke, one_line_error
 
 from vaeguard import limits
 from vaeguard.calibration import LABEL_RULES
-from vaeguard.cli import ENGINES, GALLERY_OUTPUTS
+from vaeguard.cli import ENGINES
+from vaeguard.gallery import OUTPUTS as GALLERY_OUTPUTS
 from vaeguard.config import DATA_FIELDS, DEVICES, check_device, detector_fields
 from vaeguard.estimator import VAEAnomalyDetector
 from vaeguard.generative import INTERPOLATIONS
 from vaeguard.plots import LATENT_MAPS
-from vaeguard.sources import ON_BAD_ROW
+from vaeguard.inputs import ON_BAD_ROW
 
 
 def usage_error(result, option: str) -> str:
@@ -326,7 +327,7 @@ SUFFIXES = [".png", ".PNG", ".csv", ".CSV", ".csv.gz", ".gz", ".jpg", ".jpeg", "
 
 @fast_and_slow(
     st.sampled_from(["sample", "interpolate"]),
-    st.sampled_from(["table", "image"]),
+    st.sampled_from(["table", "images"]),
     st.text(alphabet=FILE_NAME_CHARACTERS, max_size=20),
     st.one_of(st.sampled_from(SUFFIXES), st.from_regex(r"\.[A-Za-z0-9]{1,5}", fullmatch=True)),
     st.booleans(),

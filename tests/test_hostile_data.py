@@ -39,7 +39,7 @@ from vaeguard.inputs import CHUNK_BUDGET_BYTES, CHUNK_BYTES_PER_CELL, RESERVED_I
 from vaeguard.scorer import Scorer
 from vaeguard.sources import iter_chunks, read_training_data
 from vaeguard.streaming import TableStream
-from vaeguard.tabular import _compare_header, _positions, iter_table_chunks, note_extra_columns, read_training_table
+from vaeguard.tabular import ColumnRoles, _compare_header, _positions, iter_table_chunks, note_extra_columns, read_training_table
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -102,7 +102,7 @@ def _parquet_null_columns(kinds, n_rows, rnd, pick_columns):
         numeric = [i for i, k in enumerate(kinds) if k in ("float", "int", "float_nulls")]
         chosen = [i for i in range(len(kinds)) if rnd.random() < 0.6] or [0] if pick_columns else numeric
         try:
-            table = read_training_parquet(path, columns=[names[i] for i in chosen] if pick_columns else None)
+            table = read_training_parquet(path, ColumnRoles(columns=[names[i] for i in chosen] if pick_columns else None))
         except DataError as exc:
             message = one_line(exc)
             if not chosen:

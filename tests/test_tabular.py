@@ -10,6 +10,7 @@ import pytest
 from vaeguard.errors import DataError
 from vaeguard.inputs import TableInput
 from vaeguard.tabular import (
+    ColumnRoles,
     header_report,
     is_table_path,
     iter_table_chunks,
@@ -36,7 +37,7 @@ def test_is_table_path():
 
 def test_training_defaults_to_numeric_columns(tmp_path):
     path = write(tmp_path, "id,x1,name,x2,label\n7,1,a,0.5,0\n8,2,b,1.5,1\n9,3,c,2.5,0\n")
-    table = read_training_table(path, id_column="id", label_column="label")
+    table = read_training_table(path, ColumnRoles(id_column="id", label_column="label"))
     assert table.schema == TableInput(("x1", "x2"), ("int64", "float64"), "id", "label")
     np.testing.assert_array_equal(table.X, [[1, 0.5], [2, 1.5], [3, 2.5]])
     assert table.X.dtype == np.float64
@@ -45,13 +46,13 @@ def test_training_defaults_to_numeric_columns(tmp_path):
 
 def test_training_explicit_and_excluded_columns(tmp_path):
     path = write(tmp_path, "a,b,c\n1,2,3\n4,5,6\n")
-    assert read_training_table(path, columns=["c", "a"]).schema.columns == ("c", "a")
-    np.testing.assert_array_equal(read_training_table(path, columns=["c", "a"]).X, [[3, 1], [6, 4]])
-    assert read_training_table(path, exclude=["b"]).schema.columns == ("a", "c")
+    assert read_training_table(path, ColumnRoles(columns=["c", "a"])).schema.columns == ("c", "a")
+    np.testing.assert_array_equal(read_training_table(path, ColumnRoles(columns=["c", "a"])).X, [[3, 1], [6, 4]])
+    assert read_training_table(path, ColumnRoles(exclude=["b"])).schema.columns == ("a", "c")
     with pytest.raises(DataError, match=r"no column 'zz'; the file has columns 'a', 'b', 'c'"):
-        read_training_table(path, columns=["a", "zz"])
+        read_training_table(path, ColumnRoles(columns=["a", "zz"]))
     with pytest.raises(DataError, match="'zz'"):
-        read_training_table(path, exclude=["zz"])
+        read_training_table(path, ColumnRoles(exclude=["zz"]))
 
 
 def test_training_pandas_index_column_is_not_a_feature(tmp_path):
@@ -74,13 +75,13 @@ def test_training_bad_cell_names_column_and_row(tmp_path, row, message):
     with pytest.raises(DataError, match=message):
         read_training_table(path)
     with pytest.raises(DataError, match=message):
-        read_training_table(path, columns=["x1", "x2"])
+        read_training_table(path, ColumnRoles(columns=["x1", "x2"]))
 
 
 def test_training_selected_text_column_names_first_bad_row(tmp_path):
     path = write(tmp_path, "x1,name\n1,2\n2,bob\n")
     with pytest.raises(DataError, match=r"column 'name', row 2 \(line 3\): 'bob' is not a number"):
-        read_training_table(path, columns=["x1", "name"])
+        read_training_table(path, ColumnRoles(columns=["x1", "name"]))
 
 
 def test_training_wrong_field_count(tmp_path):
@@ -107,7 +108,7 @@ def test_gzip_file(tmp_path):
     path = tmp_path / "data.CSV.GZ"
     with gzip.open(path, "wt") as fh:
         fh.write("id,x1,x2\na,1,2\nb,3,4\n")
-    table = read_training_table(path, id_column="id")
+    table = read_training_table(path, ColumnRoles(id_column="id"))
     np.testing.assert_array_equal(table.X, [[1, 2], [3, 4]])
     [chunk] = chunks(path)
     np.testing.assert_array_equal(chunk.X, [[1, 2], [3, 4]])
@@ -264,7 +265,7 @@ def test_quoted_fields_spanning_lines_keep_rows_and_lines(tmp_path, chunk_size):
     with pytest.raises(DataError, match=r"data.csv: row 4 \(line 9\): expected 3 fields, saw 2"):
         chunks(path, chunk_size=chunk_size)
     with pytest.raises(DataError, match=r"row 4 \(line 9\): expected 3 fields, saw 2"):
-        read_training_table(path, id_column="id")
+        read_training_table(path, ColumnRoles(id_column="id"))
 
 
 def test_literal_quotes_inside_unquoted_fields(tmp_path):
@@ -323,7 +324,7 @@ def test_byte_order_mark_gzip_and_no_final_newline(tmp_path):
     assert header_report(path, SCHEMA)["missing"] == []
     assert flat(path) == ([1], ["a"], [[1, 2]], [(2, "column 'x2': 'x' is not a number")])
     with pytest.raises(DataError, match=r"row 2 \(line 3\)"):
-        read_training_table(path, id_column="id")
+        read_training_table(path, ColumnRoles(id_column="id"))
 
 
 def test_bytes_that_are_not_utf8_are_named_by_row_and_line(tmp_path):

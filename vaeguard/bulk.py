@@ -25,21 +25,17 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_write
-from .calibration import NOT_FINITE, is_flagged, p_values, refuse_broken_scores
-from .csvrecords import read_header
+from .calibration import is_flagged, p_values, refuse_broken_scores
 from .errors import DataError
-from .images import save_heatmap_png
-from .inputs import IMAGE_COLUMNS, ROW_COLUMN, SCORE_COLUMNS, TOP_COLUMNS, TOP_K, ImageInput, TableInput, check_id_column
 from .scorer import Scorer, as_scorer
-from .sources import describe_key, is_parquet_input, iter_chunks
-from .tabular import CHUNK_ROWS, frame_features
+from .sources import FrameSource, Source, describe_key, open_source
+from .tabular import CHUNK_ROWS
 
 if TYPE_CHECKING:
     from .estimator import VAEAnomalyDetector
 
 Progress = Callable[[int], None]
 Model = Union[Scorer, "VAEAnomalyDetector"]
-FLAGGED = f"{NOT_FINITE}: flagged"  # the error column of a row whose score is NaN or infinite
 LINE_END = "\r\n"  # RFC 4180, as the csv module writes
 
 
@@ -63,46 +59,6 @@ def score_rows(model: Model, X: np.ndarray, *, explain: bool = True) -> RowScore
     return RowScores(scores, p_values(scorer.calibration_scores, scores), is_flagged(scores, scorer.threshold), features)
 
 
-def top_features(feature_scores: np.ndarray, names) -> np.ndarray:
-    """Names of the TOP_K features contributing most to each row's score, (n, TOP_K), "" padded."""
-    names = np.asarray(names, dtype=object)
-    k = min(TOP_K, len(names))
-    top = np.full((len(feature_scores), TOP_K), "", dtype=object)
-    top[:, :k] = names[np.argsort(-feature_scores, axis=1)[:, :k]]
-    return top
-
-
-def _table_frame(rows: RowScores, names, good: np.ndarray, errors: list[str]) -> pd.DataFrame:
-    """The score columns for a chunk whose rows are `good` (scored, in order) or failed (with `errors`)."""
-    n = len(good)
-    score = np.full(n, np.nan)
-    score[good] = rows.scores
-    pv = np.full(n, np.nan)
-    pv[good] = rows.p_values
-    flag = pd.array(np.zeros(n, dtype=np.int8), dtype="Int8")
-    flag[good] = rows.is_anomaly.astype(np.int8)
-    flag[~good] = pd.NA
-    top = np.full((n, TOP_K), "", dtype=object)
-    top[good] = top_features(rows.feature_scores, names)
-    error = np.full(n, "", dtype=object)
-    error[~good] = errors
-    error[good & ~np.isfinite(score)] = FLAGGED
-    columns = {"score": score, "p_value": pv, "is_anomaly": flag}
-    columns.update({name: top[:, i] for i, name in enumerate(TOP_COLUMNS)})
-    columns["error"] = error
-    return pd.DataFrame(columns)
-
-
-def table_input_of(model: Model, where: str | None = None) -> TableInput:
-    """The model's table description; DataError for a model of images, or one whose id column
-    has the name of a score column (a model file written before such models were refused)."""
-    spec = as_scorer(model).input_spec
-    if not isinstance(spec, TableInput):
-        raise DataError("this model was trained on images: it scores image folders, not tables")
-    check_id_column(spec.id_column, where, "the model's id column", "its scores cannot be written; train it again with the column renamed")
-    return spec
-
-
 def score_frame(model: Model, frame: pd.DataFrame) -> pd.DataFrame:
     """Score every row of a DataFrame; pure, so any engine can map it over partitions.
 
@@ -113,18 +69,10 @@ def score_frame(model: Model, frame: pd.DataFrame) -> pd.DataFrame:
     naming the column.
     """
     scorer = as_scorer(model)
-    spec = table_input_of(scorer)
-    missing = [c for c in spec.columns if c not in frame.columns]
-    if missing:
-        raise DataError(f"missing column(s) {', '.join(map(repr, missing))} that the model needs")
-    X, bad, problems = frame_features(frame, list(spec.columns), spec.columns)
-    good = ~bad
-    errors = ["; ".join(f"column {c!r}: {why}" for c, why in found) for found in problems]
-    out = _table_frame(score_rows(scorer, X[good] if bad.any() else X), spec.columns, good, errors)
-    if spec.id_column is not None and spec.id_column in frame.columns:
-        out.insert(0, spec.id_column, frame[spec.id_column].to_numpy())
-    out.index = frame.index
-    return out
+    source = FrameSource(frame)
+    spec = source.check_model(scorer.input_spec)
+    (chunk,) = source.chunks(spec, on_bad_row="skip")
+    return source.output_frame(spec, chunk, score_rows(scorer, chunk.X))
 
 
 @dataclass
@@ -140,33 +88,6 @@ class ScoringSummary:
     @property
     def n_failed(self) -> int:
         return len(self.failed)
-
-
-def _table_output(spec: TableInput, chunk, rows: RowScores) -> pd.DataFrame:
-    """A chunk's scored rows and failed rows, as score columns after `row` and the id, in row order."""
-    n_ok, n_failed = len(rows.scores), len(chunk.failed)
-    good = np.r_[np.ones(n_ok, dtype=bool), np.zeros(n_failed, dtype=bool)]
-    frame = _table_frame(rows, spec.columns, good, [reason for _, reason in chunk.failed])
-    if spec.id_column is not None:
-        ids = list(chunk.ids) if chunk.ids is not None else [None] * n_ok
-        frame.insert(0, spec.id_column, ids + [chunk.failed_ids.get(key) for key, _ in chunk.failed])
-    frame.insert(0, ROW_COLUMN, [*chunk.keys, *(key for key, _ in chunk.failed)])
-    return frame.sort_values(ROW_COLUMN, kind="stable") if n_failed else frame
-
-
-def _image_output(chunk, rows: RowScores) -> pd.DataFrame:
-    """A chunk's scored and unreadable images, in path order."""
-    n_failed = len(chunk.failed)
-    frame = pd.DataFrame(
-        {
-            "path": [*chunk.keys, *(key for key, _ in chunk.failed)],
-            "score": np.r_[rows.scores, np.full(n_failed, np.nan)],
-            "p_value": np.r_[rows.p_values, np.full(n_failed, np.nan)],
-            "is_anomaly": pd.array([*rows.is_anomaly.astype(np.int8), *[pd.NA] * n_failed], dtype="Int8"),
-            "error": [FLAGGED if not np.isfinite(s) else "" for s in rows.scores] + [reason for _, reason in chunk.failed],
-        }
-    )
-    return frame.sort_values("path", kind="stable") if n_failed else frame
 
 
 def is_parquet_output(path: str | Path) -> bool:
@@ -225,41 +146,37 @@ def score_file(
     """
     summary = ScoringSummary(Path(output))
     scorer = as_scorer(model)
-    spec = scorer.input_spec
-    images = isinstance(spec, ImageInput)
-    if not images:
-        table_input_of(scorer, str(path))
-    chunks = iter_chunks(path, spec, chunk_size=chunk_size, on_bad_row=on_bad_row, notes=summary.notes)
+    source = open_source(path)
+    path = source.path
+    spec = source.check_model(scorer.input_spec)
+    chunks = source.chunks(spec, chunk_size=chunk_size, on_bad_row=on_bad_row, notes=summary.notes)
     as_parquet = is_parquet_output(output)
     text = {} if as_parquet else {"newline": ""}
     with atomic_write(output, "wb" if as_parquet else "w", inputs=[path, *protect], **text) as fh, contextlib.ExitStack() as stack:
         header = True
         write = stack.enter_context(contextlib.closing(_ParquetFrames(fh))) if as_parquet else None
         for chunk in chunks:
-            rows = score_rows(scorer, chunk.X, explain=not images or heatmap_dir is not None)
-            frame = _image_output(chunk, rows) if images else _table_output(spec, chunk, rows)
+            rows = score_rows(scorer, chunk.X, explain=source.explains or heatmap_dir is not None)
+            frame = source.output_frame(spec, chunk, rows)
             if write is not None:
                 write(frame)
             else:
                 # floats in their shortest exact repr (pandas' default): they read back bit for bit
                 frame.to_csv(fh, header=header, index=False, lineterminator=LINE_END)
             header = False
-            if images and heatmap_dir is not None:
-                maps = rows.feature_scores.reshape(len(chunk.X), *spec.shape).sum(axis=1)
-                for rel, heatmap in zip(chunk.keys, maps):
-                    name = rel if rel.lower().endswith(".png") else f"{rel}.png"
-                    save_heatmap_png(heatmap, Path(heatmap_dir) / name, inputs=[Path(path) / rel, *protect])
+            if heatmap_dir is not None:
+                source.write_extras(spec, chunk, rows, heatmap_dir, protect)
             summary.n_scored += len(rows.scores)
             summary.n_anomalies += int(rows.is_anomaly.sum())
             summary.failed += [(describe_key(key), reason) for key, reason in chunk.failed]
             if progress is not None:
                 progress(len(rows.scores) + len(chunk.failed))
         if header:  # an empty source still gets a header line
-            columns = IMAGE_COLUMNS if images else (ROW_COLUMN, *([spec.id_column] if spec.id_column else []), *SCORE_COLUMNS)
+            empty = pd.DataFrame(columns=source.output_columns(spec))
             if write is not None:
-                write(pd.DataFrame(columns=list(columns)))
+                write(empty)
             else:
-                pd.DataFrame(columns=list(columns)).to_csv(fh, index=False, lineterminator=LINE_END)
+                empty.to_csv(fh, index=False, lineterminator=LINE_END)
     return summary
 
 
@@ -297,12 +214,12 @@ class LabelledScores:
 
 
 def _scored_chunks(
-    scorer: Scorer, path: Path, label_column: str | None, on_bad_row: str, chunk_size: int
+    scorer: Scorer, source: Source, label_column: str | None, on_bad_row: str, chunk_size: int
 ) -> tuple[np.ndarray, np.ndarray, list, list[tuple[str, str]]]:
     """Scores, labels (as text: the label column, an image's subfolder, else ""), keys and
-    failed rows of every chunk of `path`, streamed."""
+    failed rows of every chunk of `source`, streamed."""
     scores, groups, keys, failed = [], [], [], []
-    for chunk in iter_chunks(path, scorer.input_spec, chunk_size=chunk_size, on_bad_row=on_bad_row, label_column=label_column):
+    for chunk in source.chunks(scorer.input_spec, chunk_size=chunk_size, on_bad_row=on_bad_row, label_column=label_column):
         scores.append(score_rows(scorer, chunk.X, explain=False).scores)
         labels = chunk.labels if chunk.labels is not None else [""] * len(chunk.keys)
         groups.append(np.asarray([str(v) for v in labels], dtype=object))
@@ -321,43 +238,23 @@ def score_labelled(
     on_bad_row: str = "fail",
     chunk_size: int = CHUNK_ROWS,
 ) -> LabelledScores:
-    """Score labelled data: a CSV with a label column, or an image folder whose top-level
-    subfolders name the class (e.g. normal/, scratch/, dent/; `normal_label` names the normal one).
+    """Score labelled data: a table with a label column (by default the one the model was
+    trained with), or an image folder whose top-level subfolders name the class (e.g. normal/,
+    scratch/, dent/; `normal_label` names the normal one, "normal" by default).
     """
-    path = Path(path)
     scorer = as_scorer(model)
-    if isinstance(scorer.input_spec, TableInput):
-        label_column = label_column or scorer.input_spec.label_column
-        if label_column is None:
-            raise DataError(f"{path}: name the column holding the labels with --label-column")
-        source = f"{path}: column {label_column!r}"
-    else:
-        normal_label = "normal" if normal_label is None else normal_label
-        source = f"{path}: subfolder names"
-    scores, groups, keys, failed = _scored_chunks(scorer, path, label_column, on_bad_row, chunk_size)
-    if isinstance(scorer.input_spec, ImageInput) and len(groups) and not (groups == normal_label).any():
-        found = sorted(set(groups.tolist()) - {""})
-        raise DataError(
-            f"{path}: no subfolder named {normal_label!r} holds normal images (subfolders: "
-            f"{', '.join(found[:8]) or 'none'}); name the normal one with --normal-label"
-        )
-    return LabelledScores(scores, anomaly_labels(groups, normal_label, source), groups, keys, failed)
+    source = open_source(path)
+    rule = source.labels(source.check_model(scorer.input_spec), label_column, normal_label)
+    scores, groups, keys, failed = _scored_chunks(scorer, source, rule.column, on_bad_row, chunk_size)
+    source.check_groups(groups, rule)
+    return LabelledScores(scores, anomaly_labels(groups, rule.normal, rule.where), groups, keys, failed)
 
 
 def score_normal(
     model: Model, path: str | Path, *, on_bad_row: str = "fail", chunk_size: int = CHUNK_ROWS
 ) -> np.ndarray:
     """Anomaly scores of unlabelled (normal) data, streamed; unreadable images are left out."""
-    return _scored_chunks(as_scorer(model), Path(path), None, on_bad_row, chunk_size)[0]
-
-
-def _holds_column(path: Path, name: str) -> bool:
-    """Whether the table at `path` (every file of a Parquet input) has a column `name`."""
-    if is_parquet_input(path):
-        from .parquet import ParquetTable
-
-        return all(name in columns for columns in ParquetTable.open(path).file_columns)
-    return name in read_header(path)
+    return _scored_chunks(as_scorer(model), open_source(path), None, on_bad_row, chunk_size)[0]
 
 
 def calibrate_file(
@@ -380,21 +277,21 @@ def calibrate_file(
     table holds it, only the rows labelled normal are used. A NaN or infinite score is a
     DataError naming its row: no threshold is learned from one. Returns notes for the user.
     """
-    path = Path(path)
     scorer = as_scorer(detector)
-    stored = scorer.input_spec.label_column if isinstance(scorer.input_spec, TableInput) else None
+    source = open_source(path)
+    stored = getattr(scorer.input_spec, "label_column", None)
     notes = []
     if label_column is not None or normal_label is not None:
         scored = score_labelled(scorer, path, label_column=label_column, normal_label=normal_label, on_bad_row=on_bad_row, chunk_size=chunk_size)
         scores, keys, y = scored.scores, scored.keys, scored.is_anomaly
-    elif stored is not None and _holds_column(path, stored):
+    elif stored is not None and source.holds_column(stored):
         scored = score_labelled(scorer, path, on_bad_row=on_bad_row, chunk_size=chunk_size)
         normal = scored.is_anomaly == 0
         scores, keys, y = scored.scores[normal], [k for k, n in zip(scored.keys, normal) if n], None
         notes.append(f"calibrated on the {len(scores):,} rows labelled normal in column {stored!r}; "
                      f"left out {int((~normal).sum()):,} labelled as anomalies")
     else:
-        scores, _, keys, _ = _scored_chunks(scorer, path, None, on_bad_row, chunk_size)
+        scores, _, keys, _ = _scored_chunks(scorer, source, None, on_bad_row, chunk_size)
         y = None
     refuse_broken_scores(scores, lambda i: f"{path}: {describe_key(keys[i])}")
     if y is None:

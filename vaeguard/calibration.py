@@ -12,11 +12,11 @@ import math
 
 import numpy as np
 from .errors import DataError
+from .inputs import NOT_FINITE
 
 LABEL_RULES = ("f1", "youden", "recall")
 # Why a sample's score is NaN or infinite: bulk output notes it beside the flag, calibration
 # refuses it in the same words.
-NOT_FINITE = "score is not finite (values far outside the training data)"
 
 
 def _scores(scores, name: str = "scores") -> np.ndarray:

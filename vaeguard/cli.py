@@ -149,7 +149,7 @@ def _check_rule(value: str) -> str:
 
 
 def _check_on_bad_row(value: str) -> str:
-    from .sources import ON_BAD_ROW
+    from .inputs import ON_BAD_ROW
 
     return _choice(value, ON_BAD_ROW)
 
@@ -360,7 +360,8 @@ def train(
     """
     from .calibration import describe_threshold_rule
     from .estimator import VAEAnomalyDetector
-    from .sources import data_kind, read_training_data
+    from .sources import open_source
+    from .tabular import ColumnRoles
 
     with _errors():
         _guard(out, data, config)
@@ -368,7 +369,8 @@ def train(
             config, architecture=architecture, latent_dim=latent_dim, likelihood=likelihood,
             score_type=score_type, epochs=epochs, fpr=fpr, random_state=seed, hidden_dims=hidden_dims, device=device, threads=threads,
         )
-        kind = data_kind(data)
+        source = open_source(data)
+        kind = source.kind
         other_kind = {
             "table": {"--image-size": image_size, "--channels": channels},
             "images": {"--columns": columns, "--exclude": exclude, "--id-column": id_column, "--label-column": label_column, "--out-of-core": out_of_core or None},
@@ -394,7 +396,7 @@ def train(
             return
         size = image_size or ("x".join(map(str, data_cfg["image_size"])) if "image_size" in data_cfg else None)
         shape = _image_shape(size, channels or data_cfg.get("channels"))
-        training = read_training_data(data, **roles, image_shape=shape)
+        training = source.read_training(ColumnRoles(**roles), image_shape=shape)
         from . import distributed
 
         params["device"] = distributed.init_from_env(params["device"])  # under torchrun: join the process group
@@ -478,6 +480,7 @@ def score(
     """
     from .bulk import score_file
     from .scorer import Scorer
+    from .sources import open_source
     from .threads import use_threads
 
     with _errors():
@@ -496,12 +499,14 @@ def score(
             raise typer.BadParameter("the heatmap folder must lie outside the image folder (its PNGs would be scored next time)", param_hint="--heatmaps")
         use_threads(threads)
         scorer = Scorer.load(model, device=device)  # not the estimator: no scikit-learn, 60 MB less
-        unit = "rows" if scorer.input_spec.kind == "table" else "images"
-        if heatmaps is not None and unit == "rows":
+        source = open_source(data)
+        source.check_model(scorer.input_spec)
+        if heatmaps is not None and scorer.input_spec.image_shape is None:
             raise typer.BadParameter(f"heatmaps are for image models; {model} scores table rows", param_hint="--heatmaps")
+        unit = source.unit
         with _progress(f"scoring {data.name}", unit) as advance:
             summary = score_file(
-                scorer, data, out, chunk_size=chunk_size, on_bad_row=on_bad_row, heatmap_dir=heatmaps, progress=advance,
+                scorer, source, out, chunk_size=chunk_size, on_bad_row=on_bad_row, heatmap_dir=heatmaps, progress=advance,
                 protect=[model],
             )
         _print_summary(summary, unit)
@@ -735,22 +740,14 @@ def digits(
         _run_digit_job(lambda: embedded_digits(random_state=params["random_state"]), normal, out, params, save_model, latent_map)
 
 
-# What sample and interpolate write, by the model's kind, and the suffixes that says
-# (gallery.write_samples and gallery.write_interpolation refuse anything else).
-GALLERY_OUTPUTS = {
-    "sample": {"image": ("a PNG grid", (".png",)), "table": ("generated rows as CSV", (".csv", ".csv.gz"))},
-    "interpolate": {"image": ("a PNG strip", (".png",)), "table": ("the interpolated rows as CSV", (".csv",))},
-}
-
-
-def _check_gallery_out(command: str, out: Path, image_shape: Optional[tuple]) -> None:
+def _check_gallery_out(command: str, out: Path, detector) -> None:
     """A usage error unless `out` ends in a suffix that `command` writes for this model."""
-    kind = "table" if image_shape is None else "image"
-    what, suffixes = GALLERY_OUTPUTS[command][kind]
-    name = out.name.lower()
-    if not any(name.endswith(s) and len(name) > len(s) for s in suffixes):
-        accepted = ", ".join("*" + s for s in suffixes)
-        raise typer.BadParameter(f"{'an image' if kind == 'image' else 'a table'} model writes {what} ({accepted}), got {out.name}", param_hint="--out")
+    from .gallery import OutputNameError, check_output_name
+
+    try:
+        check_output_name(command, out, detector)
+    except OutputNameError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--out") from None
 
 
 @app.command()
@@ -770,12 +767,12 @@ def sample(
     Example: vaeguard sample model.vgm -o grid.png --n 64 --seed 1
     """
     from .estimator import load
-    from .gallery import image_shape_of, write_samples
+    from .gallery import write_samples
 
     with _errors():
         _guard(out, model)
         detector = load(model, device=device).set_params(threads=threads or "auto")
-        _check_gallery_out("sample", out, image_shape_of(detector))
+        _check_gallery_out("sample", out, detector)
         written = write_samples(detector, out, n, seed=seed, mean=not draw)
     typer.echo(f"wrote {n} samples to {written}")
 
@@ -810,8 +807,8 @@ def interpolate(
     with _errors():
         _guard(out, model, data, *(Path(p) for p in (a, b) if Path(p).exists()))
         detector = load(model, device=device).set_params(threads=threads or "auto")
+        _check_gallery_out("interpolate", out, detector)
         shape = image_shape_of(detector)
-        _check_gallery_out("interpolate", out, shape)
         if shape is not None:
             if data is not None:
                 raise typer.BadParameter("image models take two image files as A and B, not --data", param_hint="--data")

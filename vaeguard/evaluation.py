@@ -8,13 +8,12 @@ from pathlib import Path
 import numpy as np
 
 from .bulk import score_labelled
-from .calibration import NOT_FINITE, describe_threshold_rule
+from .calibration import describe_threshold_rule
+from .inputs import NOT_FINITE
 from .estimator import VAEAnomalyDetector
-from .images import load_image
-from .inputs import ImageInput
 from .gallery import image_gallery, table_gallery
 from .report import N_WORST, write_report
-from .sources import iter_chunks
+from .sources import Source, open_source
 
 # Normal inputs the report's generative section draws on: images to interpolate between, or
 # table rows whose per-feature distributions the model's samples are compared with.
@@ -22,34 +21,25 @@ N_GALLERY_IMAGES = 200
 N_GALLERY_ROWS = 2000
 
 
-def _gallery(detector: VAEAnomalyDetector, path: Path, scored, on_bad_row: str) -> dict | None:
+def _gallery(detector: VAEAnomalyDetector, source: Source, scored, on_bad_row: str) -> dict | None:
     """The report's generative section from the labelled data's normal (and anomalous) inputs."""
     normal = np.flatnonzero(scored.is_anomaly == 0)
     if len(normal) < 2:
         return None
-    rng = np.random.default_rng(0)
     spec = detector.input_spec_
-    if isinstance(spec, ImageInput):
-        picks = rng.permutation(normal)[:N_GALLERY_IMAGES]
-        anomalies = rng.permutation(np.flatnonzero(scored.is_anomaly == 1))[:4]
+    if spec.image_shape is None:
+        return table_gallery(detector, source.load(spec, [scored.keys[i] for i in normal[:N_GALLERY_ROWS]], on_bad_row=on_bad_row))
+    rng = np.random.default_rng(0)
+    picks = rng.permutation(normal)[:N_GALLERY_IMAGES]
+    anomalies = rng.permutation(np.flatnonzero(scored.is_anomaly == 1))[:4]
 
-        def load(indices):
-            return np.stack([load_image(path / scored.keys[i], spec.shape) for i in indices]) if len(indices) else None
+    def load(indices):
+        return source.load(spec, [scored.keys[i] for i in indices]) if len(indices) else None
 
-        return image_gallery(
-            detector, spec.shape, load(picks), load(anomalies),
-            normal_labels=scored.groups[picks], anomaly_labels=scored.groups[anomalies],
-        )
-    wanted = np.asarray([scored.keys[i] for i in normal[:N_GALLERY_ROWS]])
-    rows, n = [], 0
-    for chunk in iter_chunks(path, spec, on_bad_row=on_bad_row):  # a second pass, stopped early
-        keep = np.isin(np.asarray(chunk.keys), wanted)
-        rows.append(chunk.X[keep])
-        n += int(keep.sum())
-        if n >= len(wanted):
-            break
-    return table_gallery(detector, np.vstack(rows))
-
+    return image_gallery(
+        detector, spec.image_shape, load(picks), load(anomalies),
+        normal_labels=scored.groups[picks], anomaly_labels=scored.groups[anomalies],
+    )
 
 
 def ranked_scores(scores: np.ndarray, threshold: float) -> np.ndarray:
@@ -82,7 +72,8 @@ def evaluate_data(
     is flagged and ranked as the most anomalous, as `vaeguard score` flags it, with a warning.
     """
     path = Path(path)
-    scored = score_labelled(detector, path, label_column=label_column, normal_label=normal_label, on_bad_row=on_bad_row)
+    source = open_source(path)
+    scored = score_labelled(detector, source, label_column=label_column, normal_label=normal_label, on_bad_row=on_bad_row)
     n_broken = int((~np.isfinite(scored.scores)).sum())
     if n_broken:
         warnings.warn(
@@ -93,10 +84,10 @@ def evaluate_data(
     scores = ranked_scores(scored.scores, detector.threshold_)
     images = None
     spec = detector.input_spec_
-    if isinstance(spec, ImageInput) and len(scores):
+    if spec.image_shape is not None and len(scores):
         worst = np.argsort(scores)[::-1][:N_WORST]
-        shape = spec.shape
-        X = np.stack([load_image(path / scored.keys[i], shape) for i in worst])
+        shape = spec.image_shape
+        X = source.load(spec, [scored.keys[i] for i in worst])
         channels_last = (-1, shape[1], shape[2], shape[0]) if shape[0] > 1 else (-1, shape[1], shape[2])
 
         def as_images(flat: np.ndarray) -> np.ndarray:
@@ -129,7 +120,7 @@ def evaluate_data(
         title=f"vaeguard: evaluation on {path.name}",
         summary=summary,
         groups=scored.groups,
-        generative=_gallery(detector, path, scored, on_bad_row),
+        generative=_gallery(detector, source, scored, on_bad_row),
     )
     metrics["n_failed"] = len(scored.failed)
     metrics["n_not_finite"] = n_broken

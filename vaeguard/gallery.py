@@ -14,7 +14,6 @@ import numpy as np
 from .atomic import atomic_write
 from .errors import DataError
 from .estimator import VAEAnomalyDetector
-from .inputs import ImageInput, TableInput
 from .plots import image_strips_figure, rows_as_images, sample_grid_figure, save_figure
 
 TRAVERSAL_VALUES = np.linspace(-3.0, 3.0, 9)
@@ -112,36 +111,45 @@ def table_gallery(detector: VAEAnomalyDetector, real_rows, *, names=None, n_samp
     return {"marginals": {"real": real, "samples": detector.sample(n_samples, random_state=seed, mean=False), "names": names}}
 
 
+# What sample and interpolate write, by the model's kind, and the suffixes that say so.
+OUTPUTS = {
+    "sample": {"images": ("a PNG grid", (".png",)), "table": ("generated rows as CSV", (".csv", ".csv.gz"))},
+    "interpolate": {"images": ("a PNG strip", (".png",)), "table": ("the interpolated rows as CSV", (".csv",))},
+}
+
+
+class OutputNameError(DataError):
+    """The output's name does not end in a suffix the command writes for this model."""
+
+
+def check_output_name(command: str, out: str | Path, detector: VAEAnomalyDetector) -> None:
+    """OutputNameError unless `out` ends in a suffix that `command` writes for this model."""
+    kind = detector.input_spec_.kind
+    what, suffixes = OUTPUTS[command][kind]
+    name = Path(out).name.lower()
+    if not any(name.endswith(s) and len(name) > len(s) for s in suffixes):
+        accepted = ", ".join("*" + s for s in suffixes)
+        raise OutputNameError(f"{'an image' if kind == 'images' else 'a table'} model writes {what} ({accepted}), got {Path(out).name}")
+
+
 def image_shape_of(detector: VAEAnomalyDetector) -> tuple[int, int, int] | None:
     """(C, H, W) when the model was trained on images, else None (a table model)."""
-    spec = getattr(detector, "input_spec_", None)
-    if isinstance(spec, ImageInput):
-        return tuple(spec.shape)
-    return None
+    return detector.input_spec_.image_shape
 
 
 def table_columns_of(detector: VAEAnomalyDetector) -> list[str]:
     """The feature column names of a table model, in model order."""
-    spec = getattr(detector, "input_spec_", None)
-    if isinstance(spec, TableInput):
-        return list(spec.columns)
-    return [str(c) for c in detector.get_feature_names_out()]
-
-
-def _integer_columns(detector: VAEAnomalyDetector) -> list[bool]:
-    spec = getattr(detector, "input_spec_", None)
-    if isinstance(spec, TableInput):
-        return [str(t).startswith(("int", "uint")) for t in spec.dtypes]
-    return [False] * detector.n_features_in_
+    return list(detector.input_spec_.feature_names)
 
 
 def rows_frame(detector: VAEAnomalyDetector, rows: np.ndarray):
     """Generated rows as a DataFrame with the model's column names; integer columns rounded."""
     import pandas as pd
 
-    frame = pd.DataFrame(np.asarray(rows, dtype=np.float64), columns=table_columns_of(detector))
-    for column, is_int in zip(frame.columns, _integer_columns(detector)):
-        if is_int:
+    spec = detector.input_spec_
+    frame = pd.DataFrame(np.asarray(rows, dtype=np.float64), columns=list(spec.feature_names))
+    for column, dtype in zip(frame.columns, getattr(spec, "dtypes", ())):
+        if dtype.startswith(("int", "uint")):
             frame[column] = frame[column].round().astype("int64")
     return frame
 
@@ -150,17 +158,13 @@ def write_samples(detector: VAEAnomalyDetector, out: str | Path, n: int = 64, *,
     """Image models: a PNG grid of n samples; table models: a CSV of n generated rows with the
     original column names, in the original units. The suffix of `out` must match the kind."""
     out = Path(out)
+    check_output_name("sample", out, detector)
     shape = image_shape_of(detector)
-    suffix = out.suffix.lower()
     if shape is not None:
-        if suffix != ".png":
-            raise DataError(f"{out}: an image model writes a PNG grid; name the output *.png")
         images = rows_as_images(np.clip(detector.sample(n, random_state=seed, mean=mean), 0, 1), shape)
         return save_figure(sample_grid_figure(images, f"{n} samples from the prior ({'decoder mean' if mean else 'drawn from the likelihood'})"), out)
-    if suffix not in (".csv", ".gz") or (suffix == ".gz" and not out.name.lower().endswith(".csv.gz")):
-        raise DataError(f"{out}: a table model writes generated rows as CSV; name the output *.csv")
     frame = rows_frame(detector, detector.sample(n, random_state=seed, mean=mean))
-    compression = "gzip" if suffix == ".gz" else None
+    compression = "gzip" if out.suffix.lower() == ".gz" else None
     with atomic_write(out, "wb") as fh:
         frame.to_csv(fh, index=False, compression=compression)
     return out
@@ -174,18 +178,15 @@ def write_interpolation(
     reconstructions of A and B), input B. Table models: a CSV of the decoded rows (column t,
     then the model's columns in the original units)."""
     out = Path(out)
+    check_output_name("interpolate", out, detector)
     shape = image_shape_of(detector)
     rows = detector.interpolate(x_a, x_b, steps=steps, method=method)
     if shape is not None:
-        if out.suffix.lower() != ".png":
-            raise DataError(f"{out}: an image model writes a PNG strip; name the output *.png")
         x_a, x_b = (np.asarray(x, dtype=np.float64).reshape(1, -1) for x in (x_a, x_b))
         strip = rows_as_images(np.clip(np.vstack([x_a, rows, x_b]), 0, 1), shape)
         columns = [labels[0]] + [f"t={t:.2f}" for t in np.linspace(0, 1, steps)] + [labels[1]]
         fig = image_strips_figure([strip], [f"{method}"], f"{labels[0]} → {labels[1]} in latent space", columns)
         return save_figure(fig, out)
-    if out.suffix.lower() != ".csv":
-        raise DataError(f"{out}: a table model writes the interpolated rows as CSV; name the output *.csv")
     frame = rows_frame(detector, rows)
     frame.insert(0, "t", np.linspace(0.0, 1.0, steps))
     with atomic_write(out, "w", encoding="utf-8", newline="") as fh:
@@ -202,8 +203,7 @@ def table_rows_by_id(detector: VAEAnomalyDetector, path: str | Path, keys: list[
     if not path.is_file():
         raise DataError(f"{path}: no such CSV file")
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    spec = getattr(detector, "input_spec_", None)
-    id_column = spec.id_column if isinstance(spec, TableInput) else None
+    id_column = getattr(detector.input_spec_, "id_column", None)
     columns = table_columns_of(detector)
     missing = [c for c in columns if c not in frame.columns]
     if missing:

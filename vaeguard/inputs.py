@@ -43,8 +43,20 @@ TOP_COLUMNS = tuple(f"top_{i + 1}" for i in range(TOP_K))
 SCORE_COLUMNS = ("score", "p_value", "is_anomaly", *TOP_COLUMNS, "error")
 IMAGE_COLUMNS = ("path", "score", "p_value", "is_anomaly", "error")
 ROW_COLUMN = "row"
+NOT_FINITE = "score is not finite (values far outside the training data)"
+FLAGGED = f"{NOT_FINITE}: flagged"  # the error column of a row whose score is NaN or infinite
 # Names an id column cannot take: it is written beside these in a table's score output.
 RESERVED_ID_NAMES = (ROW_COLUMN, *SCORE_COLUMNS)
+
+# What a reader does with a row (or image) it cannot use: stop naming it, or list it and go on.
+ON_BAD_ROW = ("fail", "skip")
+
+
+def check_on_bad_row(on_bad_row: str) -> str:
+    """`on_bad_row` itself; ValueError for anything but "fail" or "skip" (the one check)."""
+    if on_bad_row not in ON_BAD_ROW:
+        raise ValueError(f"on_bad_row must be one of {', '.join(ON_BAD_ROW)}; got {on_bad_row!r}")
+    return on_bad_row
 
 
 def chunk_rows(chunk_size: int, n_columns: int) -> int:
@@ -117,9 +129,19 @@ class TableInput:
         object.__setattr__(self, "columns", tuple(self.columns))
         object.__setattr__(self, "dtypes", tuple(self.dtypes))
 
+    image_shape = None  # not images
+
     @property
     def n_features(self) -> int:
         return len(self.columns)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self.columns
+
+    def feature_label(self, j: int) -> str:
+        """How a message names feature j."""
+        return f"column {self.columns[j]!r}"
 
     def describe(self) -> str:
         shown = ", ".join(self.columns[:12]) + (" ..." if len(self.columns) > 12 else "")
@@ -148,6 +170,17 @@ class ImageInput:
     @property
     def n_features(self) -> int:
         return math.prod(self.shape)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.shape
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return default_columns(self.n_features)
+
+    def feature_label(self, j: int) -> str:
+        return f"feature {j}"
 
     def describe(self) -> str:
         c, h, w = self.shape

@@ -23,8 +23,8 @@ import pandas as pd
 from .atomic import is_glob
 from .errors import DataError
 from .extras import require
-from .inputs import TableInput, check_id_column, chunk_rows, not_regular, walk_files
-from .tabular import CHUNK_ROWS, TableChunk, TrainingTable, listing, chunk_memory_error, frame_features, note_extra_columns
+from .inputs import TableInput, chunk_rows, not_regular, walk_files
+from .tabular import CHUNK_ROWS, ColumnRoles, TableChunk, TrainingTable, listing, chunk_memory_error, frame_features, note_extra_columns
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 READ_BUFFER_BYTES = 64 * 1024  # per column being read
@@ -184,45 +184,36 @@ def _why_not_numeric(field) -> str:
     return f"of type {field.type}, not numbers"
 
 
-def read_training_parquet(
-    path: str | Path,
-    *,
-    columns: list[str] | None = None,
-    exclude: list[str] | None = None,
-    id_column: str | None = None,
-    label_column: str | None = None,
-) -> TrainingTable:
-    """Read a whole Parquet input for training, as `tabular.read_training_table` reads a CSV.
+def parquet_features(table: ParquetTable, roles: ColumnRoles) -> tuple[list[str], list[tuple[str, str]]]:
+    """The feature columns of a Parquet input, and (column, why) for those left out: the user's
+    columns, else every column of a numeric Parquet type other than the id, label and excluded
+    ones (text columns named by the user are parsed as numbers). The rule for training in
+    memory and out of core alike."""
 
-    Features are `columns` when given (text columns are parsed as numbers), else every column
-    of a numeric Parquet type other than the id, label and excluded ones (the others are named
-    in `dropped`). Any cell of a feature column that is null or not a finite number is a
-    DataError naming the file, column and row.
-    """
-    pq = require("pyarrow.parquet", "parquet")
-    check_id_column(id_column, str(path))
-    table = ParquetTable.open(path)
-    special = [c for c in (id_column, label_column) if c is not None]
-    names = set(table.columns)
-    for wanted, what in ((special, "column"), (exclude or [], "column to exclude"), (columns or [], "column")):
-        missing = [c for c in wanted if c not in names]
+    def check(names: list[str], what: str) -> None:
+        missing = [c for c in names if c not in table.columns]
         if missing:
             raise DataError(f"{table.files[0]}: no {what} {', '.join(map(repr, missing))}; the file has {listing(table.columns)}")
-    dropped = []
-    if columns is not None:
-        if not columns:
-            raise DataError(f"{path}: the list of feature columns is empty")
-        clash = [c for c in columns if c in special]
-        if clash:
-            raise DataError(f"{path}: column {clash[0]!r} cannot be both a feature and the id or label column")
-        features = list(dict.fromkeys(columns))
-    else:
-        skip = set(special) | set(exclude or [])
-        fields = [f for f in pq.ParquetFile(table.files[0]).schema_arrow if f.name not in skip]
-        features = [f.name for f in fields if _numeric_field(f)]
-        dropped = [(f.name, _why_not_numeric(f)) for f in fields if not _numeric_field(f)]
-        if not features:
-            raise DataError(f"{table.files[0]}: no numeric columns to use as features; the file has {listing(table.columns)}")
+
+    candidates = roles.candidates(table.files[0], table.columns, check)
+    if roles.columns is not None:
+        return candidates, []
+    pq = require("pyarrow.parquet", "parquet")
+    fields = {f.name: f for f in pq.ParquetFile(table.files[0]).schema_arrow}
+    features = [c for c in candidates if _numeric_field(fields[c])]
+    if not features:
+        raise DataError(f"{table.files[0]}: no numeric columns to use as features; the file has {listing(table.columns)}")
+    return features, [(c, _why_not_numeric(fields[c])) for c in candidates if not _numeric_field(fields[c])]
+
+
+def read_training_parquet(path: str | Path, roles: ColumnRoles = ColumnRoles()) -> TrainingTable:
+    """Read a whole Parquet input for training, as `tabular.read_training_table` reads a CSV,
+    with the columns of `parquet_features`. Any cell of a feature column that is null or not a
+    finite number is a DataError naming the file, column and row."""
+    table = ParquetTable.open(path)
+    features, dropped = parquet_features(table, roles)
+    special = roles.special
+    id_column, label_column = roles.id_column, roles.label_column
     table.check_columns(features + special)
     parts, ids, labels, integral = [], [], [], np.ones(len(features), dtype=bool)
     batch_rows = chunk_rows(CHUNK_ROWS, len(features) + len(special))

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from .errors import DataError
-from .inputs import CHUNK_ROWS, TableInput, check_id_column, chunk_rows
+from .inputs import CHUNK_ROWS
+from .tabular import ColumnRoles
 
 _MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -82,23 +82,23 @@ class TableStream:
         max_validation_rows: int = 50_000,
         max_calibration_rows: int = 100_000,
     ):
-        from .sources import data_kind
+        from .sources import TableSource, open_source
 
-        if data_kind(path) != "table":
+        self.source = open_source(path)
+        if not isinstance(self.source, TableSource):
             raise DataError(f"{path}: out-of-core training reads tables (CSV or Parquet), not image folders")
         if buffer_rows < 2:
             raise ValueError(f"buffer_rows must be at least 2, not {buffer_rows}")
         self.path, self.chunk_size, self.buffer_rows = path, chunk_size, buffer_rows
         self.max_validation_rows, self.max_calibration_rows = max_validation_rows, max_calibration_rows
-        self.notes: list[str] = []  # the columns left out, and why (as in-memory training says)
-        self.input_spec = _table_spec(path, columns, exclude, id_column, label_column, chunk_size, self.notes)
+        roles = ColumnRoles(columns, exclude, id_column, label_column)
+        # notes: the columns left out, and why (as in-memory training says)
+        self.input_spec, self.notes = self.source.infer_schema(roles, chunk_size)
         self._cuts: tuple[float, float] | None = None
 
     def chunks(self) -> Iterator[np.ndarray]:
         """Every row's features (float32, model order), a chunk at a time; a bad cell is a DataError."""
-        from .sources import iter_chunks
-
-        for chunk in iter_chunks(self.path, self.input_spec, chunk_size=self.chunk_size, on_bad_row="fail"):
+        for chunk in self.source.chunks(self.input_spec, chunk_size=self.chunk_size, on_bad_row="fail"):
             yield chunk.X
 
     def prepare(self, seed: int, validation_fraction: float, calibration_fraction: float, reference_rows: int = 0) -> StreamStats:
@@ -178,60 +178,3 @@ class TableStream:
             rows = X[self._split(X) < self._cuts[0]]
             if len(rows):
                 yield rows
-
-
-def _table_spec(path, columns, exclude, id_column, label_column, chunk_size, notes: list[str] | None = None) -> TableInput:
-    """The feature columns: Parquet from its typed schema; CSV from the first chunk of rows
-    (a column is numeric when at least half its non-empty cells are finite numbers)."""
-    from .parquet import is_parquet_input
-
-    check_id_column(id_column, str(path))
-    if is_parquet_input(path):
-        from .parquet import ParquetTable
-
-        table = ParquetTable.open(path)
-        if columns is None:
-            import pyarrow.parquet as pq
-
-            from .parquet import _numeric_field
-
-            skip = {id_column, label_column, *(exclude or [])}
-            columns = [f.name for f in pq.ParquetFile(table.files[0]).schema_arrow if f.name not in skip and _numeric_field(f)]
-        if not columns:
-            raise DataError(f"{path}: no numeric columns to use as features")
-        table.check_columns(list(columns) + [c for c in (id_column, label_column) if c])
-        return TableInput(tuple(columns), ("float64",) * len(columns), id_column, label_column)
-    from .csvrecords import out_of_memory
-    from .tabular import _positions, chunk_memory_error, not_numeric, read_header
-
-    header = read_header(Path(path))
-    # Named columns, and by default every named column, must appear once: pandas would rename a repeat.
-    named = [c for c in (id_column, label_column, *(exclude or []), *(columns or [])) if c]
-    defaults = [c for c in dict.fromkeys(header) if c.strip()] if columns is None else []
-    _positions(Path(path), header, list(dict.fromkeys(named + defaults)), "column")
-    sample_rows = chunk_rows(chunk_size, len(header))
-    try:
-        # Only an empty cell is missing, as for the CSV reader that trains in memory ("NA" is text).
-        sample = pd.read_csv(path, nrows=sample_rows, encoding="utf-8-sig", keep_default_na=False, na_values=[""])
-    except (ValueError, OSError, MemoryError) as exc:  # pandas' ParserError is a ValueError
-        if out_of_memory(exc):
-            raise chunk_memory_error(path, sample_rows, len(header)) from None
-        raise DataError(f"{path}: cannot read the first rows: {exc}") from None
-    if columns is None:
-        skip = {id_column, label_column, *(exclude or [])}
-        columns = []
-        for name in sample.columns:
-            if name in skip or not str(name).strip() or str(name).startswith("Unnamed:"):
-                continue
-            text = sample[name]
-            values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-            cells = text[text.notna()].astype(str).str.strip().str.lower()
-            why = not_numeric(int(np.isfinite(values).sum()), int((cells != "").sum()), int(cells.isin(("true", "false")).sum()), int(np.isinf(values).sum()))
-            if why is None:
-                columns.append(str(name))
-            elif notes is not None:
-                notes.append(f"left out column {name!r}: {why}")
-        if not columns:
-            raise DataError(f"{path}: no numeric columns to use as features in the first {sample_rows:,} rows")
-    dtypes = tuple("int64" if pd.api.types.is_integer_dtype(sample[c].dtype) else "float64" for c in columns)
-    return TableInput(tuple(columns), dtypes, id_column, label_column)

@@ -8,7 +8,7 @@ and turns cells into float32 features (`frame_features`, shared with Parquet and
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import pandas as pd
 
 from .csvrecords import BadRow, raw_chunks, read_header, shown
 from .errors import DataError
-from .inputs import CHUNK_ROWS, TableInput, check_id_column, chunk_rows
+from .inputs import CHUNK_ROWS, TableInput, check_id_column, check_on_bad_row, chunk_rows
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -168,49 +168,105 @@ def not_numeric(finite: int, nonempty: int, booleans: int, infinite: int) -> str
     return "mostly text, not numbers"
 
 
-def read_training_table(
-    path: str | Path,
-    *,
-    columns: list[str] | None = None,
-    exclude: list[str] | None = None,
-    id_column: str | None = None,
-    label_column: str | None = None,
-) -> TrainingTable:
+@dataclass(frozen=True)
+class ColumnRoles:
+    """What the user says about a table's columns: the features (None: the default rule picks
+    them), columns to leave out, the id column and the label column."""
+
+    columns: Sequence[str] | None = None
+    exclude: Sequence[str] | None = None
+    id_column: str | None = None
+    label_column: str | None = None
+
+    @property
+    def special(self) -> list[str]:
+        return [c for c in (self.id_column, self.label_column) if c is not None]
+
+    def candidates(self, where, header: list[str], check: Callable[[list[str], str], None]) -> list[str]:
+        """The columns that may be features, after the checks every table reader makes:
+        `check(names, what)` raises when a named column is absent (or repeated) in `header`."""
+        check_id_column(self.id_column, str(where))
+        check(self.special, "column")
+        if self.exclude:
+            check(list(self.exclude), "column to exclude")
+        if self.columns is not None:
+            if not self.columns:
+                raise DataError(f"{where}: the list of feature columns is empty")
+            clash = [c for c in self.columns if c in self.special]
+            if clash:
+                raise DataError(f"{where}: column {clash[0]!r} cannot be both a feature and the id or label column")
+            names = list(dict.fromkeys(self.columns))
+        else:
+            skip = {*self.special, *(self.exclude or [])}
+            # Unnamed columns (such as a pandas index written by to_csv) are never picked by default.
+            names = [c for c in dict.fromkeys(header) if c not in skip and c.strip()]
+            if not names:
+                raise DataError(f"{where}: no columns left to use as features; the file has {listing(header)}")
+        check(names, "column")
+        return names
+
+
+class CellCounts:
+    """Counts of a table's candidate columns' cells, for the one default column rule
+    (`not_numeric`), and whether every value read so far is an integer type."""
+
+    def __init__(self, n_columns: int):
+        self.finite, self.nonempty, self.booleans, self.infinite = (np.zeros(n_columns, dtype=np.int64) for _ in range(4))
+        self.integral = np.ones(n_columns, dtype=bool)
+
+    def add(self, values: np.ndarray, raws: dict[int, np.ndarray], dtypes: Sequence) -> np.ndarray:
+        """Count a block of rows (`_frame_values`' output); returns which cells are usable."""
+        ok = _usable(values)
+        self.finite += ok.sum(axis=0)
+        self.infinite += np.isinf(values).sum(axis=0)
+        self.nonempty += len(values)
+        for k, raw in raws.items():
+            cells = pd.Series(raw, dtype=object).str.strip().str.lower()
+            self.booleans[k] += int(cells.isin(("true", "false")).sum())
+            self.nonempty[k] -= int((cells == "").sum())
+        self.integral &= np.array([dtype.kind in "iu" for dtype in dtypes], dtype=bool)
+        return ok
+
+    def choose(self, where, names: list[str], roles: ColumnRoles) -> tuple[list[int], list[tuple[str, str]]]:
+        """Positions of the feature columns among `names`, and (column, why) for those left out:
+        the user's columns all; by default those `not_numeric` accepts (DataError if none)."""
+        if roles.columns is not None:
+            return list(range(len(names))), []
+        whys = [not_numeric(self.finite[k], self.nonempty[k], self.booleans[k], self.infinite[k]) for k in range(len(names))]
+        chosen = [k for k, why in enumerate(whys) if why is None]
+        if not chosen:
+            raise DataError(f"{where}: no numeric columns to use as features; the file has {listing(names)}")
+        return chosen, [(names[k], why) for k, why in enumerate(whys) if why is not None]
+
+    def schema(self, names: list[str], chosen: list[int], roles: ColumnRoles) -> TableInput:
+        return TableInput(
+            tuple(names[k] for k in chosen),
+            tuple("int64" if self.integral[k] else "float64" for k in chosen),
+            roles.id_column,
+            roles.label_column,
+        )
+
+
+def _header_check(path: Path, header: list[str]) -> Callable[[list[str], str], None]:
+    return lambda names, what: _positions(path, header, names, what) and None
+
+
+def read_training_table(path: str | Path, roles: ColumnRoles = ColumnRoles()) -> TrainingTable:
     """Read a whole CSV file for training.
 
-    Features are `columns` when given, else every numeric column other than the id, label
-    and excluded ones. A column counts as numeric when at least half its non-empty cells are
-    finite numbers, so a numeric column with a typo is reported rather than silently dropped.
-    Any cell of a feature column that is not a finite number is a DataError naming it.
+    Features are `roles.columns` when given, else every numeric column other than the id,
+    label and excluded ones (`not_numeric`, the one default rule). Any cell of a feature column
+    that is not a finite number is a DataError naming it.
     """
     path = Path(path)
-    check_id_column(id_column, str(path))
     header = read_header(path)
-    special = [c for c in (id_column, label_column) if c is not None]
-    special_positions = _positions(path, header, special, "column")
-    if exclude:
-        _positions(path, header, list(exclude), "column to exclude")
-    if columns is not None:
-        if not columns:
-            raise DataError(f"{path}: the list of feature columns is empty")
-        clash = [c for c in columns if c in special]
-        if clash:
-            raise DataError(f"{path}: column {clash[0]!r} cannot be both a feature and the id or label column")
-        candidates = list(dict.fromkeys(columns))
-        positions = _positions(path, header, candidates, "column")
-    else:
-        skip = set(special) | set(exclude or [])
-        # Unnamed columns (such as a pandas index written by to_csv) are never picked by default.
-        candidates = [c for c in dict.fromkeys(header) if c not in skip and c.strip()]
-        if not candidates:
-            raise DataError(f"{path}: no columns left to use as features; the file has {listing(header)}")
-        positions = _positions(path, header, candidates, "column")
-
-    id_pos = special_positions[0] if id_column is not None else None
-    label_pos = special_positions[-1] if label_column is not None else None
+    candidates = roles.candidates(path, header, _header_check(path, header))
+    positions = _positions(path, header, candidates, "column")
+    special_positions = _positions(path, header, roles.special, "column")
+    id_pos = special_positions[0] if roles.id_column is not None else None
+    label_pos = special_positions[-1] if roles.label_column is not None else None
     d = len(candidates)
-    integral = np.ones(d, dtype=bool)
-    finite, nonempty, booleans, infinite = (np.zeros(d, dtype=np.int64) for _ in range(4))
+    counts = CellCounts(d)
     first_bad: list[BadRow | None] = [None] * d
     parts, ids, labels, n_rows = [], [], [], 0
     malformed: BadRow | None = None
@@ -223,16 +279,7 @@ def read_training_table(
                 continue
             n_rows += len(chunk.rows)
             values, raws = _frame_values(chunk.frame, positions)
-            ok = _usable(values)
-            finite += ok.sum(axis=0)
-            infinite += np.isinf(values).sum(axis=0)
-            nonempty += len(values)
-            for k, raw in raws.items():
-                integral[k] = False
-                cells = pd.Series(raw, dtype=object).str.strip().str.lower()
-                booleans[k] += int(cells.isin(("true", "false")).sum())
-                nonempty[k] -= int((cells == "").sum())
-            integral &= np.array([dtype.kind in "iu" for dtype in chunk.frame.dtypes.loc[positions]], dtype=bool)
+            ok = counts.add(values, raws, chunk.frame.dtypes.loc[positions])
             for k in np.flatnonzero(~ok.all(axis=0)).tolist():
                 if first_bad[k] is None:
                     i = int(np.argmin(ok[:, k]))
@@ -247,23 +294,12 @@ def read_training_table(
             if malformed is not None:
                 raise malformed.error(path)
             raise DataError(f"{path}: no data rows (only a header)")
-
-        dropped: list[tuple[str, str]] = []
-        if columns is not None:
-            chosen = list(range(d))
-        else:
-            whys = [not_numeric(finite[k], nonempty[k], booleans[k], infinite[k]) for k in range(d)]
-            chosen = [k for k in range(d) if whys[k] is None]
-            dropped = [(candidates[k], whys[k]) for k in range(d) if whys[k] is not None]
-            if not chosen:
-                raise DataError(
-                    f"{path}: no numeric columns to use as features; the file has {listing(header)}"
-                )
+        chosen, dropped = counts.choose(path, candidates, roles)
         # A malformed line is reported together with bad cells, whichever comes first in the file.
         problems = [first_bad[k] for k in chosen if first_bad[k] is not None] + ([malformed] if malformed else [])
         if problems:
             first = min(problems, key=lambda b: (b.row, b.line))
-            hint = "; fix the value or leave the column out with exclude" if columns is None and first.column else ""
+            hint = "; fix the value or leave the column out with exclude" if roles.columns is None and first.column else ""
             raise DataError(f"{first.error(path)}{hint}")
         X = np.concatenate(parts)
         del parts
@@ -274,19 +310,33 @@ def read_training_table(
             f"{path}: not enough memory to load the table ({n_rows:,} rows or more, {d:,} columns) for training; "
             "train with --out-of-core, which streams the file"
         ) from None
-    schema = TableInput(
-        tuple(candidates[k] for k in chosen),
-        tuple("int64" if integral[k] else "float64" for k in chosen),
-        id_column,
-        label_column,
-    )
     return TrainingTable(
         X,
-        schema,
-        np.concatenate(labels) if label_column is not None else None,
-        np.concatenate(ids) if id_column is not None else None,
+        counts.schema(candidates, chosen, roles),
+        np.concatenate(labels) if label_pos is not None else None,
+        np.concatenate(ids) if id_pos is not None else None,
         dropped,
     )
+
+
+def sample_table_schema(path: str | Path, roles: ColumnRoles, rows: int) -> tuple[TableInput, list[tuple[str, str]]]:
+    """The schema `read_training_table` would infer, from the first `rows` data rows only (what
+    out-of-core training reads before its first pass), and the columns left out, with why."""
+    path = Path(path)
+    header = read_header(path)
+    candidates = roles.candidates(path, header, _header_check(path, header))
+    positions = _positions(path, header, candidates, "column")
+    counts = CellCounts(len(candidates))
+    try:
+        for chunk in raw_chunks(path, header, [], rows, columns=positions):
+            if len(chunk.rows):
+                values, raws = _frame_values(chunk.frame, positions)
+                counts.add(values, raws, chunk.frame.dtypes.loc[positions])
+            break
+    except MemoryError:
+        raise chunk_memory_error(path, rows, len(header)) from None
+    chosen, dropped = counts.choose(f"{path} (first {rows:,} rows)", candidates, roles)
+    return counts.schema(candidates, chosen, roles), dropped
 
 
 def header_report(path: str | Path, schema: TableInput, *, label_column: str | None = None) -> dict:
@@ -361,8 +411,7 @@ def iter_table_chunks(
     all bad are still yielded, so counts add up. Without the schema's id column in the file,
     `ids` is None.
     """
-    if on_bad_row not in ("fail", "skip"):
-        raise ValueError(f"on_bad_row must be 'fail' or 'skip', not {on_bad_row!r}")
+    check_on_bad_row(on_bad_row)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
     path = Path(path)

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..bulk import TOP_K, score_frame
+from ..bulk import score_frame
 from ..errors import DataError
+from ..inputs import TOP_K
 from ..scorer import Scorer
 
 __all__ = ["TOP_K", "EngineSummary", "cached_scorer", "check_no_errors", "engine_error", "load_count", "score_frame", "table_columns"]
@@ -63,9 +64,9 @@ def load_count() -> int:
 
 def table_columns(scorer: Scorer) -> tuple[list[str], str | None]:
     """The model's feature columns and id column; DataError when it was not trained on a table."""
-    from ..bulk import table_input_of
+    from ..sources import table_spec
 
-    spec = table_input_of(scorer)
+    spec = table_spec(scorer.input_spec)
     return list(spec.columns), spec.id_column
 
 

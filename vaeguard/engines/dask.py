@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..errors import DataError
 from ..extras import require
+from ..inputs import check_on_bad_row
 from .common import EngineSummary, cached_scorer, check_no_errors, score_frame, table_columns
 
 
@@ -72,11 +73,6 @@ def _read_part(part: _Part, columns: list[str]) -> pd.DataFrame:
     return frame
 
 
-def _check_on_bad_row(on_bad_row: str) -> None:
-    if on_bad_row not in ("fail", "skip"):
-        raise ValueError(f"on_bad_row must be 'fail' or 'skip', not {on_bad_row!r}")
-
-
 def score_dask(model_path: str | Path, ddf, *, device: str = "auto", on_bad_row: str = "skip"):
     """Score every row of the Dask DataFrame `ddf`; returns a lazy Dask DataFrame.
 
@@ -86,7 +82,7 @@ def score_dask(model_path: str | Path, ddf, *, device: str = "auto", on_bad_row:
     `on_bad_row="fail"`.
     """
     require("dask.dataframe", "dask")
-    _check_on_bad_row(on_bad_row)
+    check_on_bad_row(on_bad_row)
     return _score_ddf(model_path, ddf, device, on_bad_row)
 
 
@@ -146,7 +142,7 @@ def score_parquet_dask(
     from ..parquet import ParquetTable
 
     pq = require("pyarrow.parquet", "parquet")
-    _check_on_bad_row(on_bad_row)
+    check_on_bad_row(on_bad_row)
     table = ParquetTable.open(data)
     columns, id_column = table_columns(cached_scorer(model_path, device))
     table.check_columns(columns)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from ..extras import require
+from ..inputs import check_on_bad_row
 from .common import TOP_K, EngineSummary, cached_scorer, check_no_errors, engine_error, score_frame, table_columns
 
 
@@ -38,8 +39,7 @@ def score_spark(model_path: str | Path, df, *, device: str = "auto", on_bad_row:
     reason in `error` ("skip"), or fails the job with `on_bad_row="fail"`.
     """
     require("pyspark", "spark")
-    if on_bad_row not in ("fail", "skip"):
-        raise ValueError(f"on_bad_row must be 'fail' or 'skip', not {on_bad_row!r}")
+    check_on_bad_row(on_bad_row)
     model_path = str(Path(model_path).resolve())
     columns, id_column = table_columns(cached_scorer(model_path, device))
     missing = [c for c in columns if c not in df.columns]
