@@ -24,7 +24,7 @@ from .atomic import is_glob
 from .errors import DataError
 from .extras import require
 from .inputs import TableInput, chunk_rows, not_regular, walk_files
-from .tabular import CHUNK_ROWS, ColumnRoles, TableChunk, TrainingTable, listing, chunk_memory_error, frame_features, note_extra_columns
+from .tabular import CHUNK_ROWS, CellCounts, ColumnRoles, TableChunk, TrainingTable, listing, chunk_memory_error, frame_features, note_extra_columns
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 READ_BUFFER_BYTES = 64 * 1024  # per column being read
@@ -237,14 +237,33 @@ def read_training_parquet(path: str | Path, roles: ColumnRoles = ColumnRoles()) 
             f"{path}: not enough memory to load the table ({table.n_rows:,} rows, {len(features):,} columns) "
             "for training; train with --out-of-core, which streams the file"
         ) from None
-    spec = TableInput(tuple(features), tuple("int64" if k else "float64" for k in integral), id_column, label_column)
+    counts = CellCounts(features)
+    counts.add(X, {}, [np.dtype(np.int64 if k else np.float64) for k in integral])
+    chosen, left_out = counts.choose(path, features, roles)
+    if len(chosen) < len(features):
+        X = X[:, chosen]
     return TrainingTable(
         X,
-        spec,
+        counts.schema(features, chosen, roles),
         np.concatenate(labels) if label_column is not None else None,
         np.concatenate(ids) if id_column is not None else None,
-        dropped,
+        dropped + left_out,
     )
+
+
+def sample_parquet_schema(path: str | Path, roles: ColumnRoles, chunk_size: int) -> tuple[TableInput, list[tuple[str, str]]]:
+    """The schema `read_training_parquet` would infer, from the first record batch only (what
+    out-of-core training reads before its first pass), and the columns left out, with why."""
+    table = ParquetTable.open(path)
+    features, dropped = parquet_features(table, roles)
+    table.check_columns(features + roles.special)
+    counts = CellCounts(features)
+    for _, frame, _ in table.iter_frames(features, chunk_rows(chunk_size, len(features))):
+        X, _, _ = frame_features(frame, features, features, dtype=np.float64)
+        counts.add(X, {}, frame.dtypes.loc[features])
+        break
+    chosen, left_out = counts.choose(f"{path} (first rows)", features, roles)
+    return counts.schema(features, chosen, roles), dropped + left_out
 
 
 def iter_parquet_chunks(

@@ -292,12 +292,10 @@ class ParquetSource(TableSource):
         return all(name in columns for columns in ParquetTable.open(self.path).file_columns)
 
     def infer_schema(self, roles: ColumnRoles, chunk_size: int) -> tuple[TableInput, list[str]]:
-        from .parquet import ParquetTable, parquet_features
+        from .parquet import sample_parquet_schema
 
-        table = ParquetTable.open(self.path)
-        features, dropped = parquet_features(table, roles)
-        table.check_columns(features + roles.special)
-        return TableInput(tuple(features), ("float64",) * len(features), roles.id_column, roles.label_column), _dropped_notes(dropped)
+        spec, dropped = sample_parquet_schema(self.path, roles, chunk_size)
+        return spec, _dropped_notes(dropped)
 
 
 class FrameSource(TableSource):

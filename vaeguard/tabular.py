@@ -9,6 +9,7 @@ and turns cells into float32 features (`frame_features`, shared with Parquet and
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -206,13 +207,41 @@ class ColumnRoles:
         return names
 
 
-class CellCounts:
-    """Counts of a table's candidate columns' cells, for the one default column rule
-    (`not_numeric`), and whether every value read so far is an integer type."""
+# Column names that say "label" (any case): never a feature unless the user says so.
+LABEL_NAMES = frozenset({"label", "labels", "target", "class", "y", "is_anomaly", "anomaly", "outlier", "is_outlier", "fraud", "is_fraud"})
+_ID_NAME = re.compile(r"^(id|uuid|guid)$|[_\-\s.](id|uuid|key)$", re.IGNORECASE)
+_CAMEL_ID = re.compile(r"[a-z]I[dD]$")  # customerId, userID
+# Rows of distinct integers before a column counts as a row identifier: 20 values increasing
+# in file order by chance have a probability of 1/20!.
+ID_MIN_ROWS = 20
 
-    def __init__(self, n_columns: int):
+
+def looks_like_label(name: str) -> bool:
+    return str(name).strip().lower() in LABEL_NAMES
+
+
+def looks_like_id(name: str) -> bool:
+    """An id by its name: id, uuid, customer_id, order-key, userId."""
+    name = str(name).strip()
+    return bool(_ID_NAME.search(name) or _CAMEL_ID.search(name))
+
+
+class CellCounts:
+    """What the one default column rule (`CellCounts.choose`) needs to know about each candidate
+    column, gathered a block of rows at a time: counts of finite, non-empty, true/false and
+    infinite cells (`not_numeric`), whether every value is of an integer type, the value range
+    (a constant column), and whether integer values are distinct: strictly increasing in file
+    order, or never repeated in a column named like an id (a row identifier)."""
+
+    def __init__(self, names: Sequence[str]):
+        n_columns = len(names)
         self.finite, self.nonempty, self.booleans, self.infinite = (np.zeros(n_columns, dtype=np.int64) for _ in range(4))
         self.integral = np.ones(n_columns, dtype=bool)
+        self.low, self.high = np.full(n_columns, np.inf), np.full(n_columns, -np.inf)
+        self.increasing = np.ones(n_columns, dtype=bool)
+        self.last = np.full(n_columns, -np.inf)
+        self.seen = {k: set() for k, name in enumerate(names) if looks_like_id(name)}
+        self.distinct = {k: True for k in self.seen}
 
     def add(self, values: np.ndarray, raws: dict[int, np.ndarray], dtypes: Sequence) -> np.ndarray:
         """Count a block of rows (`_frame_values`' output); returns which cells are usable."""
@@ -225,17 +254,47 @@ class CellCounts:
             self.booleans[k] += int(cells.isin(("true", "false")).sum())
             self.nonempty[k] -= int((cells == "").sum())
         self.integral &= np.array([dtype.kind in "iu" for dtype in dtypes], dtype=bool)
+        if len(values):
+            with np.errstate(invalid="ignore"):
+                usable = np.where(ok, values, np.nan)
+                self.low = np.fmin(self.low, np.nanmin(np.where(ok, values, np.inf), axis=0))
+                self.high = np.fmax(self.high, np.nanmax(np.where(ok, values, -np.inf), axis=0))
+                rising = ok.all(axis=0) & (usable[0] > self.last)
+                if len(values) > 1:
+                    rising &= (np.diff(usable, axis=0) > 0).all(axis=0)
+            self.increasing &= rising
+            self.last = usable[-1]
+            for k, seen in self.seen.items():
+                if self.distinct[k] and self.integral[k]:
+                    column = values[:, k][ok[:, k]]
+                    fresh = set(column.tolist())
+                    self.distinct[k] = len(fresh) == len(column) and not (fresh & seen)
+                    seen |= fresh
         return ok
+
+    def _why_not(self, k: int, name: str) -> str | None:
+        """Why candidate column k is not a feature by default (None: it is one)."""
+        if looks_like_label(name):
+            return "named like a label; declare it with --label-column, or keep it as a feature with --columns"
+        why = not_numeric(self.finite[k], self.nonempty[k], self.booleans[k], self.infinite[k])
+        if why is not None:
+            return why
+        if self.low[k] == self.high[k] and self.finite[k] == self.nonempty[k]:  # a typo is reported, not hidden
+            return f"the same value ({self.low[k]:g}) in every row"
+        if self.integral[k] and self.finite[k] >= ID_MIN_ROWS and (self.increasing[k] or self.distinct.get(k, False)):
+            return "a unique row identifier; declare it with --id-column, or keep it as a feature with --columns"
+        return None
 
     def choose(self, where, names: list[str], roles: ColumnRoles) -> tuple[list[int], list[tuple[str, str]]]:
         """Positions of the feature columns among `names`, and (column, why) for those left out:
         the user's columns all; by default those `not_numeric` accepts (DataError if none)."""
         if roles.columns is not None:
             return list(range(len(names))), []
-        whys = [not_numeric(self.finite[k], self.nonempty[k], self.booleans[k], self.infinite[k]) for k in range(len(names))]
+        whys = [self._why_not(k, name) for k, name in enumerate(names)]
         chosen = [k for k, why in enumerate(whys) if why is None]
         if not chosen:
-            raise DataError(f"{where}: no numeric columns to use as features; the file has {listing(names)}")
+            whys = "; ".join(f"{name!r}: {why}" for name, why in zip(names[:5], whys))
+            raise DataError(f"{where}: no numeric columns to use as features ({whys}{' ...' if len(names) > 5 else ''})")
         return chosen, [(names[k], why) for k, why in enumerate(whys) if why is not None]
 
     def schema(self, names: list[str], chosen: list[int], roles: ColumnRoles) -> TableInput:
@@ -266,7 +325,7 @@ def read_training_table(path: str | Path, roles: ColumnRoles = ColumnRoles()) ->
     id_pos = special_positions[0] if roles.id_column is not None else None
     label_pos = special_positions[-1] if roles.label_column is not None else None
     d = len(candidates)
-    counts = CellCounts(d)
+    counts = CellCounts(candidates)
     first_bad: list[BadRow | None] = [None] * d
     parts, ids, labels, n_rows = [], [], [], 0
     malformed: BadRow | None = None
@@ -294,7 +353,12 @@ def read_training_table(path: str | Path, roles: ColumnRoles = ColumnRoles()) ->
             if malformed is not None:
                 raise malformed.error(path)
             raise DataError(f"{path}: no data rows (only a header)")
-        chosen, dropped = counts.choose(path, candidates, roles)
+        try:
+            chosen, dropped = counts.choose(path, candidates, roles)
+        except DataError:
+            if malformed is not None:  # what is wrong with the file comes first
+                raise malformed.error(path) from None
+            raise
         # A malformed line is reported together with bad cells, whichever comes first in the file.
         problems = [first_bad[k] for k in chosen if first_bad[k] is not None] + ([malformed] if malformed else [])
         if problems:
@@ -326,7 +390,7 @@ def sample_table_schema(path: str | Path, roles: ColumnRoles, rows: int) -> tupl
     header = read_header(path)
     candidates = roles.candidates(path, header, _header_check(path, header))
     positions = _positions(path, header, candidates, "column")
-    counts = CellCounts(len(candidates))
+    counts = CellCounts(candidates)
     try:
         for chunk in raw_chunks(path, header, [], rows, columns=positions):
             if len(chunk.rows):
