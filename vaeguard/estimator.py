@@ -388,10 +388,12 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         check_is_fitted(self)
         return validate_data(self, X, dtype=[np.float64, np.float32], reset=False, ensure_all_finite=False)
 
-    def _validated(self, X) -> np.ndarray:
-        """X as the network reads it (vaeguard.scorer.Scorer.prepare)."""
+    def _validated(self, X) -> tuple[np.ndarray, int]:
+        """X as the network reads it (vaeguard.scorer.Scorer.prepare), and the rows per block
+        to run it in (the scorer's, so that every output is computed as the scores are)."""
         X = self._checked(X)  # first: NotFittedError before fit
-        return self._front_end().prepare(X)
+        scorer = self._front_end()
+        return scorer.prepare(X), scorer.rows
 
     def _standardize(self, X: np.ndarray) -> np.ndarray:
         return standardize(X, self.mean_, self.scale_)
@@ -440,9 +442,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         as_frame=True: a pandas DataFrame with columns `get_feature_names_out()` (the
         DataFrame's columns seen in fit, else x0, x1, ...) and X's index when X is a DataFrame.
         """
-        X = self._checked(X)  # first: NotFittedError before fit
-        scorer = self._front_end()
-        scores = score_and_explain(self.model_, scorer.prepare(X), "recon", rows=scorer.rows)[1]
+        Xs, rows = self._validated(X)  # first: NotFittedError before fit
+        scores = score_and_explain(self.model_, Xs, "recon", rows=rows)[1]
         if not as_frame:
             return scores
         import pandas as pd
@@ -451,15 +452,13 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
 
     def encode(self, X) -> np.ndarray:
         """Posterior means of the latent code, shape (n, latent_dim)."""
-        X = self._checked(X)  # first: NotFittedError before fit
-        scorer = self._front_end()
-        return encode_means(self.model_, scorer.prepare(X), scorer.rows)
+        Xs, rows = self._validated(X)  # first: NotFittedError before fit
+        return encode_means(self.model_, Xs, rows)
 
     def reconstruct(self, X) -> np.ndarray:
         """Reconstructions at the posterior mean, in the units of X."""
-        X = self._checked(X)  # first: NotFittedError before fit
-        scorer = self._front_end()
-        return reconstruct(self.model_, scorer.prepare(X), scorer.rows) * self.scale_ + self.mean_
+        Xs, rows = self._validated(X)  # first: NotFittedError before fit
+        return reconstruct(self.model_, Xs, rows) * self.scale_ + self.mean_
 
     # ------------------------------------------------------------------ persistence
 
@@ -506,7 +505,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             raise DataError(f"{name} must be one sample (a row of {self.n_features_in_} values), got shape {tuple(x.shape)}")
         if x.shape[1] != self.n_features_in_:
             raise DataError(f"{name} has {x.shape[1]} values, but the model expects {self.n_features_in_} features")
-        return self._validated(x)
+        return self._validated(x)[0]
 
     def _latent_width(self) -> int:
         return int(self.config_.latent_dim)
@@ -556,7 +555,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         if not isinstance(steps, Integral) or isinstance(steps, bool) or steps < 2:
             raise ValueError(f"steps must be an integer >= 2 (the two endpoints included), got {steps!r}")
         check_generated_rows("steps", int(steps), MAX_INTERPOLATION_STEPS, int(self.n_features_in_))
-        za, zb = encode_means(self.model_, rows)
+        za, zb = encode_means(self.model_, rows, self._front_end().rows)
         if method not in generative.INTERPOLATIONS:
             raise ValueError(f"method must be one of {generative.INTERPOLATIONS}, got {method!r}")
         return self._to_units(generative.decode(self.model_, generative.interpolate_codes(za, zb, int(steps), method)))
@@ -569,7 +568,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         dimension encodes; `active_dims_` ranks the dimensions the model uses.
         """
         row = self._one_row(x, "x")
-        z = encode_means(self.model_, row)[0]
+        z = encode_means(self.model_, row, self._front_end().rows)[0]
         width = self._latent_width()
         if not isinstance(dim, Integral) or isinstance(dim, bool) or not 0 <= dim < width:
             raise ValueError(f"dim must be an integer in [0, {width - 1}] (latent_dim={width}), got {dim!r}")
@@ -580,7 +579,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
 
     def active_dims(self, X, k: int | None = None) -> np.ndarray:
         """Latent dimensions ranked by their mean KL to the prior on X, most used first (k of them)."""
-        Xs = self._validated(X)
+        Xs = self._validated(X)[0]
         return generative.active_dims(self.model_, Xs, self._latent_width() if k is None else int(k))
 
     def predict_proba(self, X) -> np.ndarray:
