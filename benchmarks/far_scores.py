@@ -48,15 +48,15 @@ def split_indices(est: VAEAnomalyDetector, n: int) -> tuple[np.ndarray, np.ndarr
 def statistics(est: VAEAnomalyDetector, X: np.ndarray) -> dict[str, np.ndarray]:
     """Per-row statistics of the fitted model: recon, kl, latent distance, context NLL (if any)."""
     scorer = est.scorer()
-    model, Xs = scorer.model, scorer.prepare(X)
+    model, state, Xs = scorer.model, scorer.score_state, scorer.prepare(X)
     model.eval()
 
     def stats(x: torch.Tensor) -> torch.Tensor:
         terms = model(x)
-        context = model.context.nll(x) if model.context is not None else torch.zeros_like(terms.recon)
-        return torch.stack([terms.recon, terms.kl, model.neighbours.distance(terms.mu), context], dim=1)
+        context = state.context.nll(x) if state.context is not None else torch.zeros_like(terms.recon)
+        return torch.stack([terms.recon, terms.kl, state.neighbours.distance(terms.mu), context], dim=1)
 
-    out = scoring._run(model, Xs, stats).double().cpu().numpy()
+    out = scoring._run(model, Xs, stats, scorer.rows).double().cpu().numpy()
     return {"recon": out[:, 0], "kl": out[:, 1], "latent distance": out[:, 2], "context": out[:, 3],
             "zlib": zlib_nats(X)}
 
@@ -109,14 +109,13 @@ def all_scores(est: VAEAnomalyDetector, X_train: np.ndarray, normals: np.ndarray
                                  **({} if epochs is None else {"epochs": epochs})).fit(X_train)
     cal_idx, val_idx = split_indices(est, len(X_train))
     cal = statistics(est, X_train[cal_idx])
-    if not np.allclose(scoring.anomaly_scores(est.scorer().model, est.scorer().prepare(X_train[cal_idx]), "fused"),
-                       est.calibration_scores_):
+    if not np.allclose(est.scorer().anomaly_score(X_train[cal_idx]), est.calibration_scores_):
         raise RuntimeError("the replicated calibration split does not match the estimator's")
     groups = {"validation": statistics(est, X_train[val_idx]), "calibration": cal, "normals": statistics(est, normals),
               **{k: statistics(est, v) for k, v in far.items()}}
     if stats_path:
         np.savez(stats_path, **{f"{g}/{k}": v for g, stats in groups.items() for k, v in stats.items()})
-    cand = Candidates(groups["validation"], est.model_.context is not None)
+    cand = Candidates(groups["validation"], est.score_state_.context is not None)
     cal_scores = cand.scores(cal)
     normal_scores = cand.scores(groups["normals"])
     far_scores = {k: cand.scores(groups[k]) for k in far}

@@ -53,13 +53,13 @@ def load_case(case: str, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarr
 def score_table(est: VAEAnomalyDetector, X: np.ndarray) -> dict[str, np.ndarray]:
     """Every score of SCORES the fitted model can give for X (ratio needs a context model)."""
     scorer = est.scorer()
-    model, Xs = scorer.model, scorer.prepare(X)
+    model, state, Xs = scorer.model, scorer.score_state, scorer.prepare(X)
     out = {}
     for score_type in ("elbo", "recon", "kl", "iwae", "ratio"):
-        if score_type != "ratio" or model.context is not None:
-            out[score_type] = scoring.anomaly_scores(model, Xs, score_type, scorer.n_importance_samples, scorer.seed)
-    out["latent distance"] = scoring.fused_parts(model, Xs)[:, 1]
-    out["fused"] = scoring.anomaly_scores(model, Xs, "fused")
+        if score_type != "ratio" or state.context is not None:
+            out[score_type] = scoring.anomaly_scores(model, Xs, score_type, scorer.n_importance_samples, scorer.seed, state=state)
+    out["latent distance"] = scoring.fused_parts(model, Xs, state)[:, 1]
+    out["fused"] = scoring.anomaly_scores(model, Xs, "fused", state=state)
     return out
 
 
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.candidates:
                 val = far_scores.statistics(est, X_train[far_scores.split_indices(est, len(X_train))[1]])
                 test = far_scores.statistics(est, X_test)
-                extra = far_scores.Candidates(val, est.model_.context is not None).scores(test)
+                extra = far_scores.Candidates(val, est.score_state_.context is not None).scores(test)
                 scores.update({name: extra[name] for name in CANDIDATES})
                 if args.stats_dir:
                     np.savez(f"{args.stats_dir}/stats_{case.replace(':', '_')}_{seed}.npz", labels=labels,

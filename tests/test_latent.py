@@ -6,10 +6,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from vaeguard import VAEAnomalyDetector
-from vaeguard.estimator import grey_spread
+from vaeguard.defaults import grey_spread
 from vaeguard.latent import LatentNeighbours
 from vaeguard.model import VAE, VAEConfig
-from vaeguard.scoring import anomaly_scores, fit_latent_neighbours, fused_parts
+from vaeguard.scoring import ScoreState, anomaly_scores, fit_latent_neighbours, fused_parts
 
 FAST = dict(latent_dim=4, hidden_dims=(32,), epochs=3, batch_size=16, random_state=0, device="cpu")
 
@@ -41,31 +41,34 @@ def test_distance_of_a_row_does_not_depend_on_the_rows_beside_it():
 def test_fused_score_is_the_mean_of_two_robust_z_scores_and_batch_invariant():
     rng = np.random.default_rng(1)
     X = rng.normal(size=(120, 6)).astype(np.float32)
-    model = VAE(VAEConfig(input_dim=6, latent_dim=2, hidden_dims=(8,), likelihood="gaussian", latent_neighbours=80))
-    fit_latent_neighbours(model, X[:80], X[80:])
+    model = VAE(VAEConfig(input_dim=6, latent_dim=2, hidden_dims=(8,), likelihood="gaussian"))
+    state = ScoreState(n_reference=80, latent_dim=2)
+    fit_latent_neighbours(model, state, X[:80], X[80:])
     recon = anomaly_scores(model, X, "recon")
     with torch.no_grad():
-        distance = model.neighbours.distance(model.encode(torch.as_tensor(X))[0]).double().numpy()
+        distance = state.neighbours.distance(model.encode(torch.as_tensor(X))[0]).double().numpy()
     q = lambda v: np.quantile(v, [0.25, 0.5, 0.75])  # noqa: E731
     (r25, r50, r75), (d25, d50, d75) = q(recon[80:]), q(distance[80:])
     expected = 0.5 * ((recon - r50) / (r75 - r25) + (distance - d50) / (d75 - d25))
-    fused = anomaly_scores(model, X, "fused")
+    fused = anomaly_scores(model, X, "fused", state=state)
     np.testing.assert_allclose(fused, expected, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(fused_parts(model, X), np.stack([recon, distance], axis=1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fused_parts(model, X, state), np.stack([recon, distance], axis=1), rtol=1e-5, atol=1e-6)
     # repeatable bit for bit; whatever the batch a row sits in, equal up to float32 rounding:
     # with a 4-wide encoder head (latent_dim 2) the BLAS kernel rounds by row position within
     # the fixed-size block (~1e-7); default-size models are bit-identical (test_model)
-    np.testing.assert_array_equal(anomaly_scores(model, X, "fused"), fused)
-    one_by_one = np.concatenate([anomaly_scores(model, X[i : i + 1], "fused") for i in range(10)])
+    np.testing.assert_array_equal(anomaly_scores(model, X, "fused", state=state), fused)
+    one_by_one = np.concatenate([anomaly_scores(model, X[i : i + 1], "fused", state=state) for i in range(10)])
     np.testing.assert_allclose(one_by_one, fused[:10], rtol=1e-5, atol=1e-6)
 
 
 def test_fused_needs_latent_neighbours():
     model = VAE(VAEConfig(input_dim=4, latent_dim=2, hidden_dims=(8,), likelihood="gaussian"))
-    with pytest.raises(ValueError, match="latent_neighbours"):
+    with pytest.raises(ValueError, match="needs a score state with latent neighbours"):
         anomaly_scores(model, np.zeros((2, 4), np.float32), "fused")
-    with pytest.raises(ValueError, match="latent_neighbours"):
-        fused_parts(model, np.zeros((2, 4), np.float32))
+    with pytest.raises(ValueError, match="needs a score state with latent neighbours"):
+        fused_parts(model, np.zeros((2, 4), np.float32), ScoreState(image_shape=(1, 2, 2)))
+    with pytest.raises(ValueError, match="holds no latent neighbours"):
+        fit_latent_neighbours(model, ScoreState(), np.zeros((2, 4), np.float32), np.zeros((2, 4), np.float32))
 
 
 def test_grey_spread_tells_near_binary_from_grey_levels():
@@ -105,7 +108,7 @@ def test_large_training_sets_keep_a_capped_random_subset_of_codes():
     X = np.random.default_rng(2).normal(size=(MAX_REFERENCE_CODES + 1500, 4))
     det = VAEAnomalyDetector(**{**FAST, "epochs": 1, "batch_size": 256}).fit(X)
     assert det.score_type_ == "fused"
-    assert det.config_.latent_neighbours == MAX_REFERENCE_CODES == len(det.model_.neighbours.codes)
+    assert det.score_state_.config()["latent_neighbours"] == MAX_REFERENCE_CODES == len(det.score_state_.neighbours.codes)
     small = VAEAnomalyDetector(**{**FAST, "epochs": 1}).fit(X[:500])
     held_out = round(small.calibration_fraction * 500) + round(small.validation_fraction * 500)
-    assert len(small.model_.neighbours.codes) == 500 - held_out  # every training row
+    assert len(small.score_state_.neighbours.codes) == 500 - held_out  # every training row

@@ -109,7 +109,7 @@ def test_importance_weighting_tightens_the_bound():
 @pytest.mark.parametrize(
     "cfg",
     [
-        VAEConfig(input_dim=6, hidden_dims=(8, 4), latent_dim=2, likelihood="gaussian", latent_neighbours=3),
+        VAEConfig(input_dim=6, hidden_dims=(8, 4), latent_dim=2, likelihood="gaussian"),
         VAEConfig(input_dim=6, hidden_dims=(), latent_dim=3),
         VAEConfig(input_dim=63, architecture="conv", input_shape=(1, 7, 9), conv_channels=(2, 3), hidden_dims=(5,)),
         VAEConfig(input_dim=150, architecture="conv", input_shape=(3, 10, 5), conv_channels=(4,), hidden_dims=()),

@@ -134,4 +134,4 @@ def test_checks_cover_every_estimator_parameter_and_mirror_the_torch_modules():
     assert checked == set(vaeguard.VAEAnomalyDetector().get_params())
     assert {name.split(".", 1)[1] for name, _, _ in modelfile._FIELDS + modelfile._FIELDS_IF_PRESENT if name.startswith("model_config.")} == set(
         model.VAEConfig(input_dim=1).to_dict()
-    )
+    ) | set(modelfile.SCORE_CONFIG_FIELDS)

@@ -7,7 +7,7 @@ import torch
 from vaeguard import VAEAnomalyDetector
 from vaeguard.complexity import CONTEXT_OFFSETS, LocalContextModel, local_nll
 from vaeguard.model import VAE, VAEConfig
-from vaeguard.scoring import anomaly_scores
+from vaeguard.scoring import ScoreState, anomaly_scores
 
 FAST = dict(latent_dim=2, hidden_dims=(16,), epochs=2, batch_size=16, fpr=0.1, random_state=0, device="cpu")
 
@@ -62,44 +62,46 @@ def test_local_nll_is_lower_for_images_like_the_training_data():
 
 def test_ratio_score_is_elbo_minus_the_context_nll_and_batch_independent():
     X = _stripes(120)
-    cfg = VAEConfig(input_dim=256, latent_dim=2, hidden_dims=(8,), input_shape=(1, 16, 16), context_model=True)
-    model = VAE(cfg)
-    model.context.fit(torch.as_tensor(X))
-    ratio = anomaly_scores(model, X, "ratio")
+    model = VAE(VAEConfig(input_dim=256, latent_dim=2, hidden_dims=(8,)))
+    state = ScoreState(image_shape=(1, 16, 16))
+    state.context.fit(torch.as_tensor(X))
+    ratio = anomaly_scores(model, X, "ratio", state=state)
     expected = anomaly_scores(model, X, "elbo") - local_nll(X, (1, 16, 16))
     np.testing.assert_allclose(ratio, expected, rtol=1e-5, atol=1e-3)
-    np.testing.assert_array_equal(ratio[7:20], anomaly_scores(model, X[7:20], "ratio"))
+    np.testing.assert_array_equal(ratio[7:20], anomaly_scores(model, X[7:20], "ratio", state=state))
 
 
 def test_ratio_score_needs_a_context_model():
     model = VAE(VAEConfig(input_dim=16, latent_dim=2, hidden_dims=(8,)))
-    with pytest.raises(ValueError, match="context model"):
+    with pytest.raises(ValueError, match="needs a score state with a context model"):
         anomaly_scores(model, np.zeros((2, 16), np.float32), "ratio")
+    with pytest.raises(ValueError, match="needs a score state with a context model"):
+        anomaly_scores(model, np.zeros((2, 16), np.float32), "ratio", state=ScoreState(n_reference=3, latent_dim=2))
 
 
 def test_context_model_config_is_checked():
-    with pytest.raises(ValueError, match="input_shape"):
-        VAEConfig(input_dim=16, context_model=True)
-    with pytest.raises(ValueError, match="bernoulli"):
-        VAEConfig(input_dim=16, input_shape=(1, 4, 4), likelihood="gaussian", context_model=True)
+    with pytest.raises(ValueError, match="needs input_shape"):
+        ScoreState.from_config({"context_model": True}, likelihood="bernoulli", image_shape=None, latent_dim=2)
+    with pytest.raises(ValueError, match="needs the bernoulli likelihood"):
+        ScoreState.from_config({"context_model": True}, likelihood="gaussian", image_shape=(1, 4, 4), latent_dim=2)
 
 
 def test_auto_score_is_ratio_for_near_binary_images_and_fused_for_grey_levels_and_tables():
     """And architecture="auto": conv only for grey-level images. Images are declared (input_shape)."""
     det = VAEAnomalyDetector(**FAST, input_shape=(1, 16, 16)).fit(_stripes(60))
-    assert det.likelihood_ == "bernoulli" and det.score_type_ == "ratio" and det.config_.context_model
+    assert det.likelihood_ == "bernoulli" and det.score_type_ == "ratio" and det.score_state_.context is not None
     assert det.config_.architecture == "mlp"
     small = VAEAnomalyDetector(**FAST, input_shape=(1, 8, 8)).fit(_stripes(60, side=8))  # 8x8: too small for "ratio"
-    assert small.score_type_ == "elbo" and small.config_.context_model
+    assert small.score_type_ == "elbo" and small.score_state_.context is not None
     # the same bars in grey levels: no longer near 0 and 1, so gaussian and the fused score
     grey = _stripes(60) * 0.5 + 0.25
     grey_det = VAEAnomalyDetector(**FAST, input_shape=(1, 16, 16)).fit(grey)
     assert grey_det.likelihood_ == "gaussian" and grey_det.score_type_ == "fused"
-    assert not grey_det.config_.context_model and grey_det.config_.latent_neighbours > 0
+    assert grey_det.score_state_.context is None and grey_det.score_state_.config()["latent_neighbours"] > 0
     assert grey_det.config_.architecture == "conv" and grey_det.config_.input_shape == (1, 16, 16)
     assert VAEAnomalyDetector(**FAST, input_shape=(1, 16, 16), architecture="mlp").fit(grey).config_.architecture == "mlp"
     table = VAEAnomalyDetector(**FAST).fit(np.random.default_rng(0).random((60, 10)))
-    assert table.score_type_ == "fused" and not table.config_.context_model and table.config_.architecture == "mlp"
+    assert table.score_type_ == "fused" and table.score_state_.context is None and table.config_.architecture == "mlp"
     binary_table = VAEAnomalyDetector(**FAST).fit((np.random.default_rng(0).random((60, 10)) > 0.5) * 1.0)
     assert binary_table.likelihood_ == "bernoulli" and binary_table.score_type_ == "elbo"
 
@@ -114,7 +116,7 @@ def test_a_square_table_is_a_table_unless_declared_an_image(make):
     table = VAEAnomalyDetector(**FAST).fit(X)
     assert isinstance(table.input_spec_, TableInput) and table.input_spec_.columns[:2] == ("x0", "x1")
     assert table.config_.architecture == "mlp" and table.config_.input_shape is None
-    assert not table.config_.context_model
+    assert table.score_state_.context is None
     assert table.score_type_ == ("elbo" if table.likelihood_ == "bernoulli" else "fused")  # never "ratio"
     image = VAEAnomalyDetector(**FAST, input_shape=(1, 16, 16)).fit(X)
     assert image.input_spec_ == ImageInput((1, 16, 16))

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import warnings
 from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
-import sklearn
 import torch
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
-from ._version import __version__
+from . import defaults, generative, persistence
 from .calibration import (
     check_rate,
     conformal_threshold,
@@ -28,35 +26,19 @@ from .calibration import (
     threshold_for_contamination,
 )
 from .devices import resolve_device
-from .errors import DataError, ModelFileError
-from .inputs import ImageInput, InputSpec, TableInput, default_columns
-from .model import VAE, VAEConfig
-from . import generative
-from .latent import MAX_REFERENCE_CODES
+from .errors import DataError
 from .footprint import check_model_size
+from .inputs import InputSpec, TableInput
+from .latent import MAX_REFERENCE_CODES
 from .limits import MAX_EPOCHS, MAX_IMPORTANCE_SAMPLES, MAX_INTERPOLATION_STEPS, MAX_SAMPLES, check_generated_rows
 from .modelfile import FittedState
-from .scorer import Scorer, build_model, check_finite, standardize
-from .scoring import (
-    SCORE_TYPES,
-    check_scoring_size,
-    encode_means,
-    fit_latent_neighbours,
-    reconstruct,
-    score_and_explain,
-)
+from .model import VAE, VAEConfig
+from .scorer import Scorer, check_finite, standardize
+from .scoring import SCORE_TYPES, ScoreState, encode_means, fit_latent_neighbours, reconstruct, score_and_explain, scoring_rows
 from .threads import use_threads
-from .training import TrainConfig, auto_epochs, auto_patience, train_vae, train_vae_batches
+from .training import TrainConfig, train_vae, train_vae_batches
 
-# score_type="auto" picks "ratio" from this image height and width up: measured better than
-# "elbo" on 28x28 MNIST, worse on scikit-learn's 8x8 digits.
-_RATIO_MIN_SIDE = 16
 _POSITIVE_INT = [Interval(Integral, 1, None, closed="left")]
-# likelihood="auto" picks "bernoulli" for data in [0, 1] only when the values sit near 0 and 1:
-# the mean of 4·x·(1 - x) (0 for binary data, 1 for all values at 0.5) is at most this.
-# Measured: MNIST digits 0.04-0.09 (strokes on background), Fashion-MNIST classes 0.21-0.38,
-# scikit-learn's 8x8 digits 0.28 (grey levels). Grey-level data gets the gaussian likelihood.
-_BINARY_MAX_SPREAD = 0.15
 
 
 class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
@@ -73,7 +55,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     latent_dim, hidden_dims : size of the code and of the hidden layers.
     likelihood : "bernoulli" (data in [0, 1]), "gaussian" (learned per-feature variance) or
         "auto": bernoulli when every value lies in [0, 1] and the values sit near 0 and 1
-        (mean of 4·x·(1 - x) at most 0.15, see `grey_spread`: MNIST-like strokes), otherwise
+        (mean of 4·x·(1 - x) at most 0.15, see `defaults.grey_spread`: MNIST-like strokes), otherwise
         gaussian (with standardisation: grey-level images such as Fashion-MNIST, tables).
     architecture : "mlp", "conv" (images given as flat rows of `input_shape` (C, H, W)) or
         "auto": conv for grey-level images (an image input with the gaussian likelihood, e.g.
@@ -212,7 +194,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
                 f"{type(self).__name__} needs at least 3 samples (training, validation and "
                 f"calibration), got {n} sample{'s' if n != 1 else ''}"
             )
-        self.input_spec_ = self._resolve_input_spec(X, input_spec)
+        self.input_spec_ = defaults.input_spec(X, input_spec, self.input_shape, getattr(self, "feature_names_in_", None))
         check_finite(X, self.input_spec_, within_float32=True)  # the cells the training readers refuse
         if input_spec is not None and isinstance(input_spec, TableInput) and not hasattr(self, "feature_names_in_"):
             # rows read from a file: the model knows its column names, as if fitted on a DataFrame
@@ -225,7 +207,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         n_val = min(n_val, n - n_cal - 1)
         cal_idx, val_idx, train_idx = np.split(order, [n_cal, n_cal + n_val])
 
-        if self._standardize_option(self._resolve_likelihood(X)):
+        self.likelihood_ = defaults.likelihood(self.likelihood, X)
+        if defaults.standardizes(self.standardize, self.likelihood_):
             # float64 whatever X is: the model file stores float64, and a loaded detector
             # must standardise bit-identically to the fitted one
             mean = X[train_idx].mean(axis=0, dtype=np.float64)
@@ -236,8 +219,9 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             X.shape[1], mean, scale, n_train=len(train_idx), n_reference=min(len(train_idx), MAX_REFERENCE_CODES)
         )
         Xs = self._standardize(X)
-        if self.model_.context is not None:
-            self.model_.context.fit(torch.as_tensor(Xs[train_idx], dtype=torch.float32))
+        if self.score_state_.context is not None:
+            self.score_state_.context.fit(torch.as_tensor(Xs[train_idx], dtype=torch.float32))
+        self.score_state_.to(self.device_)
         self.history_ = train_vae(
             self.model_, Xs[train_idx], Xs[val_idx], train_cfg, seed=self.seed_, device=self.device_
         )
@@ -246,7 +230,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             # Scales come from the validation rows (training rows when there are none), never
             # from the calibration rows, whose scores must stay exchangeable with new normals.
             scale_idx = val_idx if len(val_idx) else train_idx
-            fit_latent_neighbours(self.model_, Xs[train_idx[:n_reference]], Xs[scale_idx])
+            fit_latent_neighbours(self.model_, self.score_state_, Xs[train_idx[:n_reference]], Xs[scale_idx])
 
         # Scores come from the raw rows through the scoring front-end, as new rows' scores do.
         self.calibration_scores_ = self._front_end().anomaly_score(X[cal_idx])
@@ -263,58 +247,33 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         self.labels_ = is_flagged(training_scores, self.threshold_).astype(int)
         return self
 
-    def _standardize_option(self, likelihood: str) -> bool:
-        """Set likelihood_; True when the features are to be standardised."""
-        self.likelihood_ = likelihood
-        standardize = self.standardize if self.standardize != "auto" else likelihood == "gaussian"
-        if standardize and likelihood == "bernoulli":
-            raise ValueError("standardize=True cannot be combined with the bernoulli likelihood, which needs data in [0, 1]")
-        return bool(standardize)
-
     def _setup(
         self, n_features: int, mean: np.ndarray | None, scale: np.ndarray | None, n_train: int, n_reference: int
     ) -> tuple[TrainConfig, int]:
-        """Scaling, score type, network and device from what the data says; the training config
-        and the number of reference codes (score_type "fused"). Shared by `fit` and `fit_stream`.
+        """Scaling, score type, network, score state and device from what the data says (see
+        vaeguard.defaults); the training config and the number of reference codes (score_type
+        "fused"). Shared by `fit` and `fit_stream`, after `likelihood_` is set.
         """
         if mean is not None:
             self.mean_, self.scale_ = mean, np.where(scale > 1e-12, scale, 1.0)
         else:
             self.mean_, self.scale_ = np.zeros(n_features), np.ones(n_features)
-        image_shape = self._image_shape()
-        context_model = self.likelihood_ == "bernoulli" and image_shape is not None
-        self.score_type_ = self._resolve_score_type(context_model, image_shape)
-        architecture = self._resolve_architecture()
+        params = self.get_params()
+        self.score_type_ = defaults.score_type(self.score_type, self.likelihood_, self.input_spec_)
+        self.config_ = defaults.network(params, n_features, self.likelihood_, self.input_spec_)
         n_reference = n_reference if self.score_type_ == "fused" else 0
-
-        self.config_ = VAEConfig(
-            input_dim=n_features,
-            latent_dim=self.latent_dim,
-            hidden_dims=tuple(self.hidden_dims),
-            likelihood=self.likelihood_,
-            architecture=architecture,
-            input_shape=self._resolve_input_shape(n_features) if architecture == "conv" else (
-                image_shape if context_model else None
-            ),
-            context_model=context_model,
-            latent_neighbours=n_reference,
-        )
-        train_cfg = TrainConfig(
-            epochs=auto_epochs(n_train, self.batch_size) if self.epochs == "auto" else self.epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            beta=self.beta,
-            kl_warmup_epochs=self.kl_warmup_epochs,
-            patience=auto_patience(n_train, self.batch_size) if self.patience == "auto" else self.patience,
-            verbose=bool(self.verbose),
-        )
-        check_model_size(self.config_, rows=self.batch_size, training=True)  # before allocating
-        check_scoring_size(self.config_, self.score_type_, self.n_importance_samples)
+        context = defaults.has_context_model(self.likelihood_, self.input_spec_)
+        shape = dict(image_shape=defaults.image_shape(self.input_spec_) if context else None, n_reference=n_reference)
+        with torch.device("meta"):  # the memory checks, before allocating anything
+            probe = ScoreState(**shape, latent_dim=self.latent_dim)
+        check_model_size(self.config_, rows=self.batch_size, training=True, extra_values=probe.n_values())
+        scoring_rows(self.config_, self.score_type_, self.n_importance_samples, probe)
+        self.score_state_ = ScoreState(**shape, latent_dim=self.latent_dim)
         self.device_ = resolve_device(self.device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed_)
             self.model_ = VAE(self.config_)
-        return train_cfg, n_reference
+        return defaults.training(params, n_train), n_reference
 
     def fit_stream(self, stream) -> "VAEAnomalyDetector":
         """Train on a table larger than memory, streamed from disk (a vaeguard.streaming.TableStream).
@@ -338,12 +297,13 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         stats = stream.prepare(self.seed_, self.validation_fraction, self.calibration_fraction, reference_rows=MAX_REFERENCE_CODES)
         self.input_spec_ = stream.input_spec
         self.n_features_in_ = self.input_spec_.n_features
-        standardize = self._standardize_option(self._resolve_likelihood(np.array([stats.low, stats.high])))
+        self.likelihood_ = defaults.likelihood(self.likelihood, np.array([stats.low, stats.high]))
+        standardize = defaults.standardizes(self.standardize, self.likelihood_)
         train_cfg, n_reference = self._setup(
             self.n_features_in_, stats.mean if standardize else None, stats.std if standardize else None,
             n_train=stats.n_train, n_reference=len(stats.reference),
         )
-        if self.model_.context is not None:
+        if self.score_state_.context is not None:
             raise ValueError("out-of-core training reads tables: image models (with a context model) train in memory")
         batch_size = max(1, min(self.batch_size, stats.n_train))
         validation = self._standardize(stats.validation)
@@ -358,65 +318,11 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         self.n_epochs_ = len(self.history_["train_loss"])
         if n_reference:
             reference = self._standardize(stats.reference[:n_reference])
-            fit_latent_neighbours(self.model_, reference, validation if len(validation) else reference)
+            self.score_state_.to(self.device_)
+            fit_latent_neighbours(self.model_, self.score_state_, reference, validation if len(validation) else reference)
         self.calibration_scores_ = np.concatenate([self._front_end().anomaly_score(X) for X in stream.calibration_chunks()])
         # PyOD's decision_scores_ (every training row's score) would grow with the file: not set.
         return self.set_threshold(fpr=self.fpr)
-
-    def _resolve_input_spec(self, X: np.ndarray, spec: InputSpec | None) -> InputSpec:
-        if spec is not None:
-            if spec.n_features != X.shape[1]:
-                raise DataError(f"the input description has {spec.n_features} features but X has {X.shape[1]}")
-            return spec
-        if self.input_shape is not None:
-            shape = ImageInput(tuple(self.input_shape))
-            if shape.n_features != X.shape[1]:
-                raise DataError(f"input_shape {tuple(shape.shape)} holds {shape.n_features} values, but X has {X.shape[1]} features")
-            return shape
-        if hasattr(self, "feature_names_in_"):
-            return TableInput(tuple(str(c) for c in self.feature_names_in_), ("float64",) * X.shape[1])
-        return TableInput(default_columns(X.shape[1]), ("float64",) * X.shape[1])
-
-    def _resolve_likelihood(self, X: np.ndarray) -> str:
-        in_unit_range = bool(X.min() >= 0.0 and X.max() <= 1.0)
-        if self.likelihood == "auto":
-            return "bernoulli" if in_unit_range and grey_spread(X) <= _BINARY_MAX_SPREAD else "gaussian"
-        if self.likelihood == "bernoulli" and not in_unit_range:
-            raise DataError(
-                f"the bernoulli likelihood needs every value in [0, 1], but X ranges from "
-                f"{X.min():g} to {X.max():g}; rescale the data or use likelihood='gaussian'"
-            )
-        return self.likelihood
-
-    def _image_shape(self) -> tuple[int, int, int] | None:
-        """(C, H, W) when the rows were declared images (input_shape or an image input), else None."""
-        return self.input_spec_.shape if isinstance(self.input_spec_, ImageInput) else None
-
-    def _resolve_score_type(self, context_model: bool, image_shape: tuple[int, int, int] | None) -> str:
-        if self.score_type == "auto":
-            if context_model and min(image_shape[1:]) >= _RATIO_MIN_SIDE:
-                return "ratio"
-            return "fused" if self.likelihood_ == "gaussian" else "elbo"
-        if self.score_type == "ratio" and not context_model:
-            raise ValueError(
-                "score_type='ratio' needs images with values in [0, 1]: pass input_shape=(C, H, W) "
-                "(or fit on an image folder) and the bernoulli likelihood"
-            )
-        return self.score_type
-
-    def _resolve_architecture(self) -> str:
-        if self.architecture != "auto":
-            return self.architecture
-        return "conv" if isinstance(self.input_spec_, ImageInput) and self.likelihood_ == "gaussian" else "mlp"
-
-    def _resolve_input_shape(self, n_features: int) -> tuple[int, int, int]:
-        shape = self._image_shape()
-        if shape is None:
-            raise ValueError(
-                f"architecture='conv' needs images: pass input_shape=(C, H, W) for the {n_features} "
-                "features (or fit on an image folder)"
-            )
-        return shape
 
     # ------------------------------------------------------------------ thresholds
 
@@ -482,10 +388,12 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         check_is_fitted(self)
         return validate_data(self, X, dtype=[np.float64, np.float32], reset=False, ensure_all_finite=False)
 
-    def _validated(self, X) -> np.ndarray:
-        """X as the network reads it (vaeguard.scorer.Scorer.prepare)."""
+    def _validated(self, X) -> tuple[np.ndarray, int]:
+        """X as the network reads it (vaeguard.scorer.Scorer.prepare), and the rows per block
+        to run it in (the scorer's, so that every output is computed as the scores are)."""
         X = self._checked(X)  # first: NotFittedError before fit
-        return self._front_end().prepare(X)
+        scorer = self._front_end()
+        return scorer.prepare(X), scorer.rows
 
     def _standardize(self, X: np.ndarray) -> np.ndarray:
         return standardize(X, self.mean_, self.scale_)
@@ -493,18 +401,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     def _front_end(self) -> Scorer:
         """The scoring front-end over the fitted state (also inside fit, before the threshold)."""
         use_threads(self.threads)
-        return Scorer(
-            model=self.model_,
-            input_spec=self.input_spec_,
-            likelihood=self.likelihood_,
-            score_type=self.score_type_,
-            seed=self.seed_,
-            n_importance_samples=self.n_importance_samples,
-            mean=self.mean_,
-            scale=self.scale_,
-            calibration_scores=getattr(self, "calibration_scores_", None),
-            threshold=getattr(self, "threshold_", None),
-        )
+        return Scorer.from_fitted(self.model_, self.score_state_, self.n_importance_samples, persistence.learned(self))
 
     def anomaly_score(self, X) -> np.ndarray:
         """Higher = more anomalous (PyOD's convention): the fitted score_type per sample."""
@@ -545,8 +442,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         as_frame=True: a pandas DataFrame with columns `get_feature_names_out()` (the
         DataFrame's columns seen in fit, else x0, x1, ...) and X's index when X is a DataFrame.
         """
-        Xs = self._validated(X)  # first: NotFittedError before fit
-        scores = score_and_explain(self.model_, Xs, "recon")[1]
+        Xs, rows = self._validated(X)  # first: NotFittedError before fit
+        scores = score_and_explain(self.model_, Xs, "recon", rows=rows)[1]
         if not as_frame:
             return scores
         import pandas as pd
@@ -555,13 +452,13 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
 
     def encode(self, X) -> np.ndarray:
         """Posterior means of the latent code, shape (n, latent_dim)."""
-        Xs = self._validated(X)  # first: NotFittedError before fit
-        return encode_means(self.model_, Xs)
+        Xs, rows = self._validated(X)  # first: NotFittedError before fit
+        return encode_means(self.model_, Xs, rows)
 
     def reconstruct(self, X) -> np.ndarray:
         """Reconstructions at the posterior mean, in the units of X."""
-        Xs = self._validated(X)  # first: NotFittedError before fit
-        return reconstruct(self.model_, Xs) * self.scale_ + self.mean_
+        Xs, rows = self._validated(X)  # first: NotFittedError before fit
+        return reconstruct(self.model_, Xs, rows) * self.scale_ + self.mean_
 
     # ------------------------------------------------------------------ persistence
 
@@ -571,66 +468,12 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         `inputs`: files (e.g. the training data) that `path` must not be; DataError if it is.
         """
         check_is_fitted(self)
-        params = self.get_params()
-        params["hidden_dims"] = list(params["hidden_dims"])
-        if params["input_shape"] is not None:
-            params["input_shape"] = list(params["input_shape"])
-        state = FittedState(
-            params=params,
-            model_config=self.config_.to_dict(),
-            input=self.input_spec_,
-            likelihood=self.likelihood_,
-            score_type=self.score_type_,
-            seed=self.seed_,
-            n_features_in=int(self.n_features_in_),
-            feature_names_in=[str(c) for c in self.feature_names_in_] if hasattr(self, "feature_names_in_") else None,
-            threshold=self.threshold_,
-            threshold_rule=self.threshold_rule_,
-            n_epochs=self.n_epochs_,
-            history=self.history_,
-            weights={k: v.detach().cpu().numpy() for k, v in self.model_.state_dict().items()},
-            calibration_scores=np.asarray(self.calibration_scores_, dtype=np.float64),
-            mean=np.asarray(self.mean_, dtype=np.float64),
-            scale=np.asarray(self.scale_, dtype=np.float64),
-            metadata=metadata if metadata is not None else getattr(self, "metadata_", {}),
-            versions={
-                "vaeguard": __version__,
-                "torch": torch.__version__,
-                "numpy": np.__version__,
-                "scikit-learn": sklearn.__version__,
-                "python": platform.python_version(),
-            },
-        )
-        return state.save(path, inputs=inputs)
+        return persistence.fitted_state(self, metadata).save(path, inputs=inputs)
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> "VAEAnomalyDetector":
         """Rebuild a detector from a model file written by `save` (never unpickles)."""
-        state = FittedState.load(path)
-        model = build_model(state, path, device)
-        params = dict(state.params, device=device)
-        params["hidden_dims"] = tuple(params["hidden_dims"])
-        if params.get("input_shape") is not None:
-            params["input_shape"] = tuple(params["input_shape"])
-        try:
-            detector = cls(**params)
-        except TypeError as exc:
-            raise ModelFileError(f"{path} does not describe a valid vaeguard model: {exc}") from None
-        detector.config_, detector.model_, detector.device_ = model.cfg, model, next(model.parameters()).device
-        detector.input_spec_ = state.input
-        detector.likelihood_ = state.likelihood
-        detector.score_type_ = state.score_type
-        detector.seed_ = state.seed
-        detector.n_features_in_ = state.n_features_in
-        if state.feature_names_in is not None:
-            detector.feature_names_in_ = np.asarray(state.feature_names_in, dtype=object)
-        detector.n_epochs_ = state.n_epochs
-        detector.history_ = state.history
-        detector.metadata_ = state.metadata
-        detector.calibration_scores_ = state.calibration_scores
-        detector.mean_, detector.scale_ = state.mean, state.scale
-        detector._store_threshold(state.threshold, state.threshold_rule)
-        return detector
+        return persistence.restore(cls, FittedState.load(path), path, device)
 
     # ------------------------------------------------------------------ generative side and interop
     # Samples, decodings and interpolations come back in the units of X: standardisation is
@@ -662,7 +505,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             raise DataError(f"{name} must be one sample (a row of {self.n_features_in_} values), got shape {tuple(x.shape)}")
         if x.shape[1] != self.n_features_in_:
             raise DataError(f"{name} has {x.shape[1]} values, but the model expects {self.n_features_in_} features")
-        return self._validated(x)
+        return self._validated(x)[0]
 
     def _latent_width(self) -> int:
         return int(self.config_.latent_dim)
@@ -712,7 +555,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         if not isinstance(steps, Integral) or isinstance(steps, bool) or steps < 2:
             raise ValueError(f"steps must be an integer >= 2 (the two endpoints included), got {steps!r}")
         check_generated_rows("steps", int(steps), MAX_INTERPOLATION_STEPS, int(self.n_features_in_))
-        za, zb = encode_means(self.model_, rows)
+        za, zb = encode_means(self.model_, rows, self._front_end().rows)
         if method not in generative.INTERPOLATIONS:
             raise ValueError(f"method must be one of {generative.INTERPOLATIONS}, got {method!r}")
         return self._to_units(generative.decode(self.model_, generative.interpolate_codes(za, zb, int(steps), method)))
@@ -725,7 +568,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         dimension encodes; `active_dims_` ranks the dimensions the model uses.
         """
         row = self._one_row(x, "x")
-        z = encode_means(self.model_, row)[0]
+        z = encode_means(self.model_, row, self._front_end().rows)[0]
         width = self._latent_width()
         if not isinstance(dim, Integral) or isinstance(dim, bool) or not 0 <= dim < width:
             raise ValueError(f"dim must be an integer in [0, {width - 1}] (latent_dim={width}), got {dim!r}")
@@ -736,7 +579,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
 
     def active_dims(self, X, k: int | None = None) -> np.ndarray:
         """Latent dimensions ranked by their mean KL to the prior on X, most used first (k of them)."""
-        Xs = self._validated(X)
+        Xs = self._validated(X)[0]
         return generative.active_dims(self.model_, Xs, self._latent_width() if k is None else int(k))
 
     def predict_proba(self, X) -> np.ndarray:
@@ -762,16 +605,6 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         if input_features is None and not hasattr(self, "feature_names_in_") and isinstance(spec, TableInput):
             return np.asarray(spec.columns, dtype=object)
         return _check_feature_names_in(self, input_features)
-
-
-def grey_spread(X: np.ndarray, max_rows: int = 10_000) -> float:
-    """Mean of 4·x·(1 - x) over (at most the first max_rows rows of) X in [0, 1].
-
-    0 when every value is 0 or 1, 1 when every value is 0.5: how far the data is from binary,
-    which decides whether a Bernoulli likelihood describes it.
-    """
-    sample = np.asarray(X[:max_rows], dtype=np.float64)
-    return float(np.mean(4.0 * sample * (1.0 - sample))) if sample.size else 0.0
 
 
 def load(path: str | Path, device: str = "auto") -> VAEAnomalyDetector:

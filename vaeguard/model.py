@@ -15,8 +15,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .complexity import LocalContextModel
-from .latent import LatentNeighbours
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 ARCHITECTURES = ("mlp", "conv")
@@ -32,10 +30,8 @@ class VAEConfig:
     hidden_dims: tuple[int, ...] = (256, 128)
     likelihood: str = "bernoulli"
     architecture: str = "mlp"
-    input_shape: tuple[int, int, int] | None = None  # (C, H, W): conv, context model
+    input_shape: tuple[int, int, int] | None = None  # (C, H, W) of image rows: needed by conv
     conv_channels: tuple[int, ...] = (16, 32)  # Fashion-MNIST: as accurate as (32, 64) in half the time
-    context_model: bool = False  # also hold a LocalContextModel (images, bernoulli only)
-    latent_neighbours: int = 0  # > 0: also hold that many training codes (the "fused" score)
 
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(int(h) for h in self.hidden_dims)
@@ -58,17 +54,11 @@ class VAEConfig:
             raise ValueError(f"conv_channels must all be >= 1, got {list(self.conv_channels)}")
         if self.architecture == "conv" and (self.input_shape is None or len(self.input_shape) != 3):
             raise ValueError("the conv architecture needs input_shape=(channels, height, width)")
-        if self.context_model and (self.input_shape is None or len(self.input_shape) != 3):
-            raise ValueError("the context model needs input_shape=(channels, height, width)")
-        if self.context_model and self.likelihood != "bernoulli":
-            raise ValueError("the context model needs the bernoulli likelihood (pixels in [0, 1])")
         if self.input_shape is not None and math.prod(self.input_shape) != self.input_dim:
             raise ValueError(
                 f"input_shape {self.input_shape} holds {math.prod(self.input_shape)} values, "
                 f"but the data has {self.input_dim} features"
             )
-        if self.latent_neighbours < 0:
-            raise ValueError(f"latent_neighbours must be >= 0, got {self.latent_neighbours}")
         if self.architecture == "conv" and not self.conv_channels:
             raise ValueError("conv_channels must name at least one layer")
 
@@ -209,11 +199,6 @@ class VAE(nn.Module):
             self.decoder = MLPDecoder(cfg)
         if cfg.likelihood == "gaussian":
             self.output_logvar = nn.Parameter(torch.zeros(cfg.input_dim))
-        # A generic model of local pixel statistics, fitted by counting (not by gradient):
-        # the denominator of the "ratio" score.
-        self.context = LocalContextModel(cfg.input_shape) if cfg.context_model else None
-        # Training codes and score scales for the "fused" score, set after training.
-        self.neighbours = LatentNeighbours(cfg.latent_neighbours, cfg.latent_dim) if cfg.latent_neighbours else None
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior q(z|x) = N(mu, exp(logvar)); logvar is clamped to keep exp() finite."""

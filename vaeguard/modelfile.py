@@ -5,7 +5,7 @@ file from an untrusted source cannot run code. The description (architecture, in
 threshold, library versions, training history) travels in the header's metadata.
 
 `FittedState` is the one list of what a fitted detector is: the estimator's `save` and `load`
-and `vaeguard info` all go through it, and it imports no torch.
+(through vaeguard.persistence) and `vaeguard info` all go through it, and it imports no torch.
 
 The header also holds a sha256 digest of the tensors (`tensors_sha256`), checked on every
 read: a damaged or altered byte in the weights is refused instead of scoring with changed
@@ -19,7 +19,7 @@ import json
 import math
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -156,30 +156,53 @@ def is_standardizing(mean: np.ndarray, scale: np.ndarray) -> bool:
     return bool(np.any(scale != 1) or np.any(mean != 0))
 
 
+# The score state (scoring.ScoreState) travels where format 2 put it, inside the network: its
+# shape in `model_config`, its tensors among the "model." ones. So files of every version read
+# alike, and the network's part of the file is the VAE alone once these are set apart.
+SCORE_CONFIG_FIELDS = ("context_model", "latent_neighbours")
+SCORE_TENSOR_PREFIXES = ("context.", "neighbours.")
+
+
+def _learned(attribute: str, section: str | None = None):
+    """A FittedState field that a fitted estimator holds as `attribute`; `section`: where the
+    file keeps it ("fitted": the description's "fitted" object, "arrays": a float64 tensor)."""
+    return field(metadata={"attribute": attribute, "section": section})
+
+
 @dataclass
 class FittedState:
-    """Everything a fitted detector is, as JSON-able fields and named arrays."""
+    """Everything a fitted detector is, as JSON-able fields and named arrays: the one list of
+    its learned attributes (each field's `attribute`; vaeguard.persistence copies them)."""
 
     params: dict  # the estimator's constructor parameters
-    model_config: dict  # VAEConfig fields
-    input: InputSpec
-    likelihood: str
-    score_type: str
-    seed: int
-    n_features_in: int
-    feature_names_in: list[str] | None
-    threshold: float
-    threshold_rule: dict
-    n_epochs: int
-    history: dict
+    model_config: dict  # VAEConfig fields: the network
+    score_config: dict  # scoring.ScoreState.config(): what the score reads beside the network
     weights: dict[str, np.ndarray]  # the VAE's state_dict
-    calibration_scores: np.ndarray
-    mean: np.ndarray
-    scale: np.ndarray
-    metadata: dict = field(default_factory=dict)
+    score_tensors: dict[str, np.ndarray]  # the ScoreState's state_dict
+    input: InputSpec = _learned("input_spec_")
+    likelihood: str = _learned("likelihood_", "fitted")
+    score_type: str = _learned("score_type_", "fitted")
+    seed: int = _learned("seed_", "fitted")
+    n_features_in: int = _learned("n_features_in_", "fitted")
+    feature_names_in: list[str] | None = _learned("feature_names_in_", "fitted")
+    threshold: float = _learned("threshold_", "fitted")
+    threshold_rule: dict = _learned("threshold_rule_", "fitted")
+    n_epochs: int = _learned("n_epochs_", "fitted")
+    history: dict = _learned("history_")
+    calibration_scores: np.ndarray = _learned("calibration_scores_", "arrays")
+    mean: np.ndarray = _learned("mean_", "arrays")
+    scale: np.ndarray = _learned("scale_", "arrays")
+    metadata: dict = field(default_factory=dict, metadata={"attribute": "metadata_"})
     versions: dict = field(default_factory=dict)
 
-    _FITTED = ("likelihood", "score_type", "seed", "n_features_in", "threshold", "threshold_rule", "n_epochs")
+    @classmethod
+    def learned(cls, section: str | None = None) -> dict[str, str]:
+        """{field: estimator attribute} of the learned fields (those of `section` only, if given)."""
+        return {
+            f.name: f.metadata["attribute"]
+            for f in fields(cls)
+            if "attribute" in f.metadata and section in (None, f.metadata.get("section"))
+        }
 
     @property
     def standardizes(self) -> bool:
@@ -187,19 +210,17 @@ class FittedState:
         return is_standardizing(self.mean, self.scale)
 
     def save(self, path: str | Path, *, inputs=()) -> Path:
-        fitted = {name: getattr(self, name) for name in self._FITTED}
-        fitted["feature_names_in"] = self.feature_names_in
         description = {
             "params": self.params,
-            "model_config": self.model_config,
+            "model_config": {**self.model_config, **self.score_config},
             "input": self.input.to_dict(),
-            "fitted": fitted,
+            "fitted": {name: getattr(self, name) for name in self.learned("fitted")},
             "history": self.history,
             "metadata": self.metadata,
             "versions": self.versions,
         }
-        arrays = {WEIGHT_PREFIX + k: v for k, v in self.weights.items()}
-        arrays.update(calibration_scores=self.calibration_scores, mean=self.mean, scale=self.scale)
+        arrays = {WEIGHT_PREFIX + k: v for k, v in {**self.weights, **self.score_tensors}.items()}
+        arrays.update({name: getattr(self, name) for name in self.learned("arrays")})
         return write_model_file(path, description, arrays, inputs=inputs)
 
     @classmethod
@@ -227,19 +248,25 @@ class FittedState:
         n = fitted["n_features_in"]
         if spec.n_features != n:
             raise ModelFileError(f"field 'input' describes {spec.n_features} features, the model has {n}")
+        model_config = dict(description["model_config"])
+        score_config = {name: model_config.pop(name) for name in SCORE_CONFIG_FIELDS if name in model_config}
+        weights, score_tensors = {}, {}
+        for key, values in arrays.items():
+            if key.startswith(WEIGHT_PREFIX):
+                name = key[len(WEIGHT_PREFIX):]
+                (score_tensors if name.startswith(SCORE_TENSOR_PREFIXES) else weights)[name] = values
         return cls(
             params=description["params"],
-            model_config=description["model_config"],
+            model_config=model_config,
+            score_config=score_config,
+            weights=weights,
+            score_tensors=score_tensors,
             input=spec,
-            feature_names_in=fitted["feature_names_in"],
             history=description["history"],
-            weights={k[len(WEIGHT_PREFIX):]: v for k, v in arrays.items() if k.startswith(WEIGHT_PREFIX)},
-            calibration_scores=np.asarray(arrays["calibration_scores"], dtype=np.float64),
-            mean=np.asarray(arrays["mean"], dtype=np.float64),
-            scale=np.asarray(arrays["scale"], dtype=np.float64),
             metadata=description["metadata"],
             versions=description["versions"],
-            **{name: fitted[name] for name in cls._FITTED},
+            **{name: fitted[name] for name in cls.learned("fitted")},
+            **{name: np.asarray(arrays[name], dtype=np.float64) for name in cls.learned("arrays")},
         )
 
 
@@ -435,7 +462,7 @@ def check_model_arrays(description: dict, arrays: dict[str, np.ndarray], path: s
     """
     where = f"{path}: " if path else ""
     n = description["fitted"]["n_features_in"]
-    for name in ("mean", "scale", "calibration_scores"):
+    for name in FittedState.learned("arrays"):
         if name not in arrays:
             raise ModelFileError(f"{where}tensor '{name}' is missing from the file")
     for name, values in arrays.items():

@@ -17,6 +17,7 @@ same object for itself with `.scorer()`.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +27,11 @@ import torch
 
 from .devices import resolve_device
 from .errors import DataError, ModelFileError
-from .inputs import InputSpec, TableInput
-from .footprint import check_model_tensors
+from .footprint import check_model_size, check_tensor_shapes, check_widths
+from .inputs import ImageInput, InputSpec, TableInput
 from .model import VAE, VAEConfig
 from .modelfile import FittedState, is_standardizing
-from .scoring import score_and_explain
+from .scoring import ScoreState, score_and_explain, scoring_rows
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -74,17 +75,29 @@ def check_unit_range(X: np.ndarray, likelihood: str, spec: InputSpec | None = No
         )
 
 
-def build_model(state: FittedState, path: str | Path, device: str = "auto") -> VAE:
-    """The VAE a model file describes, weights loaded, on `device`, in eval mode."""
+def build_model(state: FittedState, path: str | Path, device: str = "auto") -> tuple[VAE, ScoreState]:
+    """The VAE and the score state a model file describes, weights loaded, on `device`, in eval
+    mode. Each is built once, on the meta device (shapes only), checked against the file's
+    tensors and the memory budget, and only then allocated and filled."""
     target = resolve_device(device)
     try:
         cfg = VAEConfig(**state.model_config)
-        check_model_tensors(cfg, state.weights, prefix="")  # before allocating
-        model = VAE(cfg)
+        check_widths(cfg)  # before building anything
+        image_shape = state.input.shape if isinstance(state.input, ImageInput) else None
+        with torch.device("meta"):
+            model = VAE(cfg)
+            score_state = ScoreState.from_config(
+                state.score_config, likelihood=cfg.likelihood, image_shape=image_shape, latent_dim=cfg.latent_dim
+            )
+        check_tensor_shapes(model, state.weights, cfg)
+        check_tensor_shapes(score_state, state.score_tensors, cfg)
+        check_model_size(cfg, model=model, extra_values=score_state.n_values())
+        model = model.to_empty(device=target)
         model.load_state_dict({k: torch.from_numpy(v) for k, v in state.weights.items()})
+        score_state = score_state.to_empty(device=target).load_tensors(state.score_tensors)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise ModelFileError(f"{path} does not describe a valid vaeguard model: {exc}") from None
-    return model.to(target).eval()
+    return model.eval(), score_state
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,6 +109,7 @@ class Scorer:
     """
 
     model: VAE
+    score_state: ScoreState
     input_spec: InputSpec
     likelihood: str
     score_type: str
@@ -110,18 +124,33 @@ class Scorer:
     def load(cls, path: str | Path, device: str = "auto") -> Scorer:
         """Read a model file written by `VAEAnomalyDetector.save` (never unpickles)."""
         state = FittedState.load(path)
+        model, score_state = build_model(state, path, device)
+        return cls.from_fitted(model, score_state, state.params["n_importance_samples"], vars(state))
+
+    @classmethod
+    def from_fitted(cls, model: VAE, score_state: ScoreState, n_importance_samples: int, learned) -> Scorer:
+        """The scorer of a network and score state with `learned`, the learned fields by their
+        FittedState names (a FittedState's, or a detector's by vaeguard.persistence.learned)."""
+        threshold = learned["threshold"]
         return cls(
-            model=build_model(state, path, device),
-            input_spec=state.input,
-            likelihood=state.likelihood,
-            score_type=state.score_type,
-            seed=state.seed,
-            n_importance_samples=state.params["n_importance_samples"],
-            mean=state.mean,
-            scale=state.scale,
-            calibration_scores=state.calibration_scores,
-            threshold=float(state.threshold),
+            model=model,
+            score_state=score_state,
+            input_spec=learned["input"],
+            likelihood=learned["likelihood"],
+            score_type=learned["score_type"],
+            seed=learned["seed"],
+            n_importance_samples=n_importance_samples,
+            mean=learned["mean"],
+            scale=learned["scale"],
+            calibration_scores=learned["calibration_scores"],
+            threshold=None if threshold is None else float(threshold),
         )
+
+    @functools.cached_property
+    def rows(self) -> int:
+        """Rows per scoring block (scoring.scoring_rows): the memory budget is checked once per
+        Scorer, on its first scoring call, not once per chunk."""
+        return scoring_rows(self.model.cfg, self.score_type, self.n_importance_samples, self.score_state)
 
     def prepare(self, X) -> np.ndarray:
         """Raw rows (n, n_features) -> the float32 rows the network reads: checked (DataError
@@ -142,8 +171,10 @@ class Scorer:
     def score_and_explain(self, X, *, explain: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """The scoring front-end: anomaly scores of raw rows (float64, higher = more anomalous)
         and, with `explain`, the per-feature reconstruction NLL, from one forward pass."""
+        X = self.prepare(X)
         return score_and_explain(
-            self.model, self.prepare(X), self.score_type, n_samples=self.n_importance_samples, seed=self.seed, explain=explain
+            self.model, X, self.score_type, n_samples=self.n_importance_samples, seed=self.seed, explain=explain,
+            state=self.score_state, rows=self.rows,
         )
 
     def anomaly_score(self, X) -> np.ndarray:

@@ -20,7 +20,11 @@ import math
 import numpy as np
 import torch
 
+from torch import nn
+
+from .complexity import LocalContextModel
 from .footprint import check_model_size, model_footprint
+from .latent import LatentNeighbours
 from .limits import check_importance_samples
 from .model import VAE
 
@@ -42,32 +46,84 @@ BLOCK_ROWS = None  # None: block_rows(cfg); an int forces that block size (bench
 IWAE_BLOCK = 4096
 
 
-def block_rows(cfg) -> int:
+def block_rows(cfg, extra_values: int = 0) -> int:
     """Rows per scoring block for this architecture: a power of two from 64 to 1024.
 
     About 2**24 parameter-rows of work per block: big models get small blocks (a single row
     then costs a 64-row block, not a 1024-row one), tiny models big blocks (fewer calls).
-    It depends on the architecture only, so a model always scores with the same block shape.
+    It depends on the architecture and the size of its score state (`extra_values`, counted
+    as parameters: where the score state lived in the network, and where the block sizes of
+    existing model files came from) only, so a model always scores with the same block shape.
     """
     if BLOCK_ROWS is not None:
         return BLOCK_ROWS
     n_params, per_row = model_footprint(cfg)
+    n_params += extra_values
     rows = 2 ** round(math.log2(max(1.0, 2**24 / (n_params + per_row))))
     return int(min(1024, max(64, rows)))
 
 
-def check_scoring_size(cfg, score_type: str, n_samples: int = 64) -> None:
-    """DataError when scoring one block with this model would go over the memory budget."""
+def scoring_rows(cfg, score_type: str, n_samples: int = 64, state: "ScoreState | None" = None) -> int:
+    """Rows per scoring block for this model and score state (`block_rows`); DataError when
+    scoring one block would go over the memory budget. A `Scorer` asks once and keeps it."""
+    extra = state.n_values() if state is not None else 0
+    rows = block_rows(cfg, extra)
     if score_type == "iwae":
         check_importance_samples(n_samples)
-        check_model_size(cfg, rows=max(1, IWAE_BLOCK // n_samples), samples=n_samples)
+        check_model_size(cfg, rows=max(1, IWAE_BLOCK // n_samples), samples=n_samples, extra_values=extra)
     else:
-        check_model_size(cfg, rows=block_rows(cfg))
+        check_model_size(cfg, rows=rows, extra_values=extra)
+    return rows
 
 
-def _blocks(model: VAE, X: np.ndarray, rows: int | None = None):
+class ScoreState(nn.Module):
+    """What a score reads beside the network, fitted on the training data but not by gradient:
+    the local pixel-context model of the "ratio" score (vaeguard.complexity) and the reference
+    codes and part scales of the "fused" score (vaeguard.latent). Either may be absent.
+
+    Its buffers travel in the model file beside the network's (`tensors`, `from_file`); `config`
+    is what rebuilds it empty: `{"context_model": bool, "latent_neighbours": int}`.
+    """
+
+    def __init__(self, *, image_shape: tuple[int, int, int] | None = None, n_reference: int = 0, latent_dim: int = 0):
+        super().__init__()
+        self.context = LocalContextModel(image_shape) if image_shape is not None else None
+        self.neighbours = LatentNeighbours(n_reference, latent_dim) if n_reference else None
+
+    @classmethod
+    def from_config(cls, config: dict, *, likelihood: str, image_shape, latent_dim: int) -> "ScoreState":
+        """An empty state of the shape `config` describes; ValueError when the model cannot hold it."""
+        if config.get("context_model"):
+            if image_shape is None or len(image_shape) != 3:
+                raise ValueError("the context model needs input_shape=(channels, height, width)")
+            if likelihood != "bernoulli":
+                raise ValueError("the context model needs the bernoulli likelihood (pixels in [0, 1])")
+        n_reference = int(config.get("latent_neighbours", 0))
+        if n_reference < 0:
+            raise ValueError(f"latent_neighbours must be >= 0, got {n_reference}")
+        return cls(image_shape=image_shape if config.get("context_model") else None, n_reference=n_reference, latent_dim=latent_dim)
+
+    def n_values(self) -> int:
+        """How many numbers it holds (counted with the network's parameters in memory estimates)."""
+        return sum(b.numel() for b in self.buffers())
+
+    def config(self) -> dict:
+        return {
+            "context_model": self.context is not None,
+            "latent_neighbours": len(self.neighbours.codes) if self.neighbours is not None else 0,
+        }
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """Its buffers by name ("context.logits", "neighbours.codes", ...), float32 on the CPU."""
+        return {k: v.detach().cpu().numpy() for k, v in self.state_dict().items()}
+
+    def load_tensors(self, tensors: dict[str, np.ndarray]) -> "ScoreState":
+        self.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()})
+        return self
+
+
+def _blocks(model: VAE, X: np.ndarray, rows: int):
     """(block, n): X in blocks of exactly `rows` rows, the last padded with zero rows; n are real."""
-    rows = block_rows(model.cfg) if rows is None else rows
     device = next(model.parameters()).device
     for start in range(0, len(X), rows):
         part = torch.as_tensor(X[start : start + rows], dtype=torch.float32)
@@ -80,7 +136,7 @@ def _blocks(model: VAE, X: np.ndarray, rows: int | None = None):
 
 def _run(model: VAE, X: np.ndarray, fn, rows: int | None = None) -> torch.Tensor | None:
     """fn over fixed-size blocks of X, padding rows dropped, concatenated (None for no rows)."""
-    parts = [fn(block)[:n] for block, n in _blocks(model, X, rows)]
+    parts = [fn(block)[:n] for block, n in _blocks(model, X, block_rows(model.cfg) if rows is None else rows)]
     return torch.cat(parts) if parts else None
 
 
@@ -99,50 +155,50 @@ def _iwae_nll(model: VAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def fit_latent_neighbours(model: VAE, X_reference: np.ndarray, X_scale: np.ndarray) -> None:
-    """Store the codes of X_reference and scale the fused score's parts on X_scale (normal rows).
+def fit_latent_neighbours(model: VAE, state: ScoreState, X_reference: np.ndarray, X_scale: np.ndarray) -> None:
+    """Store the codes of X_reference in `state` and scale the fused score's parts on X_scale.
 
     X_scale should be held-out normal rows (not the calibration rows, whose scores set the
-    threshold); the model must have been built with latent_neighbours=len(X_reference).
+    threshold); `state` must have been built with n_reference=len(X_reference).
     """
-    if model.neighbours is None:
-        raise ValueError("the model holds no latent neighbour model (VAEConfig(latent_neighbours=N))")
+    if state.neighbours is None:
+        raise ValueError("the score state holds no latent neighbours (ScoreState(n_reference=N, ...))")
     model.eval()
-    model.neighbours.fit(torch.as_tensor(encode_means(model, X_reference)))
-    both = torch.as_tensor(fused_parts(model, X_scale))
-    model.neighbours.set_scales(both[:, 0], both[:, 1])
+    state.neighbours.fit(torch.as_tensor(encode_means(model, X_reference, block_rows(model.cfg, state.n_values()))))
+    both = torch.as_tensor(fused_parts(model, X_scale, state))
+    state.neighbours.set_scales(both[:, 0], both[:, 1])
 
 
 @torch.no_grad()
-def fused_parts(model: VAE, X: np.ndarray) -> np.ndarray:
+def fused_parts(model: VAE, X: np.ndarray, state: ScoreState) -> np.ndarray:
     """The two parts of the fused score before scaling, float64 (n, 2): the reconstruction NLL
     and the distance from the latent code to its k-th nearest reference code.
 
     Shows which part carries the signal on a data set (benchmarks/score_types.py).
     """
-    check_score_type(model, "fused")
+    check_score_type("fused", state)
     model.eval()
 
     def parts(x: torch.Tensor) -> torch.Tensor:
         terms = model(x)
-        return torch.stack([terms.recon, model.neighbours.distance(terms.mu)], dim=1)
+        return torch.stack([terms.recon, state.neighbours.distance(terms.mu)], dim=1)
 
-    both = _run(model, X, parts)
+    both = _run(model, X, parts, block_rows(model.cfg, state.n_values()))
     return both.double().cpu().numpy() if both is not None else np.empty((0, 2))
 
 
-def check_score_type(model: VAE, score_type: str) -> None:
-    """ValueError unless `model` can compute `score_type`."""
+def check_score_type(score_type: str, state: ScoreState | None = None) -> None:
+    """ValueError unless `score_type` is known and `state` holds what it reads."""
     if score_type not in SCORE_TYPES:
         raise ValueError(f"score_type must be one of {', '.join(SCORE_TYPES)}; got {score_type!r}")
-    if score_type == "ratio" and model.context is None:
+    if score_type == "ratio" and (state is None or state.context is None):
         raise ValueError(
-            "score_type='ratio' needs a model with a context model (VAEConfig(context_model=True)): "
+            "score_type='ratio' needs a score state with a context model (ScoreState(image_shape=...)): "
             "images with a known input_shape and the bernoulli likelihood"
         )
-    if score_type == "fused" and model.neighbours is None:
+    if score_type == "fused" and (state is None or state.neighbours is None):
         raise ValueError(
-            "score_type='fused' needs a model with latent neighbours (VAEConfig(latent_neighbours=N)) "
+            "score_type='fused' needs a score state with latent neighbours (ScoreState(n_reference=N, ...)) "
             "fitted by fit_latent_neighbours"
         )
 
@@ -156,14 +212,18 @@ def score_and_explain(
     seed: int = 0,
     *,
     explain: bool = True,
+    state: ScoreState | None = None,
+    rows: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Anomaly score per row of X (float64, (n,)) and, with `explain`, the per-feature
     reconstruction NLL at the posterior mean (float64, (n, d)) from the same forward pass.
 
     Feature rows sum to the 'recon' score, and to the 'elbo' score minus its KL part.
+    `state` holds what "ratio" and "fused" read; `rows` is `scoring_rows` of the model, which
+    a caller scoring many chunks asks once (without it, it is asked here).
     """
-    check_score_type(model, score_type)
-    check_scoring_size(model.cfg, score_type, n_samples)
+    check_score_type(score_type, state)
+    rows = scoring_rows(model.cfg, score_type, n_samples, state) if rows is None else rows
     model.eval()
     n, d = X.shape
     if score_type == "iwae":
@@ -171,20 +231,20 @@ def score_and_explain(
         generator = torch.Generator().manual_seed(seed)
         eps = torch.randn(n_samples, model.cfg.latent_dim, generator=generator).to(device)
         scores = _run(model, X, lambda x: _iwae_nll(model, x, eps), rows=max(1, IWAE_BLOCK // n_samples))
-        features = _run(model, X, lambda x: model(x).feature_nll) if explain else None
+        features = _run(model, X, lambda x: model(x).feature_nll, rows) if explain else None
     else:
 
         def score_and_features(x: torch.Tensor) -> torch.Tensor:
             terms = model(x)
             if score_type == "ratio":
-                score = terms.recon + terms.kl - model.context.nll(x)
+                score = terms.recon + terms.kl - state.context.nll(x)
             elif score_type == "fused":
-                score = model.neighbours.fuse(terms.recon, model.neighbours.distance(terms.mu))
+                score = state.neighbours.fuse(terms.recon, state.neighbours.distance(terms.mu))
             else:
                 score = {"elbo": terms.recon + terms.kl, "recon": terms.recon, "kl": terms.kl}[score_type]
             return torch.cat([score[:, None], terms.feature_nll], dim=1) if explain else score[:, None]
 
-        both = _run(model, X, score_and_features)
+        both = _run(model, X, score_and_features, rows)
         scores = None if both is None else both[:, 0]
         features = None if both is None or not explain else both[:, 1:]
     score_array = scores.double().cpu().numpy() if scores is not None else np.empty(0, dtype=np.float64)
@@ -199,9 +259,11 @@ def anomaly_scores(
     score_type: str = "elbo",
     n_samples: int = 64,
     seed: int = 0,
+    *,
+    state: ScoreState | None = None,
 ) -> np.ndarray:
     """Anomaly score per row of X (float64, shape (n,)); see SCORE_DESCRIPTIONS."""
-    return score_and_explain(model, X, score_type, n_samples, seed, explain=False)[0]
+    return score_and_explain(model, X, score_type, n_samples, seed, explain=False, state=state)[0]
 
 
 def feature_scores(model: VAE, X: np.ndarray) -> np.ndarray:
@@ -213,16 +275,17 @@ def feature_scores(model: VAE, X: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def encode_means(model: VAE, X: np.ndarray) -> np.ndarray:
-    """Posterior means, shape (n, latent_dim): the map of where each sample sits."""
+def encode_means(model: VAE, X: np.ndarray, rows: int | None = None) -> np.ndarray:
+    """Posterior means, shape (n, latent_dim): the map of where each sample sits.
+    `rows`: the block size (default `block_rows(model.cfg)`; a Scorer passes its own)."""
     model.eval()
-    out = _run(model, X, lambda x: model.encode(x)[0])
+    out = _run(model, X, lambda x: model.encode(x)[0], rows)
     return out.cpu().numpy() if out is not None else np.empty((0, model.cfg.latent_dim), dtype=np.float32)
 
 
 @torch.no_grad()
-def reconstruct(model: VAE, X: np.ndarray) -> np.ndarray:
-    """E[x | z = posterior mean], in the model's input space, shape (n, d)."""
+def reconstruct(model: VAE, X: np.ndarray, rows: int | None = None) -> np.ndarray:
+    """E[x | z = posterior mean], in the model's input space, shape (n, d); `rows` as in encode_means."""
     model.eval()
-    out = _run(model, X, lambda x: model.mean_output(model.decode(model.encode(x)[0])))
+    out = _run(model, X, lambda x: model.mean_output(model.decode(model.encode(x)[0])), rows)
     return out.cpu().numpy() if out is not None else np.empty((0, X.shape[1]), dtype=np.float32)
