@@ -74,7 +74,7 @@ def standardizes(option: str | bool, likelihood: str) -> bool:
 
 def image_shape(spec: InputSpec) -> tuple[int, int, int] | None:
     """(C, H, W) when the rows were declared images (input_shape or an image input), else None."""
-    return spec.shape if isinstance(spec, ImageInput) else None
+    return spec.image_shape
 
 
 def has_context_model(likelihood: str, spec: InputSpec) -> bool:
@@ -102,7 +102,7 @@ def architecture(option: str, likelihood: str, spec: InputSpec) -> str:
     """"conv" for grey-level images (gaussian) with "auto", else "mlp"; or `option` itself."""
     if option != "auto":
         return option
-    return "conv" if isinstance(spec, ImageInput) and likelihood == "gaussian" else "mlp"
+    return "conv" if spec.image_shape is not None and likelihood == "gaussian" else "mlp"
 
 
 def network(params: dict, n_features: int, likelihood: str, spec: InputSpec) -> VAEConfig:

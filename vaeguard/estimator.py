@@ -28,7 +28,7 @@ from .calibration import (
 from .devices import resolve_device
 from .errors import DataError
 from .footprint import check_model_size
-from .inputs import InputSpec, TableInput
+from .inputs import InputSpec
 from .latent import MAX_REFERENCE_CODES
 from .limits import MAX_EPOCHS, MAX_IMPORTANCE_SAMPLES, MAX_INTERPOLATION_STEPS, MAX_SAMPLES, check_generated_rows
 from .modelfile import FittedState
@@ -186,7 +186,14 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             from .sources import read_training_data
 
             data = read_training_data(X, image_shape=self.input_shape)
+            for note in data.notes:  # the columns left out, and why
+                warnings.warn(f"{X}: {note}", UserWarning, stacklevel=2)
             X, input_spec = data.X, data.input_spec
+        elif hasattr(X, "columns") and hasattr(X, "dtypes"):  # a DataFrame
+            from .tabular import role_warnings
+
+            for warning in role_warnings(X):
+                warnings.warn(warning, UserWarning, stacklevel=2)
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_all_finite=False)
         n = len(X)
         if n < 3:
@@ -196,7 +203,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             )
         self.input_spec_ = defaults.input_spec(X, input_spec, self.input_shape, getattr(self, "feature_names_in_", None))
         check_finite(X, self.input_spec_, within_float32=True)  # the cells the training readers refuse
-        if input_spec is not None and isinstance(input_spec, TableInput) and not hasattr(self, "feature_names_in_"):
+        if input_spec is not None and input_spec.kind == "table" and not hasattr(self, "feature_names_in_"):
             # rows read from a file: the model knows its column names, as if fitted on a DataFrame
             self.feature_names_in_ = np.asarray(input_spec.columns, dtype=object)
         rng = check_random_state(self.random_state)
@@ -602,7 +609,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         else x0, x1, ... as in scikit-learn."""
         check_is_fitted(self)
         spec = getattr(self, "input_spec_", None)
-        if input_features is None and not hasattr(self, "feature_names_in_") and isinstance(spec, TableInput):
+        if input_features is None and not hasattr(self, "feature_names_in_") and spec is not None and spec.kind == "table":
             return np.asarray(spec.columns, dtype=object)
         return _check_feature_names_in(self, input_features)
 

@@ -28,7 +28,7 @@ import torch
 from .devices import resolve_device
 from .errors import DataError, ModelFileError
 from .footprint import check_model_size, check_tensor_shapes, check_widths
-from .inputs import ImageInput, InputSpec, TableInput
+from .inputs import InputSpec
 from .model import VAE, VAEConfig
 from .modelfile import FittedState, is_standardizing
 from .scoring import ScoreState, score_and_explain, scoring_rows
@@ -46,7 +46,7 @@ def standardize(X: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarra
 
 def feature_label(spec: InputSpec | None, j: int) -> str:
     """How a message names feature j: "column 'name'" for a table, "feature j" for images."""
-    return f"column {spec.columns[j]!r}" if isinstance(spec, TableInput) else f"feature {j}"
+    return spec.feature_label(j) if spec is not None else f"feature {j}"
 
 
 def check_finite(X: np.ndarray, spec: InputSpec | None = None, *, within_float32: bool = False) -> None:
@@ -83,7 +83,7 @@ def build_model(state: FittedState, path: str | Path, device: str = "auto") -> t
     try:
         cfg = VAEConfig(**state.model_config)
         check_widths(cfg)  # before building anything
-        image_shape = state.input.shape if isinstance(state.input, ImageInput) else None
+        image_shape = state.input.image_shape
         with torch.device("meta"):
             model = VAE(cfg)
             score_state = ScoreState.from_config(

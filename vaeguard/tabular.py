@@ -214,6 +214,10 @@ _CAMEL_ID = re.compile(r"[a-z]I[dD]$")  # customerId, userID
 # Rows of distinct integers before a column counts as a row identifier: 20 values increasing
 # in file order by chance have a probability of 1/20!.
 ID_MIN_ROWS = 20
+ROLE_NOTES = {
+    "label": "named like a label; declare it with --label-column, or keep it as a feature with --columns",
+    "id": "a unique row identifier; declare it with --id-column, or keep it as a feature with --columns",
+}
 
 
 def looks_like_label(name: str) -> bool:
@@ -272,18 +276,26 @@ class CellCounts:
                     seen |= fresh
         return ok
 
+    def role(self, k: int, name: str) -> str | None:
+        """"label" or "id" when candidate column k looks like one (by its name, or as distinct
+        integers), else None."""
+        if looks_like_label(name):
+            return "label"
+        if self.integral[k] and self.finite[k] >= ID_MIN_ROWS and (self.increasing[k] or self.distinct.get(k, False)):
+            return "id"
+        return None
+
     def _why_not(self, k: int, name: str) -> str | None:
         """Why candidate column k is not a feature by default (None: it is one)."""
         if looks_like_label(name):
-            return "named like a label; declare it with --label-column, or keep it as a feature with --columns"
+            return ROLE_NOTES["label"]
         why = not_numeric(self.finite[k], self.nonempty[k], self.booleans[k], self.infinite[k])
         if why is not None:
             return why
         if self.low[k] == self.high[k] and self.finite[k] == self.nonempty[k]:  # a typo is reported, not hidden
             return f"the same value ({self.low[k]:g}) in every row"
-        if self.integral[k] and self.finite[k] >= ID_MIN_ROWS and (self.increasing[k] or self.distinct.get(k, False)):
-            return "a unique row identifier; declare it with --id-column, or keep it as a feature with --columns"
-        return None
+        role = self.role(k, name)
+        return ROLE_NOTES[role] if role else None
 
     def choose(self, where, names: list[str], roles: ColumnRoles) -> tuple[list[int], list[tuple[str, str]]]:
         """Positions of the feature columns among `names`, and (column, why) for those left out:
@@ -304,6 +316,21 @@ class CellCounts:
             roles.id_column,
             roles.label_column,
         )
+
+
+def role_warnings(frame: pd.DataFrame) -> list[str]:
+    """Warnings for the numeric columns of a DataFrame that look like a label or a row id. The
+    estimator keeps every column it is given, as scikit-learn's estimators do, but says so."""
+    numeric = [k for k, dtype in enumerate(frame.dtypes) if dtype.kind in "iufb"]
+    names = [str(frame.columns[k]) for k in numeric]
+    counts = CellCounts(names)
+    counts.add(frame.iloc[:, numeric].to_numpy(dtype=np.float64, na_value=np.nan), {}, frame.dtypes.iloc[numeric])
+    what = {"label": "a label", "id": "a row identifier"}
+    return [
+        f"column {name!r} looks like {what[role]} and is used as a feature; drop it from X unless it is one"
+        for k, name in enumerate(names)
+        if (role := counts.role(k, name)) is not None
+    ]
 
 
 def _header_check(path: Path, header: list[str]) -> Callable[[list[str], str], None]:
