@@ -182,9 +182,10 @@ def test_every_path_gives_the_same_float_for_the_same_row(frame_detector, tmp_pa
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "s.csv", keep_default_na=False), from_parquet, check_dtype=False)
 
 
-def test_a_nan_is_the_same_error_on_every_path(frame_detector, tmp_path):
-    """The estimator and a Scorer (from the detector or the model file) refuse a NaN or an
-    infinity alike, naming the row (counting from 0) and the column."""
+def test_an_infinity_is_the_same_error_on_every_path(frame_detector, tmp_path):
+    """The estimator and a Scorer (from the detector or the model file) refuse an infinity or a
+    row with no value alike, naming the row (counting from 0) and the column; a NaN is a
+    missing cell and scores the same on every path."""
     det, normal = frame_detector
     det.save(tmp_path / "m.vgm")
     scorers = {
@@ -193,13 +194,21 @@ def test_a_nan_is_the_same_error_on_every_path(frame_detector, tmp_path):
         "detector.scorer()": det.scorer().anomaly_score,
         "Scorer.load": Scorer.load(tmp_path / "m.vgm", device="cpu").anomaly_score,
     }
-    for value, message in ((np.nan, "row 1, column 'c': missing value (NaN)"), (-np.inf, "row 1, column 'c': -inf is not a finite number")):
+    for value, message in ((-np.inf, "row 1, column 'c': -inf is not a finite number"), (np.nan, "row 1: every feature cell is missing: nothing to score")):
         X = normal.iloc[:3].to_numpy().copy()
         X[1, 2] = value
+        if np.isnan(value):
+            X[1] = np.nan
         for name, score in scorers.items():
             with pytest.raises(DataError) as caught:
                 score(X)
             assert str(caught.value) == message, name
+    X = normal.iloc[:3].to_numpy().copy()
+    X[1, 2] = np.nan
+    scores = {name: score(X) for name, score in scorers.items()}
+    assert np.isfinite(scores["estimator"]).all()
+    for name, got in scores.items():
+        np.testing.assert_array_equal(got, scores["estimator"], err_msg=name)
 
 
 def test_evaluate_counts_an_infinite_score_as_score_flags_it(frame_detector, tmp_path):
@@ -231,15 +240,15 @@ def test_a_failed_run_with_parquet_output_prints_one_line(frame_detector, tmp_pa
     pytest.importorskip("pyarrow")
     det, normal = frame_detector
     det.save(tmp_path / "m.vgm")
-    bad = pd.concat([normal] * 4, ignore_index=True)
-    bad.loc[1500, "b"] = np.nan  # in the third chunk: two row groups are written before it
+    bad = pd.concat([normal] * 4, ignore_index=True).astype(object)
+    bad.loc[1500, "b"] = "oops"  # in the third chunk: two row groups are written before it
     bad.to_csv(tmp_path / "bad.csv", index=False)
     run = subprocess.run(
         [sys.executable, "-m", "vaeguard", "-q", "score", tmp_path / "m.vgm", tmp_path / "bad.csv", "-o", tmp_path / "out.parquet", "--chunk-size", "600"],
         capture_output=True, text=True,
     )
     assert run.returncode == 1
-    assert run.stderr.splitlines() == [f"error: {tmp_path / 'bad.csv'}: column 'b', row 1501 (line 1502): empty value"]
+    assert run.stderr.splitlines() == [f"error: {tmp_path / 'bad.csv'}: column 'b', row 1501 (line 1502): 'oops' is not a number"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "m.vgm"]
 
 

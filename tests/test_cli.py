@@ -115,7 +115,20 @@ def test_missing_column_is_an_error_naming_it(tables, table_model, tmp_path):
     assert out.read_text() == "precious\n"
 
 
-@pytest.mark.parametrize("value", ["abc", "", "nan", "inf"])
+def test_missing_cells_are_scored_from_the_others(tables, table_model, tmp_path):
+    """Empty, NA and nan cells are missing: the row is scored from its other cells, and a
+    shifted row with a gap still scores above the normal rows."""
+    frame = pd.read_csv(tables / "test.csv").astype({"d": object, "a": object})
+    frame.loc[[10, 11, 12], "d"] = ["", "NA", "nan"]
+    frame.to_csv(tmp_path / "gaps.csv", index=False)
+    result = invoke("score", table_model, tmp_path / "gaps.csv", "-o", tmp_path / "scores.csv")
+    assert result.exit_code == 0, result.output
+    rows = read_csv(tmp_path / "scores.csv")
+    assert all(rows[i]["error"] == "" and np.isfinite(float(rows[i]["score"])) for i in (10, 11, 12))
+    assert all("d" not in (rows[i]["top_1"], rows[i]["top_2"], rows[i]["top_3"]) for i in (10, 11, 12))
+
+
+@pytest.mark.parametrize("value", ["abc", "true", "1e39", "inf"])
 def test_bad_cell_fails_naming_column_and_row_then_skip_policy(tables, table_model, tmp_path, value):
     frame = pd.read_csv(tables / "test.csv").astype({"d": object})
     frame.loc[150, "d"] = value  # data row 151, in the third chunk of 64

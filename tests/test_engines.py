@@ -46,7 +46,8 @@ def dataset(tmp_path_factory):
     frame = pd.DataFrame(np.vstack([make_rows(450, rng), make_rows(50, rng, shift=4.0)]), columns=COLUMNS)
     frame.insert(0, "id", [f"r{i}" for i in range(len(frame))])
     frame["extra"] = "ignored"
-    frame.loc[7, "b"] = np.nan
+    frame.loc[7, COLUMNS] = np.nan  # a row without a value: a bad row
+    frame.loc[8, "b"] = np.nan  # a missing cell: scored from the others, the same on every engine
     frame.loc[300, "d"] = np.inf
     data = root / "data"
     data.mkdir()
@@ -79,7 +80,8 @@ def assert_same_scores(got: pd.DataFrame, expected: pd.DataFrame):
 def test_expected_scores_flag_the_shifted_rows_and_name_bad_cells(dataset):
     _, _, expected = dataset
     assert expected["id"].tolist() == [f"r{i}" for i in range(500)]
-    assert expected.loc[7, "error"] == "column 'b': missing value (null or NaN)"
+    assert expected.loc[7, "error"] == "every feature cell is missing: nothing to score"
+    assert expected.loc[8, "error"] == "" and np.isfinite(expected.loc[8, "score"])
     assert "column 'd'" in expected.loc[300, "error"] and np.isnan(expected.loc[300, "score"])
     assert expected["is_anomaly"].iloc[450:].mean() > 0.9 > 0.1 > expected["is_anomaly"].iloc[:450].mean()
 
@@ -129,7 +131,7 @@ def test_dask_on_bad_row_fail_stops_naming_the_column(dataset, dask_client):
 
     root, _, _ = dataset
     ddf = dd.read_parquet(str(root / "data" / "*.parquet"))
-    with pytest.raises(DataError, match="column 'b': missing value \\(null or NaN\\)|column 'd': 'inf' is not a finite number"):
+    with pytest.raises(DataError, match="every feature cell is missing|column 'd': 'inf' is not a finite number"):
         score_dask(root / "model.vgm", ddf, device="cpu", on_bad_row="fail").compute()
 
 
@@ -323,7 +325,7 @@ def test_spark_on_bad_row_fail_stops_the_job(dataset, spark):
 
     root, _, _ = dataset
     df = spark.read.parquet(str(root / "data"))
-    with pytest.raises(Exception, match="column 'b': missing value \\(null or NaN\\)|column 'd': 'inf' is not a finite number"):
+    with pytest.raises(Exception, match="every feature cell is missing|column 'd': 'inf' is not a finite number"):
         score_spark(root / "model.vgm", df, device="cpu", on_bad_row="fail").collect()
 
 
@@ -351,6 +353,6 @@ def test_spark_bad_row_from_the_command_line_is_one_line(dataset, spark, tmp_pat
     result = CliRunner().invoke(app, ["score", str(root / "model.vgm"), str(root / "data"), "-o", str(out), "--engine", "spark", "--master", "local[2]", "--device", "cpu"])
     assert result.exit_code == 1
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert lines[-1].startswith("error: a Spark batch: row ") and "column 'b'" in lines[-1] or "column 'd'" in lines[-1], result.output
+    assert lines[-1].startswith("error: a Spark batch: row ") and ("every feature cell is missing" in lines[-1] or "column 'd'" in lines[-1]), result.output
     assert "Traceback" not in result.output and "Py4J" not in result.output
     assert not out.exists() and [p.name for p in tmp_path.iterdir()] == []

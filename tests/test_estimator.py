@@ -141,7 +141,8 @@ def test_works_in_a_pipeline_and_a_grid_search(digits):
 @pytest.mark.parametrize(
     "X, message",
     [
-        (np.array([[1.0, 1.0], [0.0, 1.0], [1.0, np.nan]]), r"row 2, column 'x1': missing value \(NaN\)"),
+        (np.array([[1.0, 1.0], [np.nan, np.nan], [1.0, 1.0]]), r"row 1: every feature cell is missing"),
+        (np.array([[1.0, np.nan], [0.0, np.nan], [1.0, np.nan]]), r"column 'x1': every training cell is missing"),
         (np.array([[1.0, np.inf], [0.0, 1.0], [1.0, 1.0]]), "row 0, column 'x1': inf is not a finite number"),
         (np.array([[1.0, 1.0], [1e300, 1.0], [1.0, 1.0]]), r"row 1, column 'x0': 1e\+300 is too large \(beyond float32\)"),
         (np.empty((0, 3)), "0 sample"),
@@ -158,7 +159,7 @@ def test_bad_training_input_is_a_clear_value_error(X, message):
 def test_bad_scoring_input_is_a_clear_value_error(digits, digits_detector):
     with pytest.raises(ValueError, match="64 features"):
         digits_detector.score_samples(np.zeros((3, 10)))
-    with pytest.raises(DataError, match=r"row 0, feature 0: missing value \(NaN\)"):
+    with pytest.raises(DataError, match=r"row 0: every feature cell is missing"):
         digits_detector.score_samples(np.full((2, 64), np.nan))
     bernoulli = VAEAnomalyDetector(**dict(FAST, likelihood="bernoulli")).fit(digits.X_train[:100])
     with pytest.raises(DataError, match=r"row 1, column 'x3' holds 2"):

@@ -39,7 +39,7 @@ from vaeguard.inputs import CHUNK_BUDGET_BYTES, CHUNK_BYTES_PER_CELL, RESERVED_I
 from vaeguard.scorer import Scorer
 from vaeguard.sources import iter_chunks, read_training_data
 from vaeguard.streaming import TableStream
-from vaeguard.tabular import ColumnRoles, _compare_header, _positions, iter_table_chunks, note_extra_columns, read_training_table
+from vaeguard.tabular import ColumnRoles, _compare_header, _positions, iter_table_chunks, note_extra_columns
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -73,18 +73,58 @@ def _column(kind: str, cells: list[int]):
     return pa.array([c == 1 for c in cells], pa.bool_())
 
 
-def _first_bad(kinds: list[str], cells: list[list[int]], names: list[str]) -> tuple[int, str, str] | None:
-    """(row, column, reason) of the first unusable cell, row by row then column by column."""
-    for row in range(len(cells[0])):
+NO_CELL = "every feature cell is missing: nothing to score"
+
+
+def _cell(kind: str, c: int, row: int) -> str | float | None:
+    """What a cell holds: None when missing, a number, or the text that makes it a bad cell."""
+    if kind == "null" or (kind in ("float_nulls", "text_nulls") and c == 0):
+        return None
+    if kind == "text_nulls":
+        return "'abc' is not a number" if c == 1 else 2.5
+    if kind == "bool":
+        return f"{str(c == 1)!r} is not a number"
+    return {"float": 0.5 * row, "int": float(row), "float_nulls": 1.5 * row}[kind]
+
+
+def _first_bad(kinds: list[str], cells: list[list[int]], names: list[str], training: bool = False) -> tuple[int | None, str | None, str] | None:
+    """(row, column, reason) of the first bad cell, row by row then column by column; else, in
+    training, the first column with no cell present (row None); else the first row with no cell
+    present (column None); else None."""
+    rows = range(len(cells[0]))
+    for row in rows:
         for name, kind, col in zip(names, kinds, cells):
-            c = col[row]
-            if kind == "null" or (kind in ("float_nulls", "text_nulls") and c == 0):
-                return row + 1, name, "missing value (null or NaN)"
-            if kind == "text_nulls" and c == 1:
-                return row + 1, name, "'abc' is not a number"
-            if kind == "bool":
-                return row + 1, name, f"{str(c == 1)!r} is not a number"
+            held = _cell(kind, col[row], row)
+            if isinstance(held, str):
+                return row + 1, name, held
+    for name, kind, col in zip(names, kinds, cells):
+        if training and all(_cell(kind, col[row], row) is None for row in rows):
+            return None, name, "every training cell is missing"
+    for row in rows:
+        if all(_cell(kind, col[row], row) is None for kind, col in zip(kinds, cells)):
+            return row + 1, None, NO_CELL
     return None
+
+
+def _said(bad: tuple[int, str | None, str]) -> str:
+    return bad[2] if bad[1] is None else f"column {bad[1]!r}: {bad[2]}"
+
+
+def _default_features(kinds: list[str], cells: list[list[int]]) -> tuple[list[int], dict[int, str]]:
+    """The columns the default rule keeps, and why each other one is left out."""
+    why = {"null": "every cell is null", "bool": "true/false values, not numbers", "text_nulls": "of type string, not numbers"}
+    kept, out = [], {}
+    for i, kind in enumerate(kinds):
+        values = sorted({v for row, c in enumerate(cells[i]) if (v := _cell(kind, c, row)) is not None}) if kind not in why else None
+        if kind in why:
+            out[i] = why[kind]
+        elif not values:
+            out[i] = "every cell is empty"
+        elif len(values) == 1:
+            out[i] = f"the same value ({values[0]:g}) in every row"
+        else:
+            kept.append(i)
+    return kept, out
 
 
 @fast_and_slow(
@@ -94,13 +134,18 @@ def _first_bad(kinds: list[str], cells: list[list[int]], names: list[str]) -> tu
     st.booleans(),
 )
 def _parquet_null_columns(kinds, n_rows, rnd, pick_columns):
+    """Nulls are missing cells, text and true/false in a column read as numbers are bad cells,
+    a row with no cell present is a bad row: training, the default column rule and scoring
+    agree on each, naming the same row and column."""
     names = [f"c{i}" for i in range(len(kinds))]
     cells = [[rnd.randrange(3) for _ in range(n_rows)] for _ in kinds]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp, "data.parquet")
         pq.write_table(pa.table([_column(k, c) for k, c in zip(kinds, cells)], names=names), path)
-        numeric = [i for i, k in enumerate(kinds) if k in ("float", "int", "float_nulls")]
-        chosen = [i for i in range(len(kinds)) if rnd.random() < 0.6] or [0] if pick_columns else numeric
+        if pick_columns:
+            chosen, left_out = [i for i in range(len(kinds)) if rnd.random() < 0.6] or [0], {}
+        else:
+            chosen, left_out = _default_features(kinds, cells)
         try:
             table = read_training_parquet(path, ColumnRoles(columns=[names[i] for i in chosen] if pick_columns else None))
         except DataError as exc:
@@ -108,15 +153,13 @@ def _parquet_null_columns(kinds, n_rows, rnd, pick_columns):
             if not chosen:
                 assert message.startswith(f"{path}: no numeric columns"), message
                 return
-            bad = _first_bad([kinds[i] for i in chosen], [cells[i] for i in chosen], [names[i] for i in chosen])
+            bad = _first_bad([kinds[i] for i in chosen], [cells[i] for i in chosen], [names[i] for i in chosen], training=True)
             assert bad is not None, message
-            assert message == f"{path}: row {bad[0]}: column {bad[1]!r}: {bad[2]}"
+            assert message == (f"{path}: row {bad[0]}: {_said(bad)}" if bad[0] is not None else f"{path}: {_said(bad)}")
         else:
-            assert chosen and _first_bad([kinds[i] for i in chosen], [cells[i] for i in chosen], [names[i] for i in chosen]) is None
+            assert chosen and _first_bad([kinds[i] for i in chosen], [cells[i] for i in chosen], [names[i] for i in chosen], training=True) is None
             assert list(table.schema.columns) == [names[i] for i in chosen]
-            if not pick_columns:  # every column left out is named, with its reason
-                why = {"null": "every cell is null", "bool": "true/false values, not numbers", "text_nulls": "of type string, not numbers"}
-                assert table.dropped == [(names[i], why[k]) for i, k in enumerate(kinds) if i not in chosen]
+            assert sorted(table.dropped) == sorted((names[i], why) for i, why in left_out.items())
         if not chosen:
             return
         # Scoring through a model of these columns: the same cells are named, row by row.
@@ -125,15 +168,15 @@ def _parquet_null_columns(kinds, n_rows, rnd, pick_columns):
         for row in range(n_rows):
             one = _first_bad([kinds[i] for i in chosen], [[cells[i][row]] for i in chosen], [names[i] for i in chosen])
             if one is not None:
-                expected[row + 1] = one
+                expected[row + 1] = (row + 1, *one[1:])
         got = [b for chunk in iter_parquet_chunks(path, spec, chunk_size=rnd.randint(1, 5), on_bad_row="skip") for b in chunk.bad_rows]
         assert [r for r, _ in got] == sorted(expected)
-        assert all(reason.startswith(f"column {expected[r][1]!r}: {expected[r][2]}") for r, reason in got)
+        assert all(reason.startswith(_said(expected[r])) for r, reason in got)
         if expected:
             with pytest.raises(DataError) as err:
                 list(iter_parquet_chunks(path, spec, on_bad_row="fail"))
             first = min(expected)
-            assert one_line(err.value).startswith(f"{path}: row {first}: column {expected[first][1]!r}: {expected[first][2]}")
+            assert one_line(err.value).startswith(f"{path}: row {first}: {_said(expected[first])}")
 
 
 test_parquet_null_columns, test_parquet_null_columns_slow = _parquet_null_columns
@@ -143,7 +186,7 @@ def test_issue_null_column_through_the_cli(tmp_path):
     path = tmp_path / "null.parquet"
     pq.write_table(pa.table({"a": np.arange(40.0), "b": np.arange(40.0) % 7, "n": pa.nulls(40)}), path)
     result = invoke("-q", "train", path, "--columns", "a,n", "-o", tmp_path / "m.vgm", "--epochs", "1")
-    assert one_line_error(result) == f"error: {path}: row 1: column 'n': missing value (null or NaN)"
+    assert one_line_error(result) == f"error: {path}: column 'n': every training cell is missing"
     result = invoke("-q", "train", path, "-o", tmp_path / "m.vgm", "--epochs", "1", "--hidden-dims", "4", "--latent-dim", "2")
     assert result.exit_code == 0, result.output
     assert "note: left out column 'n': every cell is null" in result.output

@@ -111,14 +111,15 @@ def test_cli_out_of_core_on_csv_and_parquet(table, tmp_path):
 def test_a_bad_cell_stops_streamed_training_naming_it(tmp_path):
     frame = pd.DataFrame(make_rows(300, np.random.default_rng(1)), columns=COLUMNS)
     frame["c"] = frame["c"].map(repr)
-    frame.loc[250, "c"] = "n/a"
+    frame.loc[250, "c"] = "n/b"
     frame.to_csv(tmp_path / "bad.csv", index=False)
-    with pytest.raises(DataError, match=r"column 'c', row 251 .*'n/a' is not a number"):
+    with pytest.raises(DataError, match=r"column 'c', row 251 .*'n/b' is not a number"):
         VAEAnomalyDetector(epochs=1).fit_stream(TableStream(tmp_path / "bad.csv", columns=COLUMNS, chunk_size=100))
 
 
 def test_in_memory_and_out_of_core_training_take_the_same_columns(tmp_path):
-    """One column rule (tabular.not_numeric): a mostly "NA" column is left out by both, with a note."""
+    """One column rule (tabular.CellCounts): a mostly "NA" column (missing cells) is kept by
+    both, a yes/no column left out by both, with a note."""
     from typer.testing import CliRunner
 
     from vaeguard.cli import app
@@ -130,8 +131,8 @@ def test_in_memory_and_out_of_core_training_take_the_same_columns(tmp_path):
     (tmp_path / "d.csv").write_text("a,b,c,flag\n" + "\n".join(rows) + "\n")
     in_memory = read_training_data(tmp_path / "d.csv")
     stream = TableStream(tmp_path / "d.csv")
-    assert in_memory.input_spec.columns == stream.input_spec.columns == ("a", "b")
-    assert stream.notes == in_memory.notes == ["left out column 'c': mostly text, not numbers", "left out column 'flag': mostly text, not numbers"]
+    assert in_memory.input_spec.columns == stream.input_spec.columns == ("a", "b", "c")
+    assert stream.notes == in_memory.notes == ["left out column 'flag': mostly text, not numbers"]
     result = CliRunner().invoke(app, ["train", str(tmp_path / "d.csv"), "-o", str(tmp_path / "m.vgm"), "--out-of-core", "--epochs", "1"])
     assert result.exit_code == 0, result.output
-    assert "note: left out column 'c': mostly text, not numbers" in result.output
+    assert "note: left out column 'flag': mostly text, not numbers" in result.output

@@ -64,8 +64,7 @@ def test_training_pandas_index_column_is_not_a_feature(tmp_path):
     ("row", "message"),
     [
         ("abc", r"data.csv: column 'x2', row 2 \(line 3\): 'abc' is not a number"),
-        ("", r"column 'x2', row 2 \(line 3\): empty value"),
-        ("NaN", r"column 'x2', row 2 \(line 3\): 'NaN' is not a finite number"),
+        ("true", r"column 'x2', row 2 \(line 3\): 'true' is not a number"),
         ("-inf", r"column 'x2', row 2 \(line 3\): '-inf' is not a finite number"),
         ("1e300", r"column 'x2', row 2 \(line 3\): '1e\+300' is too large"),
     ],
@@ -150,8 +149,8 @@ BAD = (
     "2,abc\n"  # row 2: not a number
     "3,2\n"  # row 3
     "\n"  # blank line: not a row
-    ",4\n"  # row 4: empty
-    "NaN,5\n"  # row 5: NaN text
+    ",\n"  # row 4: no cell present
+    "1e39,5\n"  # row 5: beyond float32
     "6,6,6\n"  # row 6: too many fields
     "7,inf\n"  # row 7: infinite
     "8,8\n"  # row 8
@@ -170,8 +169,8 @@ def test_skip_policy_numbers_rows_across_chunk_boundaries(tmp_path):
     assert [r for r, _ in bad] == [2, 4, 5, 6, 7, 10]
     reasons = dict(bad)
     assert reasons[2] == "column 'x2': 'abc' is not a number"
-    assert reasons[4] == "column 'x1': empty value"
-    assert reasons[5] == "column 'x1': 'NaN' is not a finite number"
+    assert reasons[4] == "every feature cell is missing: nothing to score"
+    assert reasons[5] == "column 'x1': '1e39' is too large (beyond float32)"
     assert reasons[6] == "expected 2 fields, saw 3"
     assert reasons[7] == "column 'x2': 'inf' is not a finite number"
     assert len(rows) + len(bad) == 10
@@ -193,10 +192,10 @@ def test_chunk_with_only_bad_rows_is_still_yielded(tmp_path):
     ("body", "message"),
     [
         ("1,1\n2,2\n3,3\n4,abc\n", r"data.csv: column 'x2', row 4 \(line 5\): 'abc' is not a number"),
-        ("1,1\n2,2\n3,3\n\n4,\n", r"column 'x2', row 4 \(line 6\): empty value"),
+        ("1,1\n2,2\n3,3\n\n,\n", r"row 4 \(line 6\): every feature cell is missing"),
         ("1,1\n2,2\n3,3\n4,5\n5,5,5\n", r"data.csv: row 5 \(line 6\): expected 2 fields, saw 3"),
         ("1,1\n2,2\n3,3\n4,5\n5,5\n6,6,6\n", r"row 6 \(line 7\): expected 2 fields, saw 3"),
-        ("1,1\nnan,2\n", r"column 'x1', row 2 \(line 3\): 'nan' is not a finite number"),
+        ("1,1\nNA,2\n3,x\n", r"column 'x2', row 3 \(line 4\): 'x' is not a number"),
     ],
 )
 def test_fail_policy_names_file_column_row_and_line(tmp_path, body, message):
@@ -405,3 +404,15 @@ def test_rows_and_lines_agree_with_the_csv_module_on_random_files(tmp_path, seed
     first_bad = bad[0]
     with pytest.raises(DataError, match=rf"row {first_bad[0]} \(line {first_bad[1]}\): {first_bad[2]}"):
         chunks(path, chunk_size=7)
+
+
+def test_missing_cells_are_nan_and_text_is_still_a_bad_cell(tmp_path):
+    """Empty, NA, null and NaN are missing cells (NaN in X, left out of the likelihood); text
+    in a numeric column stays a bad cell; a row with no cell present is a bad row."""
+    path = write(tmp_path, "x1,x2\n1,\nNA,2\nnull,NaN\n4,abc\n5,6\n")
+    got = chunks(path, on_bad_row="skip")
+    X = np.concatenate([c.X for c in got])
+    np.testing.assert_array_equal(X, [[1, np.nan], [np.nan, 2], [5, 6]])
+    assert [b for c in got for b in c.bad_rows] == [(3, "every feature cell is missing: nothing to score"), (4, "column 'x2': 'abc' is not a number")]
+    table = read_training_table(write(tmp_path, "x1,x2\n1,\nNA,2\n3,4\n"))
+    np.testing.assert_array_equal(table.X, [[1, np.nan], [np.nan, 2], [3, 4]])

@@ -32,7 +32,7 @@ def grey_spread(X: np.ndarray, max_rows: int = 10_000) -> float:
     which decides whether a Bernoulli likelihood describes it.
     """
     sample = np.asarray(X[:max_rows], dtype=np.float64)
-    return float(np.mean(4.0 * sample * (1.0 - sample))) if sample.size else 0.0
+    return float(np.nanmean(4.0 * sample * (1.0 - sample))) if sample.size else 0.0
 
 
 def input_spec(X: np.ndarray, spec: InputSpec | None, input_shape, feature_names) -> InputSpec:
@@ -53,13 +53,14 @@ def input_spec(X: np.ndarray, spec: InputSpec | None, input_shape, feature_names
 
 def likelihood(option: str, X: np.ndarray) -> str:
     """"bernoulli" or "gaussian" for `option` ("auto" or one of them) on X (or its range)."""
-    in_unit_range = bool(X.min() >= 0.0 and X.max() <= 1.0)
+    low, high = np.nanmin(X), np.nanmax(X)  # a missing cell (NaN) has no value to check
+    in_unit_range = bool(low >= 0.0 and high <= 1.0)
     if option == "auto":
         return "bernoulli" if in_unit_range and grey_spread(X) <= BINARY_MAX_SPREAD else "gaussian"
     if option == "bernoulli" and not in_unit_range:
         raise DataError(
             f"the bernoulli likelihood needs every value in [0, 1], but X ranges from "
-            f"{X.min():g} to {X.max():g}; rescale the data or use likelihood='gaussian'"
+            f"{low:g} to {high:g}; rescale the data or use likelihood='gaussian'"
         )
     return option
 

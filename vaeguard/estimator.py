@@ -33,7 +33,7 @@ from .latent import MAX_REFERENCE_CODES
 from .limits import MAX_EPOCHS, MAX_IMPORTANCE_SAMPLES, MAX_INTERPOLATION_STEPS, MAX_SAMPLES, check_generated_rows
 from .modelfile import FittedState
 from .model import VAE, VAEConfig
-from .scorer import Scorer, check_finite, standardize
+from .scorer import Scorer, check_finite, column_moments, standardize
 from .scoring import SCORE_TYPES, ScoreState, encode_means, fit_latent_neighbours, reconstruct, score_and_explain, scoring_rows
 from .threads import use_threads
 from .training import TrainConfig, train_vae, train_vae_batches
@@ -169,6 +169,11 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         self.threads = threads
         self.verbose = verbose
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # a missing cell, left out of the row's likelihood
+        return tags
+
     # ------------------------------------------------------------------ fitting
 
     def fit(self, X, y=None, *, input_spec: InputSpec | None = None) -> "VAEAnomalyDetector":
@@ -218,8 +223,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         if defaults.standardizes(self.standardize, self.likelihood_):
             # float64 whatever X is: the model file stores float64, and a loaded detector
             # must standardise bit-identically to the fitted one
-            mean = X[train_idx].mean(axis=0, dtype=np.float64)
-            scale = X[train_idx].std(axis=0, dtype=np.float64)
+            mean, scale = column_moments(X[train_idx], self.input_spec_)
         else:
             mean, scale = None, None
         train_cfg, n_reference = self._setup(

@@ -43,6 +43,7 @@ TOP_COLUMNS = tuple(f"top_{i + 1}" for i in range(TOP_K))
 SCORE_COLUMNS = ("score", "p_value", "is_anomaly", *TOP_COLUMNS, "error")
 IMAGE_COLUMNS = ("path", "score", "p_value", "is_anomaly", "error")
 ROW_COLUMN = "row"
+NO_CELL = "every feature cell is missing: nothing to score"  # the error of a row without a value
 NOT_FINITE = "score is not finite (values far outside the training data)"
 FLAGGED = f"{NOT_FINITE}: flagged"  # the error column of a row whose score is NaN or infinite
 # Names an id column cannot take: it is written beside these in a table's score output.

@@ -214,11 +214,23 @@ class VAE(nn.Module):
         return torch.sigmoid(params) if self.cfg.likelihood == "bernoulli" else params
 
     def feature_nll(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        """Per-feature reconstruction negative log-likelihood, shape like x."""
+        """Per-feature reconstruction negative log-likelihood, shape like x.
+
+        A missing cell (NaN in x) adds nothing, and a row's observed cells are scaled by
+        d / observed, so that rows with gaps sum to a likelihood on the scale of complete rows.
+        """
+        observed = None
+        if torch.isnan(x).any():
+            observed = ~torch.isnan(x)
+            x = torch.where(observed, x, 0.0)  # computed, then dropped: never a NaN gradient
         if self.cfg.likelihood == "bernoulli":
-            return bernoulli_nll(x, params)
-        logvar = self.output_logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
-        return gaussian_nll(x, params, logvar)
+            nll = bernoulli_nll(x, params)
+        else:
+            nll = gaussian_nll(x, params, self.output_logvar.clamp(LOGVAR_MIN, LOGVAR_MAX))
+        if observed is None:
+            return nll
+        share = observed.shape[-1] / observed.sum(dim=-1, keepdim=True).clamp(min=1)
+        return torch.where(observed, nll, 0.0) * share
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> ELBOTerms:
         """The negative ELBO of each row of x, in its terms.
@@ -226,7 +238,9 @@ class VAE(nn.Module):
         Without a generator z is the posterior mean, so the result is deterministic (scoring,
         validation); with one, z is a single reparameterised sample (training).
         """
-        mu, logvar = self.encode(x)
+        missing = torch.isnan(x)
+        # the encoder reads a missing cell as 0: the training mean of a standardised column
+        mu, logvar = self.encode(torch.where(missing, 0.0, x) if missing.any() else x)
         z = mu
         if generator is not None:
             eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)

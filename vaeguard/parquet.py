@@ -23,8 +23,8 @@ import pandas as pd
 from .atomic import is_glob
 from .errors import DataError
 from .extras import require
-from .inputs import TableInput, chunk_rows, not_regular, walk_files
-from .tabular import CHUNK_ROWS, CellCounts, ColumnRoles, TableChunk, TrainingTable, listing, chunk_memory_error, frame_features, note_extra_columns
+from .inputs import NO_CELL, TableInput, chunk_rows, not_regular, walk_files
+from .tabular import CHUNK_ROWS, CellCounts, ColumnRoles, TableChunk, TrainingTable, first_gap, listing, chunk_memory_error, frame_features, note_extra_columns, problems_text
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 READ_BUFFER_BYTES = 64 * 1024  # per column being read
@@ -215,16 +215,17 @@ def read_training_parquet(path: str | Path, roles: ColumnRoles = ColumnRoles()) 
     special = roles.special
     id_column, label_column = roles.id_column, roles.label_column
     table.check_columns(features + special)
-    parts, ids, labels, integral = [], [], [], np.ones(len(features), dtype=bool)
+    parts, where, ids, labels, integral = [], [], [], [], np.ones(len(features), dtype=bool)
     batch_rows = chunk_rows(CHUNK_ROWS, len(features) + len(special))
     try:
         for f, frame, rows in table.iter_frames(features + special, batch_rows):
             X, bad, problems = frame_features(frame, features, features, dtype=np.float64)
-            if bad.any():
-                name, why = problems[0][0]
-                raise DataError(f"{table.where(f, int(rows[bad][0]))}: column {name!r}: {why}")
+            broken = [j for j, found in enumerate(problems) if found[0][0] is not None]  # not just empty
+            if broken:
+                raise DataError(f"{table.where(f, int(rows[bad][broken[0]]))}: {problems_text(problems[broken[0]][:1])}")
             integral &= np.array([pd.api.types.is_integer_dtype(t) for t in frame.dtypes.loc[features]], dtype=bool)
             parts.append(X)
+            where += [(f, r) for r in rows.tolist()]
             if id_column is not None:
                 ids.append(frame[id_column].to_numpy(dtype=object))
             if label_column is not None:
@@ -242,6 +243,11 @@ def read_training_parquet(path: str | Path, roles: ColumnRoles = ColumnRoles()) 
     chosen, left_out = counts.choose(path, features, roles)
     if len(chosen) < len(features):
         X = X[:, chosen]
+    gap = first_gap(X)
+    if gap is not None and gap[0] == "column":
+        raise DataError(f"{path}: column {features[chosen[gap[1]]]!r}: every training cell is missing")
+    if gap is not None:
+        raise DataError(f"{table.where(*where[gap[1]])}: {NO_CELL}")
     return TrainingTable(
         X,
         counts.schema(features, chosen, roles),
@@ -252,16 +258,19 @@ def read_training_parquet(path: str | Path, roles: ColumnRoles = ColumnRoles()) 
 
 
 def sample_parquet_schema(path: str | Path, roles: ColumnRoles, chunk_size: int) -> tuple[TableInput, list[tuple[str, str]]]:
-    """The schema `read_training_parquet` would infer, from the first record batch only (what
+    """The schema `read_training_parquet` would infer, from the first CHUNK_ROWS rows only (what
     out-of-core training reads before its first pass), and the columns left out, with why."""
     table = ParquetTable.open(path)
     features, dropped = parquet_features(table, roles)
     table.check_columns(features + roles.special)
     counts = CellCounts(features)
+    n = 0
     for _, frame, _ in table.iter_frames(features, chunk_rows(chunk_size, len(features))):
         X, _, _ = frame_features(frame, features, features, dtype=np.float64)
         counts.add(X, {}, frame.dtypes.loc[features])
-        break
+        n += len(frame)
+        if n >= CHUNK_ROWS:
+            break
     chosen, left_out = counts.choose(f"{path} (first rows)", features, roles)
     return counts.schema(features, chosen, roles), dropped + left_out
 
@@ -292,9 +301,7 @@ def iter_parquet_chunks(
     try:
         for f, frame, rows in table.iter_frames(wanted, batch_rows):
             X, bad, problems = frame_features(frame, list(spec.columns), spec.columns)
-            failed = [
-                (int(r), "; ".join(f"column {c!r}: {why}" for c, why in found)) for r, found in zip(rows[bad], problems)
-            ]
+            failed = [(int(r), problems_text(found)) for r, found in zip(rows[bad], problems)]
             if failed and on_bad_row == "fail":
                 raise DataError(f"{table.where(f, failed[0][0])}: {failed[0][1]}")
             yield TableChunk.of(

@@ -28,7 +28,7 @@ import torch
 from .devices import resolve_device
 from .errors import DataError, ModelFileError
 from .footprint import check_model_size, check_tensor_shapes, check_widths
-from .inputs import InputSpec
+from .inputs import NO_CELL, InputSpec
 from .model import VAE, VAEConfig
 from .modelfile import FittedState, is_standardizing
 from .scoring import ScoreState, score_and_explain, scoring_rows
@@ -44,25 +44,43 @@ def standardize(X: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarra
         return ((X - mean) / scale).astype(np.float32)
 
 
+def column_moments(X: np.ndarray, spec: InputSpec | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and standard deviation (float64) of training rows, over the cells
+    present; DataError naming a feature with no cell present."""
+    if not np.isnan(X).any():
+        return X.mean(axis=0, dtype=np.float64), X.std(axis=0, dtype=np.float64)
+    present = (~np.isnan(X)).sum(axis=0)
+    if (present == 0).any():
+        raise DataError(f"{feature_label(spec, int(np.argmin(present)))}: every training cell is missing")
+    return np.nanmean(X, axis=0, dtype=np.float64), np.nanstd(X, axis=0, dtype=np.float64)
+
+
 def feature_label(spec: InputSpec | None, j: int) -> str:
     """How a message names feature j: "column 'name'" for a table, "feature j" for images."""
     return spec.feature_label(j) if spec is not None else f"feature {j}"
 
 
 def check_finite(X: np.ndarray, spec: InputSpec | None = None, *, within_float32: bool = False) -> None:
-    """DataError naming the first row (counting from 0) and column that holds NaN or an
-    infinity, or with `within_float32` a value beyond float32 (what the file readers refuse
-    when training). Scoring lets such a value through: it overflows float32 and its score,
-    not finite, is flagged (calibration.is_flagged)."""
+    """DataError naming the first row (counting from 0) and column that holds an infinity, or
+    with `within_float32` (training) a value beyond float32 or a feature with no value,
+    or the first row with no value at all. NaN is a missing cell, left out of the row's
+    likelihood. Scoring lets a value beyond float32 through: it overflows float32 and its
+    score, not finite, is flagged (calibration.is_flagged)."""
     with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(X) if not within_float32 else ~(np.abs(X) <= _FLOAT32_MAX)
+        missing = np.isnan(X)
+        bad = np.isinf(X) if not within_float32 else ~(np.abs(X) <= _FLOAT32_MAX) & ~missing
     if bad.any():
         row, col = np.argwhere(bad)[0]
         value = float(X[row, col])
-        why = "missing value (NaN)" if math.isnan(value) else (
-            f"{value:g} is not a finite number" if math.isinf(value) else f"{value:g} is too large (beyond float32)"
-        )
+        why = f"{value:g} is not a finite number" if math.isinf(value) else f"{value:g} is too large (beyond float32)"
         raise DataError(f"row {row}, {feature_label(spec, col)}: {why}")
+    if X.shape[1] and missing.any():
+        empty = missing.all(axis=1)
+        if empty.any():
+            raise DataError(f"row {int(np.argmax(empty))}: {NO_CELL}")
+        unseen = missing.all(axis=0)
+        if within_float32 and unseen.any():  # training: a feature without a value cannot be learned
+            raise DataError(f"{feature_label(spec, int(np.argmax(unseen)))}: every training cell is missing")
 
 
 def check_unit_range(X: np.ndarray, likelihood: str, spec: InputSpec | None = None) -> None:
@@ -154,8 +172,9 @@ class Scorer:
 
     def prepare(self, X) -> np.ndarray:
         """Raw rows (n, n_features) -> the float32 rows the network reads: checked (DataError
-        naming the row and column of a NaN or infinite value, or of one outside [0, 1] for the
-        bernoulli likelihood), rounded to float32, standardised."""
+        naming the row and column of an infinite value, or of one outside [0, 1] for the
+        bernoulli likelihood, or a row with every cell missing), rounded to float32,
+        standardised; a missing cell stays NaN."""
         X = np.asarray(X)
         if X.dtype not in (np.float32, np.float64):
             X = X.astype(np.float64)

@@ -42,7 +42,7 @@ from .inputs import (
     chunk_rows,
     not_regular,
 )
-from .tabular import CHUNK_ROWS, ColumnRoles, TableChunk, frame_features, is_table_path, iter_table_chunks, read_training_table
+from .tabular import CHUNK_ROWS, ColumnRoles, TableChunk, frame_features, problems_text, is_table_path, iter_table_chunks, read_training_table
 
 MAX_IMAGES_PER_CHUNK = 1024  # decoded images are large: a table's chunk size would not bound memory
 
@@ -318,7 +318,7 @@ class FrameSource(TableSource):
         frame = self.frame
         X, bad, problems = frame_features(frame, list(spec.columns), spec.columns)
         positions = np.arange(len(frame))
-        failed = [(int(i), "; ".join(f"column {c!r}: {why}" for c, why in found)) for i, found in zip(positions[bad], problems)]
+        failed = [(int(i), problems_text(found)) for i, found in zip(positions[bad], problems)]
         if failed and check_on_bad_row(on_bad_row) == "fail":
             raise DataError(f"row {frame.index[failed[0][0]]!r}: {failed[0][1]}")
         ids = frame[spec.id_column].to_numpy(dtype=object) if spec.id_column in frame.columns else None

@@ -113,33 +113,39 @@ class TableStream:
         val = min(validation_fraction, self.max_validation_rows / n_rows)
         self._cuts = (cal, cal + val)
         d = self.input_spec.n_features
-        count, mean, m2 = 0, np.zeros(d), np.zeros(d)
-        low, high, n_cal, validation, reference = np.inf, -np.inf, 0, [], []
+        count, mean, m2 = np.zeros(d), np.zeros(d), np.zeros(d)  # per feature: cells present
+        low, high, n_cal, n_train, validation, reference = np.inf, -np.inf, 0, 0, [], []
         expected_train = max(1.0, n_rows * (1 - cal - val))
         ref_cut = cal + val + (1 - cal - val) * min(1.0, reference_rows / expected_train)
         for X in self.chunks():
             u = row_hash_unit(X, seed)
-            low, high = min(low, float(X.min())), max(high, float(X.max()))
+            low, high = min(low, float(np.nanmin(X))), max(high, float(np.nanmax(X)))
             n_cal += int((u < cal).sum())
             validation.append(X[(u >= cal) & (u < cal + val)])
             if reference_rows:
                 reference.append(X[(u >= cal + val) & (u < ref_cut)])
             train = X[u >= cal + val].astype(np.float64)
-            if len(train):  # Chan et al.: merge this chunk's mean and squared deviations
-                n_b, mean_b = len(train), train.mean(axis=0)
-                m2_b = ((train - mean_b) ** 2).sum(axis=0)
+            n_train += len(train)
+            if len(train):  # Chan et al.: merge this chunk's mean and squared deviations, per feature
+                present = ~np.isnan(train)
+                n_b = present.sum(axis=0)
+                mean_b = np.where(present, train, 0.0).sum(axis=0) / np.maximum(n_b, 1)
+                m2_b = np.where(present, (train - mean_b) ** 2, 0.0).sum(axis=0)
                 delta, total = mean_b - mean, count + n_b
-                mean = mean + delta * n_b / total
-                m2 = m2 + m2_b + delta**2 * count * n_b / total
+                mean = mean + delta * n_b / np.maximum(total, 1)
+                m2 = m2 + m2_b + delta**2 * count * n_b / np.maximum(total, 1)
                 count = total
-        if count == 0 or n_cal == 0:
+        if n_train == 0 or n_cal == 0:
             raise DataError(
                 f"{self.path}: {n_rows} rows are too few to hold out calibration rows and keep training rows; "
                 "use more rows or train in memory"
             )
         d_empty = np.empty((0, d), dtype=np.float32)
         picked = np.concatenate(reference)[:reference_rows] if reference else d_empty
-        return StreamStats(n_rows, count, mean, np.sqrt(m2 / count), low, high, np.concatenate(validation), n_cal, picked)
+        if count.min() == 0:
+            name = self.input_spec.columns[int(np.argmin(count))]
+            raise DataError(f"{self.path}: column {name!r}: every training cell is missing")
+        return StreamStats(n_rows, n_train, mean, np.sqrt(m2 / count), low, high, np.concatenate(validation), n_cal, picked)
 
     def _split(self, X: np.ndarray) -> np.ndarray:
         if self._cuts is None:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from .csvrecords import BadRow, raw_chunks, read_header, shown
 from .errors import DataError
-from .inputs import CHUNK_ROWS, TableInput, check_id_column, check_on_bad_row, chunk_rows
+from .inputs import CHUNK_ROWS, NO_CELL, TableInput, check_id_column, check_on_bad_row, chunk_rows
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -128,16 +128,46 @@ def _frame_values(frame: pd.DataFrame, keys: Sequence) -> tuple[np.ndarray, dict
     return values, raws
 
 
-def _why(value: float, raw: str | None) -> str:
-    """Why a cell is not usable as a feature value (`raw` is its text, None if already numeric).
+# Text that stands for a missing cell, besides an empty one: pandas' default NA strings, any case.
+MISSING_TEXT = frozenset(
+    t.lower() for t in ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "null")
+)
 
-    In a numeric column (Parquet, a DataFrame) NaN is how a null arrives, so it is a missing value.
-    """
-    if raw is None and np.isnan(value):
-        return "missing value (null or NaN)"
+
+def _missing(values: np.ndarray, raws: dict[int, np.ndarray]) -> np.ndarray:
+    """Which cells are missing: NaN in a numeric column (how a null arrives in Parquet and
+    pandas), a null, or text in MISSING_TEXT. A missing cell is left out of the row's likelihood;
+    text that is not a number is a bad cell."""
+    missing = np.isnan(values)
+    for k, raw in raws.items():
+        rows = np.flatnonzero(missing[:, k])
+        if len(rows):
+            missing[rows, k] = [t is None or t.strip().lower() in MISSING_TEXT for t in raw[rows]]
+    return missing
+
+
+def first_gap(X: np.ndarray) -> tuple[str, int] | None:
+    """("column", j) for the first feature of training rows X with no value, else ("row", i)
+    for the first row with none, else None."""
+    missing = np.isnan(X)
+    if not missing.any():
+        return None
+    for axis, what in ((0, "column"), (1, "row")):
+        empty = missing.all(axis=axis)
+        if empty.any():
+            return what, int(np.argmax(empty))
+    return None
+
+
+def problems_text(found: list[tuple[str | None, str]]) -> str:
+    """A bad row's problems, as the error column says them: "column 'a': why; column 'b': why"."""
+    return "; ".join(why if column is None else f"column {column!r}: {why}" for column, why in found)
+
+
+def _why(value: float, raw: str | None) -> str:
+    """Why a cell that is not missing is not usable as a feature value (`raw` is its text, None
+    if already numeric)."""
     raw = str(value) if raw is None else raw
-    if not raw.strip():
-        return "empty value"
     if np.isfinite(value):
         return f"{shown(raw)} is too large (beyond float32)"
     if np.isnan(value) and raw.strip().lower().lstrip("+-") != "nan":
@@ -248,15 +278,16 @@ class CellCounts:
         self.distinct = {k: True for k in self.seen}
 
     def add(self, values: np.ndarray, raws: dict[int, np.ndarray], dtypes: Sequence) -> np.ndarray:
-        """Count a block of rows (`_frame_values`' output); returns which cells are usable."""
+        """Count a block of rows (`_frame_values`' output); returns which cells are bad: neither
+        usable numbers nor missing."""
         ok = _usable(values)
+        missing = ~ok & _missing(values, raws)
         self.finite += ok.sum(axis=0)
         self.infinite += np.isinf(values).sum(axis=0)
-        self.nonempty += len(values)
+        self.nonempty += (~missing).sum(axis=0)
         for k, raw in raws.items():
             cells = pd.Series(raw, dtype=object).str.strip().str.lower()
             self.booleans[k] += int(cells.isin(("true", "false")).sum())
-            self.nonempty[k] -= int((cells == "").sum())
         self.integral &= np.array([dtype.kind in "iu" for dtype in dtypes], dtype=bool)
         if len(values):
             with np.errstate(invalid="ignore"):
@@ -274,7 +305,7 @@ class CellCounts:
                     fresh = set(column.tolist())
                     self.distinct[k] = len(fresh) == len(column) and not (fresh & seen)
                     seen |= fresh
-        return ok
+        return ~ok & ~missing
 
     def role(self, k: int, name: str) -> str | None:
         """"label" or "id" when candidate column k looks like one (by its name, or as distinct
@@ -354,7 +385,7 @@ def read_training_table(path: str | Path, roles: ColumnRoles = ColumnRoles()) ->
     d = len(candidates)
     counts = CellCounts(candidates)
     first_bad: list[BadRow | None] = [None] * d
-    parts, ids, labels, n_rows = [], [], [], 0
+    parts, numbers, ids, labels, n_rows = [], [], [], [], 0
     malformed: BadRow | None = None
     rows_at_a_time = chunk_rows(CHUNK_ROWS, len(header))
     try:
@@ -365,13 +396,14 @@ def read_training_table(path: str | Path, roles: ColumnRoles = ColumnRoles()) ->
                 continue
             n_rows += len(chunk.rows)
             values, raws = _frame_values(chunk.frame, positions)
-            ok = counts.add(values, raws, chunk.frame.dtypes.loc[positions])
-            for k in np.flatnonzero(~ok.all(axis=0)).tolist():
+            broken = counts.add(values, raws, chunk.frame.dtypes.loc[positions])
+            for k in np.flatnonzero(broken.any(axis=0)).tolist():
                 if first_bad[k] is None:
-                    i = int(np.argmin(ok[:, k]))
+                    i = int(np.argmax(broken[:, k]))
                     why = _why(values[i, k], raws[k][i] if k in raws else None)
                     first_bad[k] = BadRow(int(chunk.rows[i]), int(chunk.lines[i]), candidates[k], why)
             parts.append(values)
+            numbers.append(np.stack([chunk.rows, chunk.lines], axis=1))
             if id_pos is not None:
                 ids.append(chunk.frame[id_pos].to_numpy(dtype=object))
             if label_pos is not None:
@@ -396,6 +428,12 @@ def read_training_table(path: str | Path, roles: ColumnRoles = ColumnRoles()) ->
         del parts
         if len(chosen) < d:
             X = X[:, chosen]
+        gap = first_gap(X)
+        if gap is not None and gap[0] == "column":
+            raise DataError(f"{path}: column {candidates[chosen[gap[1]]]!r}: every training cell is missing")
+        if gap is not None:
+            row, line = np.concatenate(numbers)[gap[1]]
+            raise BadRow(int(row), int(line), None, NO_CELL).error(path)
     except MemoryError:
         raise DataError(
             f"{path}: not enough memory to load the table ({n_rows:,} rows or more, {d:,} columns) for training; "
@@ -411,22 +449,26 @@ def read_training_table(path: str | Path, roles: ColumnRoles = ColumnRoles()) ->
 
 
 def sample_table_schema(path: str | Path, roles: ColumnRoles, rows: int) -> tuple[TableInput, list[tuple[str, str]]]:
-    """The schema `read_training_table` would infer, from the first `rows` data rows only (what
-    out-of-core training reads before its first pass), and the columns left out, with why."""
+    """The schema `read_training_table` would infer, from the first CHUNK_ROWS data rows only
+    (what out-of-core training reads before its first pass), read `rows` at a time, and the
+    columns left out, with why."""
     path = Path(path)
     header = read_header(path)
     candidates = roles.candidates(path, header, _header_check(path, header))
     positions = _positions(path, header, candidates, "column")
     counts = CellCounts(candidates)
+    n = 0
     try:
         for chunk in raw_chunks(path, header, [], rows, columns=positions):
             if len(chunk.rows):
                 values, raws = _frame_values(chunk.frame, positions)
                 counts.add(values, raws, chunk.frame.dtypes.loc[positions])
-            break
+                n += len(chunk.rows)
+            if n >= CHUNK_ROWS:
+                break
     except MemoryError:
         raise chunk_memory_error(path, rows, len(header)) from None
-    chosen, dropped = counts.choose(f"{path} (first {rows:,} rows)", candidates, roles)
+    chosen, dropped = counts.choose(f"{path} (first {n:,} rows)", candidates, roles)
     return counts.schema(candidates, chosen, roles), dropped
 
 
@@ -455,16 +497,21 @@ def _compare_header(header: list[str], schema: TableInput, label_column: str | N
 def frame_features(frame: pd.DataFrame, keys: Sequence, names: Sequence[str], dtype=np.float32) -> tuple[np.ndarray, np.ndarray, list[list[tuple[str, str]]]]:
     """The feature matrix of `frame[keys]` as `dtype`, which rows are unusable, and why.
 
-    A cell is unusable when it is empty, null, not a number, not finite or beyond float32.
-    Returns (X, bad, problems): X has a row for every frame row (bad rows hold garbage), and
-    problems[k] lists (column name, reason) for the k-th bad row. Shared by the CSV and Parquet
+    A missing cell (empty, null, NaN, "NA", ...: `_missing`) is NaN in X: the model leaves it out
+    of the row's likelihood. A cell that is present but not a finite number within float32 is
+    bad, and so is a row with no cell present. Returns (X, bad, problems): X has a row for
+    every frame row (bad rows hold garbage), and problems[k] lists (column name or None, reason)
+    for the k-th bad row. Shared by the CSV and Parquet
     readers and `vaeguard.bulk.score_frame`, so every engine reports a bad cell in the same words.
     """
     values, raws = _frame_values(frame, keys)
     usable = _usable(values)
-    bad = ~usable.all(axis=1)
+    missing = ~usable & _missing(values, raws)
+    broken = ~usable & ~missing
+    bad = broken.any(axis=1) | missing.all(axis=1)
     problems = [
-        [(names[j], _why(values[i, j], raws[j][i] if j in raws else None)) for j in np.flatnonzero(~usable[i]).tolist()]
+        [(names[j], _why(values[i, j], raws[j][i] if j in raws else None)) for j in np.flatnonzero(broken[i]).tolist()]
+        or [(None, NO_CELL)]
         for i in np.flatnonzero(bad).tolist()
     ]
     with np.errstate(over="ignore", invalid="ignore"):
@@ -530,8 +577,7 @@ def iter_table_chunks(
             X, bad, cell_problems = frame_features(chunk.frame, positions, schema.columns)
             problems = list(chunk.malformed)
             for i, found in zip(np.flatnonzero(bad), cell_problems):
-                more = "; ".join(f"column {c!r}: {why}" for c, why in found[1:])
-                problems.append(BadRow(int(chunk.rows[i]), int(chunk.lines[i]), found[0][0], found[0][1], more))
+                problems.append(BadRow(int(chunk.rows[i]), int(chunk.lines[i]), found[0][0], found[0][1], problems_text(found[1:])))
             if problems and on_bad_row == "fail":
                 raise min(problems, key=lambda b: (b.row, b.line)).error(path)
             yield TableChunk.of(
