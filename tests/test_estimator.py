@@ -202,11 +202,12 @@ def test_conv_architecture_on_images(digits):
 
 def test_auto_epochs_and_patience_give_small_data_enough_gradient_steps(monkeypatch):
     from vaeguard import training
-    from vaeguard.training import MIN_PATIENCE_STEPS, MIN_STEPS, auto_epochs, auto_patience
+    from vaeguard.training import MAX_STEPS, MIN_PATIENCE_STEPS, MIN_STEPS, auto_epochs, auto_patience
 
     assert auto_epochs(100, 128) == MIN_STEPS  # one step per epoch
     assert auto_epochs(1_000, 128) == math.ceil(MIN_STEPS / 8)  # 8 steps per epoch
-    assert auto_epochs(100_000, 128) == 50  # 782 steps per epoch: the plain default
+    assert auto_epochs(37_800, 128) == 50  # 296 steps per epoch (MNIST held-out): the plain default
+    assert auto_epochs(140_000, 128) == math.ceil(MAX_STEPS / 1_094) == 14  # large data: the step budget
     assert auto_patience(100, 128) == MIN_PATIENCE_STEPS
     assert auto_patience(1_000, 128) == 13
     assert auto_patience(10_000, 128) == 10

@@ -140,7 +140,7 @@ def _run(model: VAE, X: np.ndarray, fn, rows: int | None = None) -> torch.Tensor
     return torch.cat(parts) if parts else None
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def _iwae_nll(model: VAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     mu, logvar = model.encode(x)
     std = torch.exp(0.5 * logvar)
@@ -169,7 +169,7 @@ def fit_latent_neighbours(model: VAE, state: ScoreState, X_reference: np.ndarray
     state.neighbours.set_scales(both[:, 0], both[:, 1])
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def fused_parts(model: VAE, X: np.ndarray, state: ScoreState) -> np.ndarray:
     """The two parts of the fused score before scaling, float64 (n, 2): the reconstruction NLL
     and the distance from the latent code to its k-th nearest reference code.
@@ -203,7 +203,7 @@ def check_score_type(score_type: str, state: ScoreState | None = None) -> None:
         )
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def score_and_explain(
     model: VAE,
     X: np.ndarray,
@@ -274,7 +274,7 @@ def feature_scores(model: VAE, X: np.ndarray) -> np.ndarray:
     return score_and_explain(model, X, "recon")[1]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def encode_means(model: VAE, X: np.ndarray, rows: int | None = None) -> np.ndarray:
     """Posterior means, shape (n, latent_dim): the map of where each sample sits.
     `rows`: the block size (default `block_rows(model.cfg)`; a Scorer passes its own)."""
@@ -283,7 +283,7 @@ def encode_means(model: VAE, X: np.ndarray, rows: int | None = None) -> np.ndarr
     return out.cpu().numpy() if out is not None else np.empty((0, model.cfg.latent_dim), dtype=np.float32)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def reconstruct(model: VAE, X: np.ndarray, rows: int | None = None) -> np.ndarray:
     """E[x | z = posterior mean], in the model's input space, shape (n, d); `rows` as in encode_means."""
     model.eval()
