@@ -516,14 +516,15 @@ def new_suite_table(title: str, names: list[str], methods_out: dict, reference: 
 
 
 def failure_lines(names: list[str], methods_out: dict) -> str:
-    """Per method and distinct error: on which sets it failed, and the one-line reason."""
+    """Per method that failed somewhere: on which sets, and the first set's one-line reason (every
+    set's reason is in the JSON)."""
     lines = []
     for name, out in methods_out.items():
-        by_error: dict[str, list[str]] = {}
-        for n in names:
-            if "error" in out["per_set"].get(n, {}):
-                by_error.setdefault(out["per_set"][n]["error"], []).append(n)
-        lines += [f"{name} failed on {len(sets)} of {len(names)} sets ({', '.join(sets)}): {error}" for error, sets in by_error.items()]
+        failed = [n for n in names if "error" in out["per_set"].get(n, {})]
+        if failed:
+            others = len({out["per_set"][n]["error"] for n in failed}) - 1
+            lines.append(f"{name} failed on {len(failed)} of {len(names)} sets ({', '.join(failed)}); on {failed[0]}: "
+                         f"{out['per_set'][failed[0]]['error']}" + (f" ({others} other messages in the JSON)" if others else ""))
     return "\n".join(lines) + ("\n" if lines else "")
 
 
