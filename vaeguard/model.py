@@ -201,7 +201,11 @@ class VAE(nn.Module):
             self.output_logvar = nn.Parameter(torch.zeros(cfg.input_dim))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior q(z|x) = N(mu, exp(logvar)); logvar is clamped to keep exp() finite."""
+        """Posterior q(z|x) = N(mu, exp(logvar)); logvar is clamped to keep exp() finite. A
+        missing cell (NaN) is read as 0: the training mean of a standardised column."""
+        missing = torch.isnan(x)
+        if missing.any():
+            x = torch.where(missing, 0.0, x)
         mu, logvar = self.encoder(x).chunk(2, dim=-1)
         return mu, logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
 
@@ -238,9 +242,7 @@ class VAE(nn.Module):
         Without a generator z is the posterior mean, so the result is deterministic (scoring,
         validation); with one, z is a single reparameterised sample (training).
         """
-        missing = torch.isnan(x)
-        # the encoder reads a missing cell as 0: the training mean of a standardised column
-        mu, logvar = self.encode(torch.where(missing, 0.0, x) if missing.any() else x)
+        mu, logvar = self.encode(x)
         z = mu
         if generator is not None:
             eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
