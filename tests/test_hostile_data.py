@@ -32,6 +32,7 @@ from PIL import Image
 from test_hostile import _cli_table_model, fast_and_slow, invoke, one_line_error, time_limit
 
 from vaeguard import inputs, tabular
+from vaeguard import parquet as parquet_module
 from vaeguard.bulk import score_file
 from vaeguard.errors import DataError
 from vaeguard.images import list_images, read_image_folder
@@ -87,15 +88,26 @@ def _cell(kind: str, c: int, row: int) -> str | float | None:
     return {"float": 0.5 * row, "int": float(row), "float_nulls": 1.5 * row}[kind]
 
 
+def _is_text(kind: str, col: list[int]) -> bool:
+    """Whether the column rule reads a column as categorical: mostly not numbers (tabular.not_numeric)."""
+    if kind == "bool":
+        return True
+    if kind == "text_nulls":
+        finite, nonempty = col.count(2), col.count(1) + col.count(2)
+        return nonempty > 0 and not (finite > 0 and 2 * finite >= nonempty)
+    return False
+
+
 def _first_bad(kinds: list[str], cells: list[list[int]], names: list[str], training: bool = False) -> tuple[int | None, str | None, str] | None:
     """(row, column, reason) of the first bad cell, row by row then column by column; else, in
     training, the first column with no cell present (row None); else the first row with no cell
-    present (column None); else None."""
+    present (column None); else None. In training a categorical column has no bad cell."""
     rows = range(len(cells[0]))
+    text = [training and _is_text(kind, col) for kind, col in zip(kinds, cells)]
     for row in rows:
-        for name, kind, col in zip(names, kinds, cells):
+        for name, kind, col, categorical in zip(names, kinds, cells, text):
             held = _cell(kind, col[row], row)
-            if isinstance(held, str):
+            if isinstance(held, str) and not categorical:
                 return row + 1, name, held
     for name, kind, col in zip(names, kinds, cells):
         if training and all(_cell(kind, col[row], row) is None for row in rows):
@@ -106,24 +118,41 @@ def _first_bad(kinds: list[str], cells: list[list[int]], names: list[str], train
     return None
 
 
-def _said(bad: tuple[int, str | None, str]) -> str:
+def _said(bad: tuple[int | None, str | None, str]) -> str:
     return bad[2] if bad[1] is None else f"column {bad[1]!r}: {bad[2]}"
+
+
+def _levels(kind: str, col: list[int]) -> list[str]:
+    """A categorical column's values as text, cell by cell (nulls left out)."""
+    if kind == "bool":
+        return [str(c == 1) for c in col]
+    return [{1: "abc", 2: "2.5"}[c] for c in col if c != 0]
 
 
 def _default_features(kinds: list[str], cells: list[list[int]]) -> tuple[list[int], dict[int, str]]:
     """The columns the default rule keeps, and why each other one is left out."""
-    why = {"null": "every cell is null", "bool": "true/false values, not numbers", "text_nulls": "of type string, not numbers"}
     kept, out = [], {}
     for i, kind in enumerate(kinds):
-        values = sorted({v for row, c in enumerate(cells[i]) if (v := _cell(kind, c, row)) is not None}) if kind not in why else None
-        if kind in why:
-            out[i] = why[kind]
-        elif not values:
-            out[i] = "every cell is empty"
-        elif len(values) == 1:
-            out[i] = f"the same value ({values[0]:g}) in every row"
+        if kind == "null":
+            out[i] = "every cell is null"
+        elif _is_text(kind, cells[i]):
+            values = _levels(kind, cells[i])
+            distinct = sorted(set(values))
+            if len(distinct) == len(values) >= 2:
+                out[i] = "a different text value in every row (names or ids); name it with --columns to use its values as categories"
+            elif len(distinct) == 1:
+                out[i] = f"the same value ({distinct[0]!r}) in every row"
+            else:
+                kept.append(i)
         else:
-            kept.append(i)
+            held = [_cell(kind, c, row) for row, c in enumerate(cells[i])]
+            numbers = sorted({v for v in held if isinstance(v, float)})
+            if not any(v is not None for v in held):
+                out[i] = "every cell is empty"
+            elif len(numbers) == 1 and not any(isinstance(v, str) for v in held):
+                out[i] = f"the same value ({numbers[0]:g}) in every row"
+            else:
+                kept.append(i)
     return kept, out
 
 
@@ -565,7 +594,7 @@ MEMORY_ROUTES = ["csv train", "parquet train", "csv score", "parquet score", "cs
 def _out_of_memory(route, failing_call, chunk_size):
     suffix = ".parquet" if route.startswith("parquet") else ".csv"
     calls = 0
-    real = tabular._frame_values
+    real = tabular.frame_values
 
     def frame_values(*args):
         nonlocal calls
@@ -579,7 +608,7 @@ def _out_of_memory(route, failing_call, chunk_size):
         _write_table(path, ["a", "b", "c"], 10)
         spec = TableInput(("a", "b", "c"), ("float64",) * 3)
         try:
-            with mock.patch.object(tabular, "_frame_values", frame_values):
+            with mock.patch.object(tabular, "frame_values", frame_values), mock.patch.object(parquet_module, "frame_values", frame_values):
                 if route.endswith("train"):
                     read_training_data(path)
                 elif route.endswith("score"):

@@ -639,6 +639,9 @@ def info(
         f"latent {cfg.get('latent_dim')}  likelihood {state.likelihood}"
     )
     typer.echo(f"input        {state.input.describe()}")
+    if state.input.kind == "table":
+        for line in state.input.schema_rows(state.mean if state.standardizes else None, state.scale):
+            typer.echo(f"  {line}")
     for role in ("id_column", "label_column"):
         if getattr(state.input, role, None):
             typer.echo(f"{role.replace('_', ' '):<12} {getattr(state.input, role)}")

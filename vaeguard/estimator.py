@@ -199,6 +199,12 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
 
             for warning in role_warnings(X):
                 warnings.warn(warning, UserWarning, stacklevel=2)
+            if any(dtype.kind not in "iuf" for dtype in X.dtypes):  # text, true/false, category: categorical columns
+                from .sources import FrameSource
+                from .tabular import ColumnRoles
+
+                data = FrameSource(X).read_training(ColumnRoles(columns=[str(c) for c in X.columns]))
+                X, input_spec = data.X, data.input_spec
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_all_finite=False)
         n = len(X)
         if n < 3:
@@ -208,7 +214,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             )
         self.input_spec_ = defaults.input_spec(X, input_spec, self.input_shape, getattr(self, "feature_names_in_", None))
         check_finite(X, self.input_spec_, within_float32=True)  # the cells the training readers refuse
-        if input_spec is not None and input_spec.kind == "table" and not hasattr(self, "feature_names_in_"):
+        if input_spec is not None and input_spec.kind == "table" and not input_spec.groups and not hasattr(self, "feature_names_in_"):
             # rows read from a file: the model knows its column names, as if fitted on a DataFrame
             self.feature_names_in_ = np.asarray(input_spec.columns, dtype=object)
         rng = check_random_state(self.random_state)
@@ -266,7 +272,9 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         "fused"). Shared by `fit` and `fit_stream`, after `likelihood_` is set.
         """
         if mean is not None:
-            self.mean_, self.scale_ = mean, np.where(scale > 1e-12, scale, 1.0)
+            self.mean_, self.scale_ = np.array(mean, dtype=np.float64), np.where(scale > 1e-12, scale, 1.0)
+            for s, w in getattr(self.input_spec_, "groups", ()):  # a categorical column's one-hot features stay 0 or 1
+                self.mean_[s : s + w], self.scale_[s : s + w] = 0.0, 1.0
         else:
             self.mean_, self.scale_ = np.zeros(n_features), np.ones(n_features)
         params = self.get_params()
@@ -397,6 +405,10 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         """X validated as scikit-learn does (fitted, feature names, width); finite values are
         the scoring front-end's to check, so that every path names a bad cell alike."""
         check_is_fitted(self)
+        if getattr(self.input_spec_, "groups", ()) and hasattr(X, "columns"):  # categorical columns: encoded by name
+            from .sources import FrameSource
+
+            X = FrameSource(X).features(self.input_spec_)
         return validate_data(self, X, dtype=[np.float64, np.float32], reset=False, ensure_all_finite=False)
 
     def _validated(self, X) -> tuple[np.ndarray, int]:
@@ -455,6 +467,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         """
         Xs, rows = self._validated(X)  # first: NotFittedError before fit
         scores = score_and_explain(self.model_, Xs, "recon", rows=rows)[1]
+        if self.input_spec_.kind == "table":  # a categorical column is one feature, not one per level
+            scores = self.input_spec_.column_scores(scores)
         if not as_frame:
             return scores
         import pandas as pd

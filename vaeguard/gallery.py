@@ -14,6 +14,7 @@ import numpy as np
 from .atomic import atomic_write
 from .errors import DataError
 from .estimator import VAEAnomalyDetector
+from .sources import FrameSource
 from .plots import image_strips_figure, rows_as_images, sample_grid_figure, save_figure
 
 TRAVERSAL_VALUES = np.linspace(-3.0, 3.0, 9)
@@ -138,20 +139,26 @@ def image_shape_of(detector: VAEAnomalyDetector) -> tuple[int, int, int] | None:
 
 
 def table_columns_of(detector: VAEAnomalyDetector) -> list[str]:
-    """The feature column names of a table model, in model order."""
+    """The names of a table model's features, in model order (`column=level` for a categorical column)."""
     return list(detector.input_spec_.feature_names)
 
 
 def rows_frame(detector: VAEAnomalyDetector, rows: np.ndarray):
-    """Generated rows as a DataFrame with the model's column names; integer columns rounded."""
+    """Generated rows as a DataFrame with the model's column names: integer columns rounded, a
+    categorical column as its most likely level (text, as in the training data)."""
     import pandas as pd
 
     spec = detector.input_spec_
-    frame = pd.DataFrame(np.asarray(rows, dtype=np.float64), columns=list(spec.feature_names))
-    for column, dtype in zip(frame.columns, getattr(spec, "dtypes", ())):
-        if dtype.startswith(("int", "uint")):
-            frame[column] = frame[column].round().astype("int64")
-    return frame
+    rows = np.asarray(rows, dtype=np.float64)
+    columns = {}
+    for name, dtype, levels, start, width in zip(spec.columns, spec.dtypes, spec.levels, spec.starts, spec.widths):
+        if levels is not None:
+            columns[name] = np.asarray(levels, dtype=object)[rows[:, start : start + width].argmax(axis=1)]
+        elif dtype.startswith(("int", "uint")):
+            columns[name] = rows[:, start].round().astype("int64")
+        else:
+            columns[name] = rows[:, start]
+    return pd.DataFrame(columns)
 
 
 def write_samples(detector: VAEAnomalyDetector, out: str | Path, n: int = 64, *, seed: int | None = None, mean: bool = True) -> Path:
@@ -223,9 +230,10 @@ def table_rows_by_id(detector: VAEAnomalyDetector, path: str | Path, keys: list[
             if not 0 <= index < len(frame):
                 raise DataError(f"{path}: row {key} does not exist (the file has {len(frame)} data rows)")
             where = f"row {key}"
-        values = pd.to_numeric(frame.loc[index, columns], errors="coerce").astype(float)
-        bad = [c for c in columns if not np.isfinite(values[c])]
-        if bad:
-            raise DataError(f"{path}: {where}, column {bad[0]!r} holds {frame.loc[index, bad[0]]!r}, not a number")
-        picked.append(pd.DataFrame([values.to_numpy()], columns=columns))
+        try:
+            row = FrameSource(frame.loc[[index], columns]).features(detector.input_spec_)
+        except DataError as exc:
+            raise DataError(f"{path}: {where}: {str(exc).split(': ', 1)[-1]}") from None
+        # by name, as fitted; a categorical model reads its features (one per level) by position
+        picked.append(row if detector.input_spec_.groups else pd.DataFrame(row, columns=columns))
     return picked

@@ -12,6 +12,9 @@ for a table of a given width, and the walk through an input folder.
 
 from __future__ import annotations
 
+import bisect
+import functools
+import itertools
 import math
 import os
 import stat
@@ -118,44 +121,99 @@ def not_regular(path: Path) -> str | None:
 
 @dataclass(frozen=True)
 class TableInput:
-    """Feature columns in model order (with their dtypes), and the optional id and label columns."""
+    """Feature columns in model order (with their dtypes), and the optional id and label columns.
+
+    A column is numeric (its `levels` entry is None: one model feature) or categorical (its
+    levels as seen in training, text or yes/no: one model feature per level, a one-hot group
+    scored by one categorical likelihood). `n_features` counts model features, `columns`
+    the columns."""
 
     columns: tuple[str, ...]
     dtypes: tuple[str, ...]
     id_column: str | None = None
     label_column: str | None = None
+    levels: tuple[tuple[str, ...] | None, ...] = ()
     kind = "table"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "columns", tuple(self.columns))
         object.__setattr__(self, "dtypes", tuple(self.dtypes))
+        levels = tuple(None if lv is None else tuple(lv) for lv in self.levels) or (None,) * len(self.columns)
+        object.__setattr__(self, "levels", levels)
 
     image_shape = None  # not images
 
+    @functools.cached_property
+    def widths(self) -> tuple[int, ...]:
+        """Model features per column: 1 for a numeric column, its number of levels for a categorical one."""
+        return tuple(1 if lv is None else len(lv) for lv in self.levels)
+
+    @functools.cached_property
+    def starts(self) -> tuple[int, ...]:
+        """Index of each column's first model feature."""
+        return (0, *itertools.accumulate(self.widths[:-1]))
+
+    @functools.cached_property
+    def groups(self) -> tuple[tuple[int, int], ...]:
+        """(first feature, width) of each categorical column."""
+        return tuple((s, w) for s, w, lv in zip(self.starts, self.widths, self.levels) if lv is not None)
+
     @property
     def n_features(self) -> int:
-        return len(self.columns)
+        return self.starts[-1] + self.widths[-1] if self.columns else 0
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        return self.columns
+        """A name per model feature: the column, or `column=level` for a categorical one."""
+        return tuple(c if lv is None else f"{c}={v}" for c, lv in zip(self.columns, self.levels) for v in (lv or (None,)))
 
     def feature_label(self, j: int) -> str:
-        """How a message names feature j."""
-        return f"column {self.columns[j]!r}"
+        """How a message names model feature j."""
+        return f"column {self.columns[self.column_of(j)]!r}"
+
+    def column_of(self, j: int) -> int:
+        """The column that model feature j belongs to."""
+        return bisect.bisect_right(self.starts, j) - 1
+
+    def column_scores(self, feature_scores):
+        """Per-feature scores (n, n_features) summed per column, (n, len(columns))."""
+        import numpy as np
+
+        if not self.groups:
+            return feature_scores
+        return np.add.reduceat(feature_scores, list(self.starts), axis=1)
+
+    def schema_rows(self, mean=None, scale=None, limit: int = 30) -> list[str]:
+        """One line per column (the first `limit`): its type, and its levels or its scaling."""
+        lines = []
+        for name, dtype, levels, start in list(zip(self.columns, self.dtypes, self.levels, self.starts))[:limit]:
+            if levels is None:
+                scaling = f"  mean {mean[start]:.6g}, scale {scale[start]:.6g}" if mean is not None else ""
+                lines.append(f"{name}: numeric ({dtype}){scaling}")
+            else:
+                shown = ", ".join(levels[:8]) + (f" and {len(levels) - 8} more" if len(levels) > 8 else "")
+                lines.append(f"{name}: categorical, {len(levels)} levels: {shown}")
+        if len(self.columns) > limit:
+            lines.append(f"... and {len(self.columns) - limit:,} more columns")
+        return lines
 
     def describe(self) -> str:
         shown = ", ".join(self.columns[:12]) + (" ..." if len(self.columns) > 12 else "")
-        return f"table, {len(self.columns)} columns: {shown}"
+        text = sum(lv is not None for lv in self.levels)
+        kinds = f" ({len(self.columns) - text} numeric, {text} categorical)" if text else ""
+        return f"table, {len(self.columns)} columns{kinds}: {shown}"
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "kind": self.kind,
             "columns": list(self.columns),
             "dtypes": list(self.dtypes),
             "id_column": self.id_column,
             "label_column": self.label_column,
         }
+        if self.groups:  # a numeric table's description stays what it was
+            out["levels"] = [None if lv is None else list(lv) for lv in self.levels]
+        return out
 
 
 @dataclass(frozen=True)
@@ -231,7 +289,14 @@ def input_from_dict(d, where: str = "input description") -> InputSpec:
     for key in ("id_column", "label_column"):
         if d.get(key) is not None and not isinstance(d[key], str):
             raise DataError(f"{where}: field {key!r} must be a string or null")
-    return TableInput(tuple(columns), tuple(dtypes), d.get("id_column"), d.get("label_column"))
+    levels = d.get("levels", [None] * len(columns))
+    if (
+        not isinstance(levels, list)
+        or len(levels) != len(columns)
+        or not all(lv is None or (isinstance(lv, list) and lv and all(isinstance(v, str) for v in lv) and len(set(lv)) == len(lv)) for lv in levels)
+    ):
+        raise DataError(f"{where}: field 'levels' must hold, per column, null or a list of distinct strings")
+    return TableInput(tuple(columns), tuple(dtypes), d.get("id_column"), d.get("label_column"), tuple(levels))
 
 
 def default_columns(n_features: int) -> tuple[str, ...]:

@@ -331,6 +331,7 @@ _FIELDS = [
     ("model_config.architecture", lambda v: isinstance(v, str), "a string"),
     ("model_config.input_shape", lambda v: v is None or (_positive_ints(v) and len(v) == 3), "null or [channels, height, width]"),
     ("model_config.conv_channels", _positive_ints, "a list of integers >= 1"),
+
     ("model_config.context_model", lambda v: isinstance(v, bool), "true or false"),
     ("fitted", lambda v: isinstance(v, dict), "an object"),
     ("fitted.likelihood", _one_of(*LIKELIHOODS), f"one of {', '.join(LIKELIHOODS)}"),
@@ -351,6 +352,8 @@ _FIELDS = [
 # the latent neighbour count (model_config's newest field). They mirror the estimator's
 # `_parameter_constraints`, which need scikit-learn.
 _FIELDS_IF_PRESENT = [
+    ("model_config.groups", lambda v: isinstance(v, list) and all(isinstance(g, list) and len(g) == 2 and all(_is_int(i) and i >= 0 for i in g) for g in v),
+     "a list of [first feature, width] pairs"),
     ("params.latent_dim", _int_at_least(1), "an integer >= 1"),
     ("params.likelihood", _one_of("auto", *LIKELIHOODS), "auto, bernoulli or gaussian"),
     ("params.architecture", _one_of("auto", "mlp", "conv"), "auto, mlp or conv"),

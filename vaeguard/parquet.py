@@ -24,7 +24,23 @@ from .atomic import is_glob
 from .errors import DataError
 from .extras import require
 from .inputs import NO_CELL, TableInput, chunk_rows, not_regular, walk_files
-from .tabular import CHUNK_ROWS, CellCounts, ColumnRoles, TableChunk, TrainingTable, first_gap, listing, chunk_memory_error, frame_features, note_extra_columns, problems_text
+from .tabular import (
+    CHUNK_ROWS,
+    CellCounts,
+    ColumnRoles,
+    TableChunk,
+    TrainingTable,
+    assemble,
+    cell_problem,
+    chunk_memory_error,
+    first_gap,
+    frame_features,
+    frame_values,
+    listing,
+    note_extra_columns,
+    problems_text,
+    texts_of,
+)
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 READ_BUFFER_BYTES = 64 * 1024  # per column being read
@@ -166,29 +182,31 @@ class ParquetTable:
                 raise DataError(f"{f}: cannot read this Parquet file near row {first}: {exc}") from None
 
 
-def _numeric_field(field) -> bool:
+def _readable_field(field) -> bool:
+    """A column of numbers, text or true/false values (a candidate feature)."""
     import pyarrow as pa
 
     t = field.type
-    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return any(test(t) for test in (pa.types.is_integer, pa.types.is_floating, pa.types.is_decimal, pa.types.is_boolean,
+                                    pa.types.is_string, pa.types.is_large_string))
 
 
-def _why_not_numeric(field) -> str:
+def _why_not_readable(field) -> str:
     """Why a column of this Parquet type is not picked as a feature by default."""
     import pyarrow as pa
 
     if pa.types.is_null(field.type):
         return "every cell is null"
-    if pa.types.is_boolean(field.type):
-        return "true/false values, not numbers"
-    return f"of type {field.type}, not numbers"
+    return f"of type {field.type}, not numbers or text"
 
 
 def parquet_features(table: ParquetTable, roles: ColumnRoles) -> tuple[list[str], list[tuple[str, str]]]:
-    """The feature columns of a Parquet input, and (column, why) for those left out: the user's
-    columns, else every column of a numeric Parquet type other than the id, label and excluded
-    ones (text columns named by the user are parsed as numbers). The rule for training in
-    memory and out of core alike."""
+    """The candidate feature columns of a Parquet input, and (column, why) for those left out
+    by their type: the user's columns, else every column of a numeric, text or true/false
+    type other than the id, label and excluded ones. Which candidates are features, numeric or
+    categorical, the values decide (`tabular.CellCounts`), in memory and out of core alike."""
 
     def check(names: list[str], what: str) -> None:
         missing = [c for c in names if c not in table.columns]
@@ -200,10 +218,10 @@ def parquet_features(table: ParquetTable, roles: ColumnRoles) -> tuple[list[str]
         return candidates, []
     pq = require("pyarrow.parquet", "parquet")
     fields = {f.name: f for f in pq.ParquetFile(table.files[0]).schema_arrow}
-    features = [c for c in candidates if _numeric_field(fields[c])]
+    features = [c for c in candidates if _readable_field(fields[c])]
     if not features:
         raise DataError(f"{table.files[0]}: no numeric columns to use as features; the file has {listing(table.columns)}")
-    return features, [(c, _why_not_numeric(fields[c])) for c in candidates if not _numeric_field(fields[c])]
+    return features, [(c, _why_not_readable(fields[c])) for c in candidates if not _readable_field(fields[c])]
 
 
 def read_training_parquet(path: str | Path, roles: ColumnRoles = ColumnRoles()) -> TrainingTable:
@@ -215,42 +233,45 @@ def read_training_parquet(path: str | Path, roles: ColumnRoles = ColumnRoles()) 
     special = roles.special
     id_column, label_column = roles.id_column, roles.label_column
     table.check_columns(features + special)
-    parts, where, ids, labels, integral = [], [], [], [], np.ones(len(features), dtype=bool)
+    parts, where, ids, labels = [], [], [], []
+    counts = CellCounts(features)
+    first_bad: dict[int, str] = {}  # column -> the first bad cell, for the columns that stay numeric
     batch_rows = chunk_rows(CHUNK_ROWS, len(features) + len(special))
     try:
         for f, frame, rows in table.iter_frames(features + special, batch_rows):
-            X, bad, problems = frame_features(frame, features, features, dtype=np.float64)
-            broken = [j for j, found in enumerate(problems) if found[0][0] is not None]  # not just empty
-            if broken:
-                raise DataError(f"{table.where(f, int(rows[bad][broken[0]]))}: {problems_text(problems[broken[0]][:1])}")
-            integral &= np.array([pd.api.types.is_integer_dtype(t) for t in frame.dtypes.loc[features]], dtype=bool)
-            parts.append(X)
+            values, raws = frame_values(frame, features)
+            broken = counts.add(values, raws, frame.dtypes.loc[features])
+            for k in np.flatnonzero(broken.any(axis=0)).tolist():
+                if k not in first_bad:
+                    i = int(np.argmax(broken[:, k]))
+                    first_bad[k] = (int(rows[i]), f"{table.where(f, int(rows[i]))}: column {features[k]!r}: {cell_problem(values[i, k], raws[k][i] if k in raws else None)}")
+            parts.append((values, {k: texts_of(frame[features[k]]) for k in raws}))
             where += [(f, r) for r in rows.tolist()]
             if id_column is not None:
                 ids.append(frame[id_column].to_numpy(dtype=object))
             if label_column is not None:
                 labels.append(frame[label_column].to_numpy(dtype=object))
-        if sum(len(p) for p in parts) == 0:
+        if not where:
             raise DataError(f"{path}: no data rows")
-        X = np.concatenate(parts)
+        chosen, left_out = counts.choose(path, features, roles)
+        schema = counts.schema(features, chosen, roles)
+        bad = [first_bad[k] for k, lv in zip(chosen, schema.levels) if lv is None and k in first_bad]
+        if bad:
+            raise DataError(min(bad)[1])
+        X = np.concatenate([assemble(values, texts, chosen, schema.levels) for values, texts in parts])
     except MemoryError:
         raise DataError(
             f"{path}: not enough memory to load the table ({table.n_rows:,} rows, {len(features):,} columns) "
             "for training; train with --out-of-core, which streams the file"
         ) from None
-    counts = CellCounts(features)
-    counts.add(X, {}, [np.dtype(np.int64 if k else np.float64) for k in integral])
-    chosen, left_out = counts.choose(path, features, roles)
-    if len(chosen) < len(features):
-        X = X[:, chosen]
     gap = first_gap(X)
     if gap is not None and gap[0] == "column":
-        raise DataError(f"{path}: column {features[chosen[gap[1]]]!r}: every training cell is missing")
+        raise DataError(f"{path}: {schema.feature_label(gap[1])}: every training cell is missing")
     if gap is not None:
         raise DataError(f"{table.where(*where[gap[1]])}: {NO_CELL}")
     return TrainingTable(
         X,
-        counts.schema(features, chosen, roles),
+        schema,
         np.concatenate(labels) if label_column is not None else None,
         np.concatenate(ids) if id_column is not None else None,
         dropped + left_out,
@@ -266,8 +287,7 @@ def sample_parquet_schema(path: str | Path, roles: ColumnRoles, chunk_size: int)
     counts = CellCounts(features)
     n = 0
     for _, frame, _ in table.iter_frames(features, chunk_rows(chunk_size, len(features))):
-        X, _, _ = frame_features(frame, features, features, dtype=np.float64)
-        counts.add(X, {}, frame.dtypes.loc[features])
+        counts.add(*frame_values(frame, features), frame.dtypes.loc[features])
         n += len(frame)
         if n >= CHUNK_ROWS:
             break
@@ -300,7 +320,7 @@ def iter_parquet_chunks(
     batch_rows = chunk_rows(chunk_size, len(wanted))
     try:
         for f, frame, rows in table.iter_frames(wanted, batch_rows):
-            X, bad, problems = frame_features(frame, list(spec.columns), spec.columns)
+            X, bad, problems = frame_features(frame, list(spec.columns), spec.columns, levels=spec.levels)
             failed = [(int(r), problems_text(found)) for r, found in zip(rows[bad], problems)]
             if failed and on_bad_row == "fail":
                 raise DataError(f"{table.where(f, failed[0][0])}: {failed[0][1]}")

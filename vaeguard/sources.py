@@ -25,6 +25,8 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from . import parquet, tabular
+from .csvrecords import read_header
 from .errors import DataError
 from .images import iter_image_batches, load_image, read_image_folder, save_heatmap_png
 from .inputs import (
@@ -39,10 +41,9 @@ from .inputs import (
     TableInput,
     check_id_column,
     check_on_bad_row,
-    chunk_rows,
     not_regular,
 )
-from .tabular import CHUNK_ROWS, ColumnRoles, TableChunk, frame_features, problems_text, is_table_path, iter_table_chunks, read_training_table
+from .tabular import CHUNK_ROWS, ColumnRoles, TableChunk, frame_features, is_table_path, problems_text
 
 MAX_IMAGES_PER_CHUNK = 1024  # decoded images are large: a table's chunk size would not bound memory
 
@@ -196,7 +197,7 @@ class TableSource(Source):
         """The chunk's scored and failed rows as score columns after `row` and the id, in row order."""
         n_ok, n_failed = len(rows.scores), len(chunk.failed)
         top = np.full((n_ok + n_failed, TOP_K), "", dtype=object)
-        top[:n_ok] = top_features(rows.feature_scores, spec.columns)
+        top[:n_ok] = top_features(spec.column_scores(rows.feature_scores), spec.columns)
         columns = {ROW_COLUMN: [*chunk.keys, *(key for key, _ in chunk.failed)]}
         if spec.id_column is not None:
             ids = list(chunk.ids) if chunk.ids is not None else [None] * n_ok
@@ -232,10 +233,21 @@ class TableSource(Source):
                 break
         return np.vstack(rows) if rows else np.empty((0, spec.n_features), dtype=np.float32)
 
+    def read_training(self, roles: ColumnRoles = ColumnRoles(), image_shape=None) -> TrainingData:
+        table = self.read_table(self.path, roles)
+        return TrainingData(table.X, table.schema, notes=_dropped_notes(table.dropped))
+
+    def chunks(self, spec, *, chunk_size=CHUNK_ROWS, on_bad_row="fail", label_column=None, notes=None):
+        spec = self.check_model(spec)
+        for chunk in self.iter_table(self.path, spec, chunk_size=chunk_size, on_bad_row=check_on_bad_row(on_bad_row),
+                                     label_column=label_column, notes=notes):
+            yield Chunk.of_table(chunk)
+
     def infer_schema(self, roles: ColumnRoles, chunk_size: int) -> tuple[TableInput, list[str]]:
-        """The schema training would infer, without reading the whole input (out-of-core
-        training), and notes on the columns left out."""
-        raise NotImplementedError
+        """The schema training would infer from the first rows, without reading the whole input
+        (out-of-core training), and notes on the columns left out."""
+        spec, dropped = self.sample_schema(self.path, roles, chunk_size)
+        return spec, _dropped_notes(dropped)
 
 
 def _dropped_notes(dropped: list[tuple[str, str]]) -> list[str]:
@@ -245,57 +257,23 @@ def _dropped_notes(dropped: list[tuple[str, str]]) -> list[str]:
 class CsvSource(TableSource):
     """A CSV file (`.csv`, `.csv.gz`), read by `vaeguard.tabular`."""
 
-    def read_training(self, roles: ColumnRoles = ColumnRoles(), image_shape=None) -> TrainingData:
-        table = read_training_table(self.path, roles)
-        return TrainingData(table.X, table.schema, notes=_dropped_notes(table.dropped))
-
-    def chunks(self, spec, *, chunk_size=CHUNK_ROWS, on_bad_row="fail", label_column=None, notes=None):
-        spec = self.check_model(spec)
-        for chunk in iter_table_chunks(self.path, spec, chunk_size=chunk_size, on_bad_row=check_on_bad_row(on_bad_row),
-                                       label_column=label_column, notes=notes):
-            yield Chunk.of_table(chunk)
+    read_table = staticmethod(tabular.read_training_table)
+    iter_table = staticmethod(tabular.iter_table_chunks)
+    sample_schema = staticmethod(tabular.sample_table_schema)
 
     def holds_column(self, name: str) -> bool:
-        from .csvrecords import read_header
-
         return name in read_header(Path(self.path))
-
-    def infer_schema(self, roles: ColumnRoles, chunk_size: int) -> tuple[TableInput, list[str]]:
-        from .csvrecords import read_header
-        from .tabular import sample_table_schema
-
-        rows = chunk_rows(chunk_size, len(read_header(Path(self.path))))
-        spec, dropped = sample_table_schema(self.path, roles, rows)
-        return spec, _dropped_notes(dropped)
 
 
 class ParquetSource(TableSource):
     """A Parquet file, a folder of them or a glob, read by `vaeguard.parquet` (needs pyarrow)."""
 
-    def read_training(self, roles: ColumnRoles = ColumnRoles(), image_shape=None) -> TrainingData:
-        from .parquet import read_training_parquet
-
-        table = read_training_parquet(self.path, roles)
-        return TrainingData(table.X, table.schema, notes=_dropped_notes(table.dropped))
-
-    def chunks(self, spec, *, chunk_size=CHUNK_ROWS, on_bad_row="fail", label_column=None, notes=None):
-        from .parquet import iter_parquet_chunks
-
-        spec = self.check_model(spec)
-        for chunk in iter_parquet_chunks(self.path, spec, chunk_size=chunk_size, on_bad_row=check_on_bad_row(on_bad_row),
-                                         label_column=label_column, notes=notes):
-            yield Chunk.of_table(chunk)
+    read_table = staticmethod(parquet.read_training_parquet)
+    iter_table = staticmethod(parquet.iter_parquet_chunks)
+    sample_schema = staticmethod(parquet.sample_parquet_schema)
 
     def holds_column(self, name: str) -> bool:
-        from .parquet import ParquetTable
-
-        return all(name in columns for columns in ParquetTable.open(self.path).file_columns)
-
-    def infer_schema(self, roles: ColumnRoles, chunk_size: int) -> tuple[TableInput, list[str]]:
-        from .parquet import sample_parquet_schema
-
-        spec, dropped = sample_parquet_schema(self.path, roles, chunk_size)
-        return spec, _dropped_notes(dropped)
+        return all(name in columns for columns in parquet.ParquetTable.open(self.path).file_columns)
 
 
 class FrameSource(TableSource):
@@ -305,6 +283,42 @@ class FrameSource(TableSource):
     def __init__(self, frame: pd.DataFrame):
         super().__init__("the data frame")
         self.frame = frame
+
+    def read_training(self, roles: ColumnRoles = ColumnRoles(), image_shape=None) -> TrainingData:
+        """The frame's features by the one column rule (its text, true/false and category
+        columns categorical); a bad cell (text in a numeric column, an infinity) is a DataError."""
+        frame = self.frame
+        names = [str(c) for c in frame.columns]
+
+        def check(wanted: list[str], what: str) -> None:
+            absent = [c for c in wanted if c not in names]
+            if absent:
+                raise DataError(f"no {what} {', '.join(map(repr, absent))}; the frame has {tabular.listing(names)}")
+
+        candidates = roles.candidates(self.path, names, check)
+        keys = [frame.columns[names.index(c)] for c in candidates]
+        values, raws = tabular.frame_values(frame, keys)
+        counts = tabular.CellCounts(candidates)
+        broken = counts.add(values, raws, frame.dtypes.loc[keys])
+        chosen, dropped = counts.choose(self.path, candidates, roles)
+        spec = counts.schema(candidates, chosen, roles)
+        for k, lv in zip(chosen, spec.levels):
+            if lv is None and broken[:, k].any():
+                i = int(np.argmax(broken[:, k]))
+                why = tabular.cell_problem(values[i, k], raws[k][i] if k in raws else None)
+                raise DataError(f"row {frame.index[i]!r}, column {candidates[k]!r}: {why}")
+        texts = {k: tabular.texts_of(frame[keys[k]]) for k, lv in zip(chosen, spec.levels) if lv is not None}
+        return TrainingData(tabular.assemble(values, texts, chosen, spec.levels), spec, notes=_dropped_notes(dropped))
+
+    def features(self, spec: TableInput) -> np.ndarray:
+        """Every row as the model's features (float64; NaN for a gap): what the estimator scores;
+        a bad cell is a DataError naming its row and column."""
+        spec = self.check_model(spec)
+        X, bad, problems = frame_features(self.frame, list(spec.columns), spec.columns, np.float64, spec.levels)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DataError(f"row {self.frame.index[i]!r}: {problems_text(problems[0])}")
+        return X
 
     def check_model(self, spec: InputSpec) -> TableInput:
         spec = table_spec(spec)
@@ -316,7 +330,7 @@ class FrameSource(TableSource):
     def chunks(self, spec, *, chunk_size=CHUNK_ROWS, on_bad_row="fail", label_column=None, notes=None):
         spec = self.check_model(spec)
         frame = self.frame
-        X, bad, problems = frame_features(frame, list(spec.columns), spec.columns)
+        X, bad, problems = frame_features(frame, list(spec.columns), spec.columns, levels=spec.levels)
         positions = np.arange(len(frame))
         failed = [(int(i), problems_text(found)) for i, found in zip(positions[bad], problems)]
         if failed and check_on_bad_row(on_bad_row) == "fail":
@@ -401,13 +415,7 @@ class ImageSource(Source):
 _SOURCES = {"table": TableSource, "images": ImageSource}
 
 
-def is_parquet_input(path: str | Path) -> bool:
-    """A Parquet file, a folder holding Parquet files, or a glob (see vaeguard.parquet)."""
-    from .parquet import is_parquet_input as check
-
-    return check(path)
-
-
+is_parquet_input = parquet.is_parquet_input
 def open_source(data) -> Source:
     """The source for `data`: a DataFrame, or the path of a CSV file, a Parquet input or a
     folder of images (a Source is returned as it is); DataError naming the path for anything else."""

@@ -102,7 +102,7 @@ def _numbers(col: pd.Series) -> tuple[np.ndarray, np.ndarray | None]:
     return values, raw
 
 
-def _frame_values(frame: pd.DataFrame, keys: Sequence) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+def frame_values(frame: pd.DataFrame, keys: Sequence) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """`frame[keys]` as float64 (NaN where not a number), and the raw text of the columns that
     are not numeric, by position in `keys`. Numeric columns are converted as one block: one
     call per column cost minutes on a 100,000-column table."""
@@ -164,7 +164,7 @@ def problems_text(found: list[tuple[str | None, str]]) -> str:
     return "; ".join(why if column is None else f"column {column!r}: {why}" for column, why in found)
 
 
-def _why(value: float, raw: str | None) -> str:
+def cell_problem(value: float, raw: str | None) -> str:
     """Why a cell that is not missing is not usable as a feature value (`raw` is its text, None
     if already numeric)."""
     raw = str(value) if raw is None else raw
@@ -244,6 +244,13 @@ _CAMEL_ID = re.compile(r"[a-z]I[dD]$")  # customerId, userID
 # Rows of distinct integers before a column counts as a row identifier: 20 values increasing
 # in file order by chance have a probability of 1/20!.
 ID_MIN_ROWS = 20
+# A column that is text (or true/false) rather than numbers is categorical: one model feature
+# per distinct value seen in training, scored by a categorical likelihood. By default only when
+# its values repeat: at most FEW_LEVELS values, or at least ROWS_PER_LEVEL rows per value on
+# average, never a different value in every row, and never over MAX_LEVELS (free text, names,
+# e-mails and ids are left out with a note).
+FEW_LEVELS, ROWS_PER_LEVEL, MAX_LEVELS = 20, 10, 1000
+TEXT_REASONS = ("mostly text, not numbers", "true/false values, not numbers")
 ROLE_NOTES = {
     "label": "named like a label; declare it with --label-column, or keep it as a feature with --columns",
     "id": "a unique row identifier; declare it with --id-column, or keep it as a feature with --columns",
@@ -276,6 +283,7 @@ class CellCounts:
         self.last = np.full(n_columns, -np.inf)
         self.seen = {k: set() for k, name in enumerate(names) if looks_like_id(name)}
         self.distinct = {k: True for k in self.seen}
+        self.texts: dict[int, dict[str, int]] = {}  # per column read as text: its values (to MAX_LEVELS + 1)
 
     def add(self, values: np.ndarray, raws: dict[int, np.ndarray], dtypes: Sequence) -> np.ndarray:
         """Count a block of rows (`_frame_values`' output); returns which cells are bad: neither
@@ -286,8 +294,12 @@ class CellCounts:
         self.infinite += np.isinf(values).sum(axis=0)
         self.nonempty += (~missing).sum(axis=0)
         for k, raw in raws.items():
-            cells = pd.Series(raw, dtype=object).str.strip().str.lower()
-            self.booleans[k] += int(cells.isin(("true", "false")).sum())
+            cells = pd.Series(raw[~missing[:, k]], dtype=object).str.strip()
+            self.booleans[k] += int(cells.str.lower().isin(("true", "false")).sum())
+            levels = self.texts.setdefault(k, {})
+            if len(levels) <= MAX_LEVELS:
+                for level, n in cells.value_counts(sort=False).items():
+                    levels[level] = levels.get(level, 0) + int(n)
         self.integral &= np.array([dtype.kind in "iu" for dtype in dtypes], dtype=bool)
         if len(values):
             with np.errstate(invalid="ignore"):
@@ -316,10 +328,35 @@ class CellCounts:
             return "id"
         return None
 
+    def is_text(self, k: int) -> bool:
+        """Whether column k is text (or yes/no) rather than numbers: a categorical column."""
+        why = not_numeric(self.finite[k], self.nonempty[k], self.booleans[k], self.infinite[k])
+        return why in TEXT_REASONS and bool(self.texts.get(k))
+
+    def levels(self, k: int) -> tuple[str, ...]:
+        return tuple(sorted(self.texts[k]))
+
+    def _too_many_levels(self, k: int) -> str | None:
+        """Why text column k is not a categorical feature by default: too many distinct values."""
+        n, cells = len(self.texts[k]), int(self.nonempty[k])
+        if n > MAX_LEVELS:
+            return f"over {MAX_LEVELS:,} distinct text values (free text, names or ids)"
+        if n == cells >= 2:
+            return "a different text value in every row (names or ids); name it with --columns to use its values as categories"
+        if n > max(FEW_LEVELS, cells / ROWS_PER_LEVEL):
+            return (
+                f"{n:,} distinct text values in {cells:,} cells, fewer than {ROWS_PER_LEVEL} rows per value "
+                "(free text, names or ids); name it with --columns to use its values as categories"
+            )
+        return None
+
     def _why_not(self, k: int, name: str) -> str | None:
         """Why candidate column k is not a feature by default (None: it is one)."""
         if looks_like_label(name):
             return ROLE_NOTES["label"]
+        if self.is_text(k):
+            levels = self.texts[k]
+            return self._too_many_levels(k) or (f"the same value ({next(iter(levels))!r}) in every row" if len(levels) == 1 else None)
         why = not_numeric(self.finite[k], self.nonempty[k], self.booleans[k], self.infinite[k])
         if why is not None:
             return why
@@ -332,6 +369,9 @@ class CellCounts:
         """Positions of the feature columns among `names`, and (column, why) for those left out:
         the user's columns all; by default those `not_numeric` accepts (DataError if none)."""
         if roles.columns is not None:
+            crowded = [k for k in range(len(names)) if self.is_text(k) and len(self.texts[k]) > MAX_LEVELS]
+            if crowded:
+                raise DataError(f"{where}: column {names[crowded[0]]!r} holds over {MAX_LEVELS:,} distinct text values: too many to use as categories")
             return list(range(len(names))), []
         whys = [self._why_not(k, name) for k, name in enumerate(names)]
         chosen = [k for k, why in enumerate(whys) if why is None]
@@ -341,11 +381,13 @@ class CellCounts:
         return chosen, [(names[k], why) for k, why in enumerate(whys) if why is not None]
 
     def schema(self, names: list[str], chosen: list[int], roles: ColumnRoles) -> TableInput:
+        text = [self.is_text(k) for k in chosen]
         return TableInput(
             tuple(names[k] for k in chosen),
-            tuple("int64" if self.integral[k] else "float64" for k in chosen),
+            tuple("text" if t else "int64" if self.integral[k] else "float64" for k, t in zip(chosen, text)),
             roles.id_column,
             roles.label_column,
+            tuple(self.levels(k) if t else None for k, t in zip(chosen, text)),
         )
 
 
@@ -395,14 +437,14 @@ def read_training_table(path: str | Path, roles: ColumnRoles = ColumnRoles()) ->
             if not len(chunk.rows):
                 continue
             n_rows += len(chunk.rows)
-            values, raws = _frame_values(chunk.frame, positions)
+            values, raws = frame_values(chunk.frame, positions)
             broken = counts.add(values, raws, chunk.frame.dtypes.loc[positions])
             for k in np.flatnonzero(broken.any(axis=0)).tolist():
                 if first_bad[k] is None:
                     i = int(np.argmax(broken[:, k]))
-                    why = _why(values[i, k], raws[k][i] if k in raws else None)
+                    why = cell_problem(values[i, k], raws[k][i] if k in raws else None)
                     first_bad[k] = BadRow(int(chunk.rows[i]), int(chunk.lines[i]), candidates[k], why)
-            parts.append(values)
+            parts.append((values, {k: raw for k, raw in raws.items()}))
             numbers.append(np.stack([chunk.rows, chunk.lines], axis=1))
             if id_pos is not None:
                 ids.append(chunk.frame[id_pos].to_numpy(dtype=object))
@@ -418,19 +460,19 @@ def read_training_table(path: str | Path, roles: ColumnRoles = ColumnRoles()) ->
             if malformed is not None:  # what is wrong with the file comes first
                 raise malformed.error(path) from None
             raise
+        schema = counts.schema(candidates, chosen, roles)
         # A malformed line is reported together with bad cells, whichever comes first in the file.
-        problems = [first_bad[k] for k in chosen if first_bad[k] is not None] + ([malformed] if malformed else [])
+        problems = [first_bad[k] for k, lv in zip(chosen, schema.levels) if lv is None and first_bad[k] is not None]
+        problems += [malformed] if malformed else []
         if problems:
             first = min(problems, key=lambda b: (b.row, b.line))
             hint = "; fix the value or leave the column out with exclude" if roles.columns is None and first.column else ""
             raise DataError(f"{first.error(path)}{hint}")
-        X = np.concatenate(parts)
+        X = np.concatenate([assemble(values, texts, chosen, schema.levels) for values, texts in parts])
         del parts
-        if len(chosen) < d:
-            X = X[:, chosen]
         gap = first_gap(X)
         if gap is not None and gap[0] == "column":
-            raise DataError(f"{path}: column {candidates[chosen[gap[1]]]!r}: every training cell is missing")
+            raise DataError(f"{path}: {schema.feature_label(gap[1])}: every training cell is missing")
         if gap is not None:
             row, line = np.concatenate(numbers)[gap[1]]
             raise BadRow(int(row), int(line), None, NO_CELL).error(path)
@@ -441,19 +483,20 @@ def read_training_table(path: str | Path, roles: ColumnRoles = ColumnRoles()) ->
         ) from None
     return TrainingTable(
         X,
-        counts.schema(candidates, chosen, roles),
+        schema,
         np.concatenate(labels) if label_pos is not None else None,
         np.concatenate(ids) if id_pos is not None else None,
         dropped,
     )
 
 
-def sample_table_schema(path: str | Path, roles: ColumnRoles, rows: int) -> tuple[TableInput, list[tuple[str, str]]]:
+def sample_table_schema(path: str | Path, roles: ColumnRoles, chunk_size: int) -> tuple[TableInput, list[tuple[str, str]]]:
     """The schema `read_training_table` would infer, from the first CHUNK_ROWS data rows only
-    (what out-of-core training reads before its first pass), read `rows` at a time, and the
-    columns left out, with why."""
+    (what out-of-core training reads before its first pass), read `chunk_size` rows at a time
+    (fewer for a wide table), and the columns left out, with why."""
     path = Path(path)
     header = read_header(path)
+    rows = chunk_rows(chunk_size, len(header))
     candidates = roles.candidates(path, header, _header_check(path, header))
     positions = _positions(path, header, candidates, "column")
     counts = CellCounts(candidates)
@@ -461,7 +504,7 @@ def sample_table_schema(path: str | Path, roles: ColumnRoles, rows: int) -> tupl
     try:
         for chunk in raw_chunks(path, header, [], rows, columns=positions):
             if len(chunk.rows):
-                values, raws = _frame_values(chunk.frame, positions)
+                values, raws = frame_values(chunk.frame, positions)
                 counts.add(values, raws, chunk.frame.dtypes.loc[positions])
                 n += len(chunk.rows)
             if n >= CHUNK_ROWS:
@@ -494,7 +537,41 @@ def _compare_header(header: list[str], schema: TableInput, label_column: str | N
     }
 
 
-def frame_features(frame: pd.DataFrame, keys: Sequence, names: Sequence[str], dtype=np.float32) -> tuple[np.ndarray, np.ndarray, list[list[tuple[str, str]]]]:
+def texts_of(column: pd.Series) -> np.ndarray:
+    """A column's cells as text (object array), None where null: how categorical values read."""
+    return column.astype("string").to_numpy(dtype=object, na_value=None)
+
+
+def text_gaps(texts: np.ndarray) -> np.ndarray:
+    """Which text cells are missing: None, or text in MISSING_TEXT."""
+    cells = pd.Series(texts, dtype=object)
+    return cells.isna().to_numpy() | cells.str.strip().str.lower().isin(MISSING_TEXT).to_numpy()
+
+
+def one_hot(texts: np.ndarray, levels: Sequence[str]) -> np.ndarray:
+    """Text cells as one-hot rows over `levels`, float64 (n, len(levels)): a missing cell
+    (`text_gaps`) is NaN across the row, a value never seen in training is all zeros."""
+    cells = pd.Series(texts, dtype=object).str.strip()
+    missing = text_gaps(texts)
+    codes = pd.Categorical(cells, categories=list(levels)).codes
+    out = np.zeros((len(cells), len(levels)))
+    seen = np.flatnonzero(codes >= 0)
+    out[seen, codes[seen]] = 1.0
+    out[missing] = np.nan
+    return out
+
+
+def assemble(values: np.ndarray, texts: dict[int, np.ndarray], chosen: Sequence[int], levels: Sequence, dtype=np.float64) -> np.ndarray:
+    """The model features of a block: the `chosen` columns of `values` in order, each categorical
+    one (`levels` not None) one-hot from `texts` (see `one_hot`)."""
+    if all(lv is None for lv in levels):
+        return values[:, list(chosen)].astype(dtype, copy=False)
+    parts = [values[:, [k]] if lv is None else one_hot(texts[k], lv) for k, lv in zip(chosen, levels)]
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.hstack(parts).astype(dtype, copy=False)
+
+
+def frame_features(frame: pd.DataFrame, keys: Sequence, names: Sequence[str], dtype=np.float32, levels: Sequence | None = None) -> tuple[np.ndarray, np.ndarray, list[list[tuple[str, str]]]]:
     """The feature matrix of `frame[keys]` as `dtype`, which rows are unusable, and why.
 
     A missing cell (empty, null, NaN, "NA", ...: `_missing`) is NaN in X: the model leaves it out
@@ -504,16 +581,24 @@ def frame_features(frame: pd.DataFrame, keys: Sequence, names: Sequence[str], dt
     for the k-th bad row. Shared by the CSV and Parquet
     readers and `vaeguard.bulk.score_frame`, so every engine reports a bad cell in the same words.
     """
-    values, raws = _frame_values(frame, keys)
+    values, raws = frame_values(frame, keys)
     usable = _usable(values)
     missing = ~usable & _missing(values, raws)
+    texts = {}
+    for k, lv in enumerate(levels or ()):
+        if lv is not None:  # any text is a value of a categorical column: only a gap is not
+            texts[k] = texts_of(frame.iloc[:, frame.columns.get_loc(keys[k])])
+            missing[:, k] = text_gaps(texts[k])
+            usable[:, k] = ~missing[:, k]
     broken = ~usable & ~missing
     bad = broken.any(axis=1) | missing.all(axis=1)
     problems = [
-        [(names[j], _why(values[i, j], raws[j][i] if j in raws else None)) for j in np.flatnonzero(broken[i]).tolist()]
+        [(names[j], cell_problem(values[i, j], raws[j][i] if j in raws else None)) for j in np.flatnonzero(broken[i]).tolist()]
         or [(None, NO_CELL)]
         for i in np.flatnonzero(bad).tolist()
     ]
+    if texts:
+        return assemble(values, texts, range(len(keys)), levels, dtype), bad, problems
     with np.errstate(over="ignore", invalid="ignore"):
         return values.astype(dtype, copy=False), bad, problems
 
@@ -569,12 +654,13 @@ def iter_table_chunks(
     if schema.id_column is not None and not report["missing_id"]:
         id_pos = _positions(path, header, [schema.id_column], "id column")[0]
     label_pos = None if label_column is None else _positions(path, header, [label_column], "label column")[0]
-    text_positions = [p for p in (id_pos, label_pos) if p is not None]
+    categorical = [p for p, lv in zip(positions, schema.levels) if lv is not None]
+    text_positions = [p for p in (id_pos, label_pos, *categorical) if p is not None]
     used = list(dict.fromkeys(positions + text_positions))
     rows_at_a_time = chunk_rows(chunk_size, len(header))
     try:
         for chunk in raw_chunks(path, header, text_positions, rows_at_a_time, columns=used):
-            X, bad, cell_problems = frame_features(chunk.frame, positions, schema.columns)
+            X, bad, cell_problems = frame_features(chunk.frame, positions, schema.columns, levels=schema.levels)
             problems = list(chunk.malformed)
             for i, found in zip(np.flatnonzero(bad), cell_problems):
                 problems.append(BadRow(int(chunk.rows[i]), int(chunk.lines[i]), found[0][0], found[0][1], problems_text(found[1:])))
