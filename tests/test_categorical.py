@@ -107,7 +107,7 @@ def test_a_dataframe_with_text_bool_and_category_columns_fits_directly():
     train = traffic(1500, rng).astype({"proto": "category"})
     train["secure"] = train["secure"] == "yes"  # pandas bool
     det = VAEAnomalyDetector(epochs=25, random_state=0).fit(train)
-    assert det.input_spec_.levels[3] == ("False", "True")
+    assert det.input_spec_.levels[3] == ("false", "true")
     test = pd.concat([traffic(300, rng), mismatched(traffic(100, rng))], ignore_index=True)
     test["secure"] = test["secure"] == "yes"
     scores = det.anomaly_score(test)

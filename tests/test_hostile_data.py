@@ -125,7 +125,7 @@ def _said(bad: tuple[int | None, str | None, str]) -> str:
 def _levels(kind: str, col: list[int]) -> list[str]:
     """A categorical column's values as text, cell by cell (nulls left out)."""
     if kind == "bool":
-        return [str(c == 1) for c in col]
+        return [str(c == 1).lower() for c in col]
     return [{1: "abc", 2: "2.5"}[c] for c in col if c != 0]
 
 

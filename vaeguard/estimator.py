@@ -72,7 +72,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         grey-level images), otherwise "elbo" (on smaller images the local context already
         spans the shape).
     epochs : the most training epochs (early stopping on the validation loss may end sooner);
-        "auto": 50, or on small data enough epochs for 2,000 gradient steps (training.auto_epochs).
+        "auto": 50, or on small data enough epochs for 2,000 gradient steps, and on large data
+        at most 15,000 steps (training.auto_epochs).
     patience : epochs without a better validation loss before training stops; "auto": 10, or on
         small data enough epochs for 100 gradient steps (training.auto_patience).
     batch_size, learning_rate, beta, kl_warmup_epochs : training.

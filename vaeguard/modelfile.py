@@ -248,6 +248,9 @@ class FittedState:
         n = fitted["n_features_in"]
         if spec.n_features != n:
             raise ModelFileError(f"field 'input' describes {spec.n_features} features, the model has {n}")
+        groups = [list(g) for g in getattr(spec, "groups", ())]
+        if groups != description["model_config"].get("groups", []):
+            raise ModelFileError("field 'model_config.groups' does not match the categorical columns of field 'input.levels'")
         model_config = dict(description["model_config"])
         score_config = {name: model_config.pop(name) for name in SCORE_CONFIG_FIELDS if name in model_config}
         weights, score_tensors = {}, {}

@@ -294,8 +294,8 @@ class CellCounts:
         self.infinite += np.isinf(values).sum(axis=0)
         self.nonempty += (~missing).sum(axis=0)
         for k, raw in raws.items():
-            cells = pd.Series(raw[~missing[:, k]], dtype=object).str.strip()
-            self.booleans[k] += int(cells.str.lower().isin(("true", "false")).sum())
+            cells = canonical_text(pd.Series(raw[~missing[:, k]], dtype=object))
+            self.booleans[k] += int(cells.isin(("true", "false")).sum())
             levels = self.texts.setdefault(k, {})
             if len(levels) <= MAX_LEVELS:
                 for level, n in cells.value_counts(sort=False).items():
@@ -542,6 +542,14 @@ def texts_of(column: pd.Series) -> np.ndarray:
     return column.astype("string").to_numpy(dtype=object, na_value=None)
 
 
+def canonical_text(cells: pd.Series) -> pd.Series:
+    """Text cells as categorical values: stripped, and true/false in lower case whatever its case
+    (a reader may have parsed them as booleans, which print as True/False)."""
+    cells = cells.str.strip()
+    lowered = cells.str.lower()
+    return cells.where(~lowered.isin(("true", "false")), lowered)
+
+
 def text_gaps(texts: np.ndarray) -> np.ndarray:
     """Which text cells are missing: None, or text in MISSING_TEXT."""
     cells = pd.Series(texts, dtype=object)
@@ -551,7 +559,7 @@ def text_gaps(texts: np.ndarray) -> np.ndarray:
 def one_hot(texts: np.ndarray, levels: Sequence[str]) -> np.ndarray:
     """Text cells as one-hot rows over `levels`, float64 (n, len(levels)): a missing cell
     (`text_gaps`) is NaN across the row, a value never seen in training is all zeros."""
-    cells = pd.Series(texts, dtype=object).str.strip()
+    cells = canonical_text(pd.Series(texts, dtype=object))
     missing = text_gaps(texts)
     codes = pd.Categorical(cells, categories=list(levels)).codes
     out = np.zeros((len(cells), len(levels)))
