@@ -82,7 +82,7 @@ def feature_scales(std: np.ndarray, steps: np.ndarray, spec: InputSpec | None = 
 
     A constant feature (std 0, one value) keeps scale 0 here; the estimator uses 1 for it.
     """
-    scale = np.sqrt(std**2 + steps**2 / 12.0)
+    scale = np.where(steps > 0, np.sqrt(std**2 + steps**2 / 12.0), std)  # no step: std, bit for bit
     if spec is not None and spec.image_shape is not None and len(std):
         scale = np.maximum(scale, IMAGE_SCALE_FLOOR * math.sqrt(float(np.mean(std**2))))
     return scale

@@ -53,9 +53,10 @@ def row_hash_unit(X: np.ndarray, seed: int) -> np.ndarray:
     return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-# A feature with at most this many distinct training values is recorded in steps (a flag, a
-# count, 8-bit grey levels): its smallest step between values floors its scale
-# (vaeguard.scorer.feature_scales). With more values it is treated as continuous (step 0).
+# A feature whose training values repeat (at most this many distinct values, and at most half
+# as many as its training cells) is recorded in steps (a flag, a count, 8-bit grey levels):
+# its smallest step between values floors its scale (vaeguard.scorer.feature_scales).
+# Otherwise it is continuous (step 0): on 300 rows of measurements every value is distinct.
 MAX_LEVELS = 1024
 
 
@@ -65,12 +66,14 @@ class Levels:
 
     def __init__(self, n_features: int):
         self.levels: list[np.ndarray | None] = [np.empty(0, dtype=np.float32) for _ in range(n_features)]
+        self.cells = np.zeros(n_features, dtype=np.int64)  # training cells present, per feature
 
     def update(self, X: np.ndarray) -> Levels:
         """Add the values of rows X (NaN, a missing cell, is no value); returns self."""
         if not len(X):
             return self
         ordered = np.sort(np.asarray(X, dtype=np.float32), axis=0)  # NaN last
+        self.cells += (~np.isnan(ordered)).sum(axis=0)
         new = np.diff(ordered, axis=0) > 0  # False next to NaN
         distinct = new.sum(axis=0) + ~np.isnan(ordered[0])
         for j in np.flatnonzero([level is not None for level in self.levels]):
@@ -85,10 +88,11 @@ class Levels:
 
     def steps(self) -> np.ndarray:
         """Per feature (float64): the smallest difference between two distinct training values
-        when there are 2 to MAX_LEVELS of them, else 0 (continuous, or a single value)."""
-        return np.array(
-            [float(np.diff(v.astype(np.float64)).min()) if v is not None and len(v) > 1 else 0.0 for v in self.levels]
-        )
+        when the values repeat (2 to MAX_LEVELS of them, at most half the cells), else 0."""
+        return np.array([
+            float(np.diff(v.astype(np.float64)).min()) if v is not None and 1 < len(v) <= cells / 2 else 0.0
+            for v, cells in zip(self.levels, self.cells)
+        ])
 
 
 @dataclass
