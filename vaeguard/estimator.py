@@ -33,7 +33,7 @@ from .latent import MAX_REFERENCE_CODES
 from .limits import MAX_EPOCHS, MAX_IMPORTANCE_SAMPLES, MAX_INTERPOLATION_STEPS, MAX_SAMPLES, check_generated_rows
 from .modelfile import FittedState
 from .model import VAE, VAEConfig
-from .scorer import Scorer, check_finite, column_moments, feature_scales, standardize
+from .scorer import Scorer, check_finite, column_moments, feature_scales, material_steps, standardize
 from .scoring import SCORE_TYPES, ScoreState, encode_means, fit_latent_neighbours, reconstruct, score_and_explain, scoring_rows
 from .streaming import Levels
 from .threads import use_threads
@@ -225,7 +225,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             # float64 whatever X is: the model file stores float64, and a loaded detector
             # must standardise bit-identically to the fitted one
             mean, std = column_moments(X[train_idx], self.input_spec_)
-            steps = Levels(X.shape[1]).update(X[train_idx]).steps()
+            steps = material_steps(std, Levels(X.shape[1]).update(X[train_idx]).steps())
             scale = feature_scales(std, steps, self.input_spec_)
         else:
             mean, scale, steps = None, None, None
@@ -330,7 +330,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             train_cfg,
             seed=self.seed_,
             device=self.device_,
-            jitter=stats.steps / self.scale_ if standardize else None,
+            jitter=material_steps(stats.std, stats.steps) / self.scale_ if standardize else None,
         )
         self.n_epochs_ = len(self.history_["train_loss"])
         if n_reference:

@@ -166,6 +166,8 @@ def train_vae_batches(
     widths = None
     if jitter is not None and np.any(jitter > 0):
         widths = torch.as_tensor(jitter, dtype=torch.float32, device=device)
+        # its own stream: the latent samples are drawn as without it
+        noise = torch.Generator(device=device).manual_seed(seed + rank + 7_919)
 
     for epoch in range(cfg.epochs):
         start = time.perf_counter()
@@ -178,7 +180,7 @@ def train_vae_batches(
         for step, batch in enumerate(epoch_batches(epoch, generator), start=1):
             batch = torch.as_tensor(batch, dtype=torch.float32, device=device)
             if widths is not None:
-                batch = batch + (torch.rand(batch.shape, generator=generator, device=device) - 0.5) * widths
+                batch = batch + (torch.rand(batch.shape, generator=noise, device=device) - 0.5) * widths
             terms = step_model(batch, generator)
             loss = terms.loss(weight).mean()
             optimizer.zero_grad(set_to_none=True)
