@@ -41,7 +41,7 @@ def test_rare_flag_columns_do_not_take_over_the_default_threshold():
     train, test, y = flagged_table()
     recall, auroc, detector = recall_and_auroc(train, test, y)
     clean_recall, clean_auroc, _ = recall_and_auroc(train[:, :8], test[:, :8], y)
-    # measured: with flags recall 0.90 and AUROC 0.996, clean 0.98 and 0.998 (main: 0.32, 0.986)
+    # measured: with flags recall 0.92 and AUROC 0.996, clean 0.98 and 0.998 (main: 0.32, 0.986)
     assert recall >= 0.8 * clean_recall, (recall, clean_recall)
     assert auroc > clean_auroc - 0.01, (auroc, clean_auroc)
     # the flags' scale is the dequantised one, about sqrt(p (1 - p) + 1/12), not sqrt(p (1 - p)) ~ 0.1
@@ -56,7 +56,7 @@ def test_feature_scales_floor_steps_in_quadrature_and_leave_fine_columns_alone()
     scale = feature_scales(X.std(axis=0), steps, TableInput(tuple("abcd"), ("float64",) * 4))
     assert scale[0] == X.std(axis=0)[0]  # continuous: unchanged, bit for bit
     assert scale[1] == pytest.approx(np.sqrt(X[:, 1].var() + 1 / 12))
-    assert scale[2] / X[:, 2].std() - 1 < 1e-4  # a step far below the spread changes nothing that matters
+    assert scale[2] == X.std(axis=0)[2]  # a step far below the spread (1 in 29) is not material: unchanged
     assert scale[3] == 0.0  # constant: the estimator gives it 1
 
 
@@ -103,4 +103,5 @@ def test_out_of_core_training_floors_the_same_scales_as_in_memory(tmp_path):
     np.testing.assert_array_equal(stats.steps, Levels(rows.shape[1]).update(kept).steps())
     assert stats.steps[8:].tolist() == [1.0] * 5
     np.testing.assert_allclose(detector.scale_, feature_scales(stats.std, stats.steps, stream.input_spec), rtol=0)
+    assert np.array_equal(detector.scale_[:8], stats.std[:8])  # continuous columns: the std itself
     assert (detector.scale_[8:] > 0.29).all()
