@@ -33,8 +33,9 @@ from .latent import MAX_REFERENCE_CODES
 from .limits import MAX_EPOCHS, MAX_IMPORTANCE_SAMPLES, MAX_INTERPOLATION_STEPS, MAX_SAMPLES, check_generated_rows
 from .modelfile import FittedState
 from .model import VAE, VAEConfig
-from .scorer import Scorer, check_finite, column_moments, standardize
+from .scorer import Scorer, check_finite, column_moments, feature_scales, material_steps, standardize
 from .scoring import SCORE_TYPES, ScoreState, encode_means, fit_latent_neighbours, reconstruct, score_and_explain, scoring_rows
+from .streaming import Levels
 from .threads import use_threads
 from .training import TrainConfig, train_vae, train_vae_batches
 
@@ -230,9 +231,11 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         if defaults.standardizes(self.standardize, self.likelihood_):
             # float64 whatever X is: the model file stores float64, and a loaded detector
             # must standardise bit-identically to the fitted one
-            mean, scale = column_moments(X[train_idx], self.input_spec_)
+            mean, std = column_moments(X[train_idx], self.input_spec_)
+            steps = material_steps(std, Levels(X.shape[1]).update(X[train_idx]).steps())
+            scale = feature_scales(std, steps, self.input_spec_)
         else:
-            mean, scale = None, None
+            mean, scale, steps = None, None, None
         train_cfg, n_reference = self._setup(
             X.shape[1], mean, scale, n_train=len(train_idx), n_reference=min(len(train_idx), MAX_REFERENCE_CODES)
         )
@@ -241,7 +244,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             self.score_state_.context.fit(torch.as_tensor(Xs[train_idx], dtype=torch.float32))
         self.score_state_.to(self.device_)
         self.history_ = train_vae(
-            self.model_, Xs[train_idx], Xs[val_idx], train_cfg, seed=self.seed_, device=self.device_
+            self.model_, Xs[train_idx], Xs[val_idx], train_cfg, seed=self.seed_, device=self.device_,
+            jitter=None if steps is None else steps / self.scale_,
         )
         self.n_epochs_ = len(self.history_["train_loss"])
         if n_reference:
@@ -320,7 +324,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         self.likelihood_ = defaults.likelihood(self.likelihood, np.array([stats.low, stats.high]))
         standardize = defaults.standardizes(self.standardize, self.likelihood_)
         train_cfg, n_reference = self._setup(
-            self.n_features_in_, stats.mean if standardize else None, stats.std if standardize else None,
+            self.n_features_in_, stats.mean if standardize else None,
+            feature_scales(stats.std, stats.steps, self.input_spec_) if standardize else None,
             n_train=stats.n_train, n_reference=len(stats.reference),
         )
         if self.score_state_.context is not None:
@@ -334,6 +339,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             train_cfg,
             seed=self.seed_,
             device=self.device_,
+            jitter=material_steps(stats.std, stats.steps) / self.scale_ if standardize else None,
         )
         self.n_epochs_ = len(self.history_["train_loss"])
         if n_reference:

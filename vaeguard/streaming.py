@@ -10,7 +10,9 @@ chunk plus a shuffle buffer of rows:
   (`max_validation_rows`, `max_calibration_rows`): on a very large file the fractions shrink
   so that what is held in memory stays bounded. Identical rows land in the same split.
 - **Statistics in a first pass**: row counts, per-feature mean and standard deviation of the
-  training rows (Chan's pairwise update, float64) and the value range (for the likelihood).
+  training rows (Chan's pairwise update, float64), each feature's recording step (`Levels`,
+  the same accumulator in-memory training uses, so both give the same scale floor) and the
+  value range (for the likelihood).
 - **Shuffled mini-batches** from a buffer of `buffer_rows` rows: chunks are read in file
   order, the buffer is shuffled and half of it emitted as batches, so rows mix within a
   window of the file (shuffle the file itself if it is sorted by something the model should
@@ -51,6 +53,48 @@ def row_hash_unit(X: np.ndarray, seed: int) -> np.ndarray:
     return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
+# A feature whose training values repeat (at most this many distinct values, and at most half
+# as many as its training cells) is recorded in steps (a flag, a count, 8-bit grey levels):
+# its smallest step between values floors its scale (vaeguard.scorer.feature_scales).
+# Otherwise it is continuous (step 0): on 300 rows of measurements every value is distinct.
+MAX_LEVELS = 1024
+
+
+class Levels:
+    """Per feature, the distinct training values while there are at most MAX_LEVELS of them,
+    gathered chunk by chunk; `steps()` is the same whatever the chunking (a union of sets)."""
+
+    def __init__(self, n_features: int):
+        self.levels: list[np.ndarray | None] = [np.empty(0, dtype=np.float32) for _ in range(n_features)]
+        self.cells = np.zeros(n_features, dtype=np.int64)  # training cells present, per feature
+
+    def update(self, X: np.ndarray) -> Levels:
+        """Add the values of rows X (NaN, a missing cell, is no value); returns self."""
+        if not len(X):
+            return self
+        ordered = np.sort(np.asarray(X, dtype=np.float32), axis=0)  # NaN last
+        self.cells += (~np.isnan(ordered)).sum(axis=0)
+        new = np.diff(ordered, axis=0) > 0  # False next to NaN
+        distinct = new.sum(axis=0) + ~np.isnan(ordered[0])
+        for j in np.flatnonzero([level is not None for level in self.levels]):
+            if distinct[j] > MAX_LEVELS:
+                self.levels[j] = None
+                continue
+            column = ordered[:, j]
+            values = column[np.r_[True, new[:, j]] & ~np.isnan(column)]
+            merged = np.union1d(self.levels[j], values)
+            self.levels[j] = merged if len(merged) <= MAX_LEVELS else None
+        return self
+
+    def steps(self) -> np.ndarray:
+        """Per feature (float64): the smallest difference between two distinct training values
+        when the values repeat (2 to MAX_LEVELS of them, at most half the cells), else 0."""
+        return np.array([
+            float(np.diff(v.astype(np.float64)).min()) if v is not None and 1 < len(v) <= cells / 2 else 0.0
+            for v, cells in zip(self.levels, self.cells)
+        ])
+
+
 @dataclass
 class StreamStats:
     """What the first pass learned: counts per split, training-row moments and value range."""
@@ -59,6 +103,7 @@ class StreamStats:
     n_train: int
     mean: np.ndarray
     std: np.ndarray
+    steps: np.ndarray  # per feature: the recording step (Levels.steps)
     low: float
     high: float
     validation: np.ndarray  # the validation rows themselves (at most max_validation_rows)
@@ -115,6 +160,7 @@ class TableStream:
         d = self.input_spec.n_features
         count, mean, m2 = np.zeros(d), np.zeros(d), np.zeros(d)  # per feature: cells present
         low, high, n_cal, n_train, validation, reference = np.inf, -np.inf, 0, 0, [], []
+        levels = Levels(d)
         expected_train = max(1.0, n_rows * (1 - cal - val))
         ref_cut = cal + val + (1 - cal - val) * min(1.0, reference_rows / expected_train)
         for X in self.chunks():
@@ -126,6 +172,7 @@ class TableStream:
                 reference.append(X[(u >= cal + val) & (u < ref_cut)])
             train = X[u >= cal + val].astype(np.float64)
             n_train += len(train)
+            levels.update(train)
             if len(train):  # Chan et al.: merge this chunk's mean and squared deviations, per feature
                 present = ~np.isnan(train)
                 n_b = present.sum(axis=0)
@@ -145,7 +192,7 @@ class TableStream:
         if count.min() == 0:
             name = self.input_spec.columns[int(np.argmin(count))]
             raise DataError(f"{self.path}: column {name!r}: every training cell is missing")
-        return StreamStats(n_rows, n_train, mean, np.sqrt(m2 / count), low, high, np.concatenate(validation), n_cal, picked)
+        return StreamStats(n_rows, n_train, mean, np.sqrt(m2 / count), levels.steps(), low, high, np.concatenate(validation), n_cal, picked)
 
     def _split(self, X: np.ndarray) -> np.ndarray:
         if self._cuts is None:

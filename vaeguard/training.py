@@ -105,6 +105,7 @@ def train_vae(
     cfg: TrainConfig,
     seed: int,
     device: torch.device,
+    jitter: np.ndarray | None = None,
 ) -> dict[str, list[float]]:
     """Train `model` in place on rows held in memory; return the per-epoch history.
 
@@ -126,7 +127,7 @@ def train_vae(
         for idx in order.split(batch_size):
             yield train[idx]
 
-    return train_vae_batches(model, epoch_batches, X_val, cfg, seed, device)
+    return train_vae_batches(model, epoch_batches, X_val, cfg, seed, device, jitter)
 
 
 def train_vae_batches(
@@ -136,11 +137,20 @@ def train_vae_batches(
     cfg: TrainConfig,
     seed: int,
     device: torch.device,
+    jitter: np.ndarray | None = None,
 ) -> dict[str, list[float]]:
     """The training loop: `epoch_batches(epoch, generator)` gives each epoch's mini-batches.
 
     Rows in memory (`train_vae`) and rows streamed from disk (`vaeguard.streaming`) both come
     through here, so early stopping, KL warm-up and the history are the same for both.
+
+    `jitter` (per feature, in the network's units; None or zeros: none): each training value
+    gets uniform noise of that width, drawn afresh every step (uniform dequantisation). A
+    feature recorded in steps (a flag, a count) is then seen as the interval its value stands
+    for, not a point, so the Gaussian likelihood cannot shrink its variance below the
+    rounding's (step**2 / 12) and a feature that sits on one value in nearly every training
+    row does not charge a new value a step away a score of its own. Validation and scoring
+    read the recorded values.
     """
     model.to(device)
     val = None if X_val is None or len(X_val) == 0 else torch.as_tensor(X_val, dtype=torch.float32, device=device)
@@ -153,6 +163,11 @@ def train_vae_batches(
     history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS if val is not None or key.startswith("train")}
     history["epoch_seconds"] = []
     best_loss, best_state, stale = math.inf, None, 0
+    widths = None
+    if jitter is not None and np.any(jitter > 0):
+        widths = torch.as_tensor(jitter, dtype=torch.float32, device=device)
+        # its own stream: the latent samples are drawn as without it
+        noise = torch.Generator(device=device).manual_seed(seed + rank + 7_919)
 
     for epoch in range(cfg.epochs):
         start = time.perf_counter()
@@ -164,6 +179,8 @@ def train_vae_batches(
         n_seen = 0
         for step, batch in enumerate(epoch_batches(epoch, generator), start=1):
             batch = torch.as_tensor(batch, dtype=torch.float32, device=device)
+            if widths is not None:
+                batch = batch + (torch.rand(batch.shape, generator=noise, device=device) - 0.5) * widths
             terms = step_model(batch, generator)
             loss = terms.loss(weight).mean()
             optimizer.zero_grad(set_to_none=True)
