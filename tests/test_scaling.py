@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 
 from vaeguard.estimator import VAEAnomalyDetector
 from vaeguard.inputs import ImageInput, TableInput
-from vaeguard.scorer import IMAGE_SCALE_FLOOR, feature_scales
+from vaeguard.scorer import feature_scales
 from vaeguard.streaming import MAX_LEVELS, Levels, TableStream
 
 
@@ -60,19 +60,23 @@ def test_feature_scales_floor_steps_in_quadrature_and_leave_fine_columns_alone()
     assert scale[3] == 0.0  # constant: the estimator gives it 1
 
 
-def test_image_pixels_are_floored_at_a_share_of_the_pooled_pixel_spread():
+def test_images_and_categorical_levels_keep_their_exact_scales():
+    """The step floor is for a table's numeric columns: image pixels (the floor was not shown to
+    help them) and a categorical column's one-hot features keep their spread bit for bit."""
     rng = np.random.default_rng(2)
     images = rng.random((400, 16))
     images[:, 0] = 0.0
     images[3, 0] = 0.05  # a pixel dark in every image but one: spread 0.0025
     std = images.std(axis=0)
-    pooled = np.sqrt(np.mean(std**2))
-    scale = feature_scales(std, Levels(16).update(images).steps(), ImageInput((1, 4, 4)))
-    assert scale[0] == pytest.approx(IMAGE_SCALE_FLOOR * pooled) and scale[0] > 10 * std[0]
-    assert np.array_equal(scale[1:], std[1:])  # pixels that vary keep their spread
-    # the same spreads as a table: no common unit, no pooled floor
-    table = feature_scales(std, Levels(16).update(images).steps(), TableInput(tuple("abcdefghijklmnop"), ("float64",) * 16))
-    assert table[0] == pytest.approx(np.sqrt(std[0] ** 2 + 0.05**2 / 12))
+    steps = Levels(16).update(images).steps()
+    assert np.array_equal(feature_scales(std, steps, ImageInput((1, 4, 4))), std)
+    table = feature_scales(std, steps, TableInput(tuple("abcdefghijklmnop"), ("float64",) * 16))
+    assert table[0] == pytest.approx(np.sqrt(std[0] ** 2 + 0.05**2 / 12))  # the same spreads as a table: floored
+    levels = (("x", "y"),) + (None,) * 14
+    spec = TableInput(tuple("abcdefghijklmno"), ("text",) + ("float64",) * 14, levels=levels)
+    flags = np.column_stack([rng.random(400) < 0.01, np.zeros(400), images[:, 2:]]).astype(float)
+    scale = feature_scales(flags.std(axis=0), Levels(16).update(flags).steps(), spec)
+    assert np.array_equal(scale[:2], flags.std(axis=0)[:2])
 
 
 def test_levels_do_not_depend_on_the_chunking_and_skip_missing_cells():

@@ -232,7 +232,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             # float64 whatever X is: the model file stores float64, and a loaded detector
             # must standardise bit-identically to the fitted one
             mean, std = column_moments(X[train_idx], self.input_spec_)
-            steps = material_steps(std, Levels(X.shape[1]).update(X[train_idx]).steps())
+            steps = material_steps(std, Levels(X.shape[1]).update(X[train_idx]).steps(), self.input_spec_)
             scale = feature_scales(std, steps, self.input_spec_)
         else:
             mean, scale, steps = None, None, None
@@ -339,7 +339,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             train_cfg,
             seed=self.seed_,
             device=self.device_,
-            jitter=material_steps(stats.std, stats.steps) / self.scale_ if standardize else None,
+            jitter=material_steps(stats.std, stats.steps, self.input_spec_) / self.scale_ if standardize else None,
         )
         self.n_epochs_ = len(self.history_["train_loss"])
         if n_reference:

@@ -59,14 +59,16 @@ def column_moments(X: np.ndarray, spec: InputSpec | None = None) -> tuple[np.nda
 # of the feature's variance (step >= 0.35 std): below it the step neither floors the scale nor
 # adds training noise, and the feature is standardised exactly as before.
 MATERIAL_STEP_SHARE = 0.01
-# Declared images: no pixel's scale is below this share of the typical pixel's spread (the
-# root mean square of the per-pixel standard deviations).
-IMAGE_SCALE_FLOOR = 0.1
-
-
-def material_steps(std: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    """`steps` where the rounding is a material share of the feature's variance, else 0."""
-    return np.where(steps**2 / 12.0 >= MATERIAL_STEP_SHARE * std**2, steps, 0.0)
+def material_steps(std: np.ndarray, steps: np.ndarray, spec: InputSpec | None = None) -> np.ndarray:
+    """`steps` where the rounding is a material share of the feature's variance, else 0. Only
+    a table's numeric columns have one: a categorical column's one-hot features are its
+    likelihood's, and images keep their exact scales (the floor was not shown to help them)."""
+    steps = np.where(steps**2 / 12.0 >= MATERIAL_STEP_SHARE * std**2, steps, 0.0)
+    if spec is not None and spec.kind != "table":
+        return np.zeros_like(steps)
+    for s, w in getattr(spec, "groups", ()):
+        steps[s : s + w] = 0.0
+    return steps
 
 
 def feature_scales(std: np.ndarray, steps: np.ndarray, spec: InputSpec | None = None) -> np.ndarray:
@@ -76,27 +78,20 @@ def feature_scales(std: np.ndarray, steps: np.ndarray, spec: InputSpec | None = 
     Why a floor: a feature's standardised deviation is measured in its training spread, and a
     feature that is constant in all but a few training rows has a tiny spread, so a small
     deviation in a new row (or in one calibration row, which then sets the threshold) is tens
-    of units and its Gaussian term dominates every score. Two floors, both free of units:
+    of units and its Gaussian term dominates every score. The floor is free of units:
 
-    - **Recording step** (every input): a feature recorded in steps of `step` (a flag, a
+    - **Recording step** (a table's numeric columns): a feature recorded in steps of `step` (a flag, a
       count, 8-bit grey levels; `streaming.Levels`) is known only to within its step, a
       rounding error of variance step**2 / 12 (a uniform error across one step: the
       dequantisation noise that makes a density on discrete values meaningful), so
       scale**2 = std**2 + step**2 / 12. A 0/1 flag set in 1% of training rows gets a scale
       of 0.31, not 0.10. Only a material step counts (`material_steps`): a count recorded in
       steps much finer than its spread keeps its standard deviation bit for bit.
-    - **Pooled pixel spread** (declared images only, whose features share one unit): a pixel
-      is judged on the image's own contrast, with a scale of at least IMAGE_SCALE_FLOOR times
-      the root mean square of the per-pixel standard deviations. A table's columns have no
-      common unit, so this floor is not applied to them.
 
     A constant feature (std 0, one value) keeps scale 0 here; the estimator uses 1 for it.
     """
-    steps = material_steps(std, steps)
-    scale = np.where(steps > 0, np.sqrt(std**2 + steps**2 / 12.0), std)  # no step: std, bit for bit
-    if spec is not None and spec.image_shape is not None and len(std):
-        scale = np.maximum(scale, IMAGE_SCALE_FLOOR * math.sqrt(float(np.mean(std**2))))
-    return scale
+    steps = material_steps(std, steps, spec)
+    return np.where(steps > 0, np.sqrt(std**2 + steps**2 / 12.0), std)  # no step: std, bit for bit
 
 
 def feature_label(spec: InputSpec | None, j: int) -> str:
