@@ -346,6 +346,31 @@ def test_dask_with_the_default_fused_score_equals_the_local_function(dataset, da
     assert np.array_equal(got["score"].to_numpy(), expected["score"].to_numpy(), equal_nan=True)
 
 
+def test_dask_scores_text_columns_and_gaps_as_the_local_cli(dataset, dask_client, tmp_path):
+    """A model with a categorical column (#21): the Dask engine reads a Parquet dataset with text,
+    an unseen value and gaps, and gives the local CLI's floats bit for bit."""
+    rng = np.random.default_rng(6)
+    train = pd.DataFrame(make_rows(400, rng), columns=COLUMNS)
+    train["kind"] = rng.choice(["x", "y", "z"], len(train))
+    VAEAnomalyDetector(hidden_dims=(16,), latent_dim=2, epochs=5, random_state=0).fit(train).save(tmp_path / "text.vgm")
+    frame = pd.DataFrame(make_rows(300, rng), columns=COLUMNS)
+    frame["kind"] = rng.choice(["x", "y", "z", "never seen"], len(frame))
+    frame.loc[[3, 4], "kind"] = None
+    frame.loc[5, "a"] = np.nan
+    frame.insert(0, "id", [f"r{i}" for i in range(len(frame))])
+    (tmp_path / "data").mkdir()
+    frame.iloc[:150].to_parquet(tmp_path / "data" / "part-0.parquet")
+    frame.iloc[150:].to_parquet(tmp_path / "data" / "part-1.parquet")
+    local = CliRunner().invoke(app, ["score", str(tmp_path / "text.vgm"), str(tmp_path / "data"), "-o", str(tmp_path / "local.parquet"), "--device", "cpu"])
+    assert local.exit_code == 0, local.output
+    from vaeguard.engines.dask import score_parquet_dask
+
+    score_parquet_dask(tmp_path / "text.vgm", tmp_path / "data", tmp_path / "out", client=dask_client, device="cpu")
+    expected = pd.read_parquet(tmp_path / "local.parquet")["score"].to_numpy()
+    got = pd.read_parquet(tmp_path / "out").sort_index()["score"].to_numpy()
+    assert np.isfinite(expected).all() and np.array_equal(np.sort(got), np.sort(expected))
+
+
 def test_spark_bad_row_from_the_command_line_is_one_line(dataset, spark, tmp_path):
     """After the other Spark tests: a failed task costs Spark its Python workers."""
     root, _, _ = dataset
