@@ -54,6 +54,7 @@ N_FEATURES = 784  # MNIST-shaped rows
 CSV_COLUMNS = 20
 CSV_TRAIN_OPTIONS = ["--likelihood", "gaussian", "--hidden-dims", "64,32", "--latent-dim", "8", "--seed", "0"]
 CSV_FLOAT_FORMAT = "%.6g"
+TEXT_LEVELS = 20  # values of each text column of a mixed table (--csv-text-columns)
 
 # (full, --quick) values of the size options; an explicit option wins over both.
 SIZES = {
@@ -231,25 +232,27 @@ def _fit_pyod_vae(X_fit: np.ndarray) -> dict:
 
 
 def write_csv(path: Path, *, rows: int | None = None, min_bytes: int | None = None, seed: int = 0,
-              chunk: int = 100_000) -> dict:
-    """A numeric CSV: an id column and CSV_COLUMNS standard-normal floats, to `rows` rows or `min_bytes`."""
+              chunk: int = 100_000, text_columns: int = 0) -> dict:
+    """A CSV: an id column, CSV_COLUMNS standard-normal floats and `text_columns` text columns
+    of TEXT_LEVELS values each (a mixed table, #21), to `rows` rows or `min_bytes`."""
     rng = np.random.default_rng(seed)
-    fmt_row = ["%d"] + [CSV_FLOAT_FORMAT] * CSV_COLUMNS
+    fmt_row = ["%d"] + [CSV_FLOAT_FORMAT] * CSV_COLUMNS + ["level%d"] * text_columns
     written = 0
     with atomic_write(path, "w", newline="") as fh:
-        fh.write(",".join(["id", *[f"x{i}" for i in range(CSV_COLUMNS)]]) + "\n")
+        fh.write(",".join(["id", *[f"x{i}" for i in range(CSV_COLUMNS)], *[f"t{i}" for i in range(text_columns)]]) + "\n")
         while (rows is not None and written < rows) or (min_bytes is not None and fh.tell() < min_bytes):
             if rows is not None:
                 n = min(chunk, rows - written)
             else:  # size the next chunk from the bytes per row so far, to stop just past min_bytes
                 per_row = fh.tell() / written if written else 200.0
                 n = int(min(chunk, max(1, (min_bytes - fh.tell()) / per_row + 1)))
-            block = np.empty((n, CSV_COLUMNS + 1))
+            block = np.empty((n, CSV_COLUMNS + 1 + text_columns))
             block[:, 0] = np.arange(written, written + n)
-            block[:, 1:] = rng.standard_normal((n, CSV_COLUMNS))
+            block[:, 1 : CSV_COLUMNS + 1] = rng.standard_normal((n, CSV_COLUMNS))
+            block[:, CSV_COLUMNS + 1 :] = rng.integers(0, TEXT_LEVELS, (n, text_columns))
             np.savetxt(fh, block, fmt=fmt_row, delimiter=",")
             written += n
-    return {"path": str(path), "rows": written, "bytes": path.stat().st_size, "seed": seed, "columns": CSV_COLUMNS + 1}
+    return {"path": str(path), "rows": written, "bytes": path.stat().st_size, "seed": seed, "columns": CSV_COLUMNS + 1 + text_columns}
 
 
 def ensure_csv(path: Path, keep: bool, **spec) -> dict:
@@ -327,11 +330,11 @@ def _score_csv(data: dict, model: Path, work_dir: Path, cli: list[str], device: 
 
 
 def bench_csv(work_dir: Path, rows: int, gb: float, train_rows: int, train_epochs: int, keep: bool,
-              device: str, cli_prefix: list[str]) -> dict:
+              device: str, cli_prefix: list[str], text_columns: int = 0) -> dict:
     """Train a small gaussian detector via the CLI, then stream-score the big files via the CLI."""
     work_dir.mkdir(parents=True, exist_ok=True)
     cli = [*cli_prefix, "-q"]
-    train_csv = ensure_csv(work_dir / f"train_{train_rows}rows.csv", keep, rows=train_rows, seed=1)
+    train_csv = ensure_csv(work_dir / f"train_{train_rows}rows.csv", keep, rows=train_rows, seed=1, text_columns=text_columns)
     model = work_dir / "csv_model.vgm"
     files: list[dict] = []
     try:
@@ -342,9 +345,9 @@ def bench_csv(work_dir: Path, rows: int, gb: float, train_rows: int, train_epoch
         # Interpreter + torch + vaeguard start-up, for reading the scoring figures below.
         out["startup"] = run_measured([*cli, "info", str(model)], work_dir / "info.log")
         if rows:
-            files.append(ensure_csv(work_dir / f"data_{rows}rows.csv", keep, rows=rows, seed=2))
+            files.append(ensure_csv(work_dir / f"data_{rows}rows.csv", keep, rows=rows, seed=2, text_columns=text_columns))
         if gb:
-            files.append(ensure_csv(work_dir / f"data_{gb:g}gb.csv", keep, min_bytes=int(gb * 1e9), seed=3))
+            files.append(ensure_csv(work_dir / f"data_{gb:g}gb.csv", keep, min_bytes=int(gb * 1e9), seed=3, text_columns=text_columns))
         out["runs"] = [_score_csv(data, model, work_dir, cli, device, out["startup"]["wall_s"], keep) for data in files]
     finally:
         if not keep:
@@ -416,6 +419,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="command that runs the vaeguard CLI for the csv part (default: this Python with -m vaeguard)")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "vaeguard-bench",
                         help="where the CSV files, model and scores go (default: %(default)s)")
+    parser.add_argument("--csv-text-columns", type=int, default=0, help="csv part: add this many text columns of 20 values each (a mixed table, #21)")
     parser.add_argument("--keep", action="store_true", help="keep the generated files and reuse matching ones from an earlier --keep run")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (also OMP/MKL_NUM_THREADS for child processes); default: torch's own choice")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results" / "throughput.json", help="JSON results file (default: benchmarks/results/throughput.json)")
@@ -466,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     if "csv" in args.part_list:
         log("streaming CSV ...")
         results["csv"] = bench_csv(args.work_dir, args.csv_rows, args.csv_gb, args.csv_train_rows,
-                                   args.csv_train_epochs, args.keep, args.device, shlex.split(args.cli))
+                                   args.csv_train_epochs, args.keep, args.device, shlex.split(args.cli), args.csv_text_columns)
     publish(results, tables(results), args.out, args.markdown)
     return 0
 
