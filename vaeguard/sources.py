@@ -158,7 +158,8 @@ class Source:
         """DataError when labelled data holds no normal sample the way its labels say."""
 
     def load(self, spec: InputSpec, keys: Sequence, *, on_bad_row: str = "fail") -> np.ndarray:
-        """The rows (in model units) of the samples named by `keys`, in that order."""
+        """The rows (in model units) of the samples named by `keys` (images in that order, table
+        rows in file order)."""
         raise NotImplementedError
 
     def write_extras(self, spec: InputSpec, chunk: Chunk, rows: ScoredRows, heatmap_dir, protect=()) -> None:
@@ -415,7 +416,6 @@ class ImageSource(Source):
 _SOURCES = {"table": TableSource, "images": ImageSource}
 
 
-is_parquet_input = parquet.is_parquet_input
 def open_source(data) -> Source:
     """The source for `data`: a DataFrame, or the path of a CSV file, a Parquet input or a
     folder of images (a Source is returned as it is); DataError naming the path for anything else."""
@@ -423,7 +423,7 @@ def open_source(data) -> Source:
         return data
     if isinstance(data, pd.DataFrame):
         return FrameSource(data)
-    if is_parquet_input(data):
+    if parquet.is_parquet_input(data):
         return ParquetSource(data)
     path = Path(data)
     if is_table_path(path):
