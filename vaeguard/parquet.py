@@ -31,6 +31,7 @@ from .tabular import (
     TableChunk,
     TrainingTable,
     assemble,
+    categorical_texts,
     cell_problem,
     chunk_memory_error,
     first_gap,
@@ -331,6 +332,7 @@ def iter_parquet_chunks(
                 frame[spec.id_column].to_numpy(dtype=object) if has_id else None,
                 frame[label_column].to_numpy(dtype=object) if label_column else None,
                 failed,
+                categorical_texts(frame, list(spec.columns), spec.levels),
             )
     except MemoryError:
         raise chunk_memory_error(path, batch_rows, len(wanted)) from None

@@ -82,10 +82,11 @@ class Chunk:
     labels: np.ndarray | None = None
     failed: list[tuple[int | str, str]] = field(default_factory=list)
     failed_ids: dict = field(default_factory=dict)  # a failed table row's id, when the row has one
+    texts: dict = field(default_factory=dict)  # a table's categorical columns: each usable row's text
 
     @classmethod
     def of_table(cls, chunk: TableChunk) -> "Chunk":
-        return cls(chunk.X, chunk.row_numbers.tolist(), chunk.ids, chunk.labels, chunk.bad_rows, chunk.bad_ids)
+        return cls(chunk.X, chunk.row_numbers.tolist(), chunk.ids, chunk.labels, chunk.bad_rows, chunk.bad_ids, chunk.texts)
 
 
 @dataclass(frozen=True)
@@ -112,12 +113,25 @@ def _errors(rows: ScoredRows, failed: list) -> np.ndarray:
     return error
 
 
+def _name_values(top: np.ndarray, column: str, texts: np.ndarray, levels) -> None:
+    """In `top`, `column` becomes `column=value`, and `column=value (not seen in training)` for
+    a value the model never saw: the evidence, named."""
+    rows, slots = np.nonzero(top == column)
+    if not len(rows):
+        return
+    values = tabular.canonical_text(pd.Series(texts[rows], dtype=object)).to_numpy(dtype=object)
+    known = set(levels)
+    top[rows, slots] = [f"{column}={v}" + ("" if v in known else " (not seen in training)") for v in values]
+
+
 def top_features(feature_scores: np.ndarray, names) -> np.ndarray:
-    """Names of the TOP_K features contributing most to each row's score, (n, TOP_K), "" padded."""
+    """Names of the TOP_K features contributing most to each row's score, (n, TOP_K), "" padded
+    (also where a feature's score is -inf: a gap, which contributes nothing)."""
     names = np.asarray(names, dtype=object)
     k = min(TOP_K, len(names))
     top = np.full((len(feature_scores), TOP_K), "", dtype=object)
-    top[:, :k] = names[np.argsort(-feature_scores, axis=1)[:, :k]]
+    order = np.argsort(-feature_scores, axis=1)[:, :k]
+    top[:, :k] = np.where(np.take_along_axis(feature_scores, order, axis=1) == -np.inf, "", names[order])
     return top
 
 
@@ -198,7 +212,13 @@ class TableSource(Source):
         """The chunk's scored and failed rows as score columns after `row` and the id, in row order."""
         n_ok, n_failed = len(rows.scores), len(chunk.failed)
         top = np.full((n_ok + n_failed, TOP_K), "", dtype=object)
-        top[:n_ok] = top_features(spec.column_scores(rows.feature_scores), spec.columns)
+        ranked = spec.column_scores(rows.feature_scores)
+        gaps = np.isnan(chunk.X)
+        if gaps.any():  # a gap contributes nothing: never one of the columns behind a score
+            ranked = np.where(spec.column_scores(gaps) > 0, -np.inf, ranked)
+        top[:n_ok] = top_features(ranked, spec.columns)
+        for k, texts in chunk.texts.items():  # a categorical column is named with its value
+            _name_values(top[:n_ok], spec.columns[k], texts, spec.levels[k])
         columns = {ROW_COLUMN: [*chunk.keys, *(key for key, _ in chunk.failed)]}
         if spec.id_column is not None:
             ids = list(chunk.ids) if chunk.ids is not None else [None] * n_ok
@@ -338,7 +358,8 @@ class FrameSource(TableSource):
             raise DataError(f"row {frame.index[failed[0][0]]!r}: {failed[0][1]}")
         ids = frame[spec.id_column].to_numpy(dtype=object) if spec.id_column in frame.columns else None
         labels = frame[label_column].to_numpy(dtype=object) if label_column is not None else None
-        yield Chunk.of_table(TableChunk.of(X, bad, positions, ids, labels, failed))
+        texts = tabular.categorical_texts(frame, list(spec.columns), spec.levels)
+        yield Chunk.of_table(TableChunk.of(X, bad, positions, ids, labels, failed, texts))
 
     def output_frame(self, spec: TableInput, chunk: Chunk, rows: ScoredRows) -> pd.DataFrame:
         out = super().output_frame(spec, chunk, rows).drop(columns=ROW_COLUMN)

@@ -50,10 +50,11 @@ class TableChunk:
     labels: np.ndarray | None
     bad_rows: list[tuple[int, str]] = field(default_factory=list)
     bad_ids: dict[int, object] = field(default_factory=dict)  # row number -> id, for bad rows that have one
+    texts: dict[int, np.ndarray] = field(default_factory=dict)  # categorical column -> its cells' text
 
     @classmethod
     def of(cls, X: np.ndarray, bad: np.ndarray, rows: np.ndarray, ids: np.ndarray | None,
-           labels: np.ndarray | None, bad_rows: list[tuple[int, str]]) -> "TableChunk":
+           labels: np.ndarray | None, bad_rows: list[tuple[int, str]], texts: dict | None = None) -> "TableChunk":
         """The chunk of a table source: its good rows, and the ids of the `bad` ones."""
         good = ~bad
         return cls(
@@ -63,6 +64,7 @@ class TableChunk:
             labels=None if labels is None else labels[good],
             bad_rows=bad_rows,
             bad_ids={int(r): i for r, i in zip(rows[bad], ids[bad])} if ids is not None and bad.any() else {},
+            texts={k: t[good] for k, t in (texts or {}).items()},
         )
 
 
@@ -579,6 +581,12 @@ def assemble(values: np.ndarray, texts: dict[int, np.ndarray], chosen: Sequence[
         return np.hstack(parts).astype(dtype, copy=False)
 
 
+def categorical_texts(frame: pd.DataFrame, keys: Sequence, levels: Sequence | None) -> dict[int, np.ndarray]:
+    """The text of each categorical column's cells (by position in `keys`): what the score
+    output names when such a column contributes most."""
+    return {k: texts_of(frame[keys[k]]) for k, lv in enumerate(levels or ()) if lv is not None}
+
+
 def frame_features(frame: pd.DataFrame, keys: Sequence, names: Sequence[str], dtype=np.float32, levels: Sequence | None = None) -> tuple[np.ndarray, np.ndarray, list[list[tuple[str, str]]]]:
     """The feature matrix of `frame[keys]` as `dtype`, which rows are unusable, and why.
 
@@ -681,6 +689,7 @@ def iter_table_chunks(
                 None if id_pos is None else chunk.frame[id_pos].to_numpy(dtype=object),
                 None if label_pos is None else chunk.frame[label_pos].to_numpy(dtype=object),
                 sorted((b.row, b.reason()) for b in problems),
+                categorical_texts(chunk.frame, positions, schema.levels),
             )
     except MemoryError:
         raise chunk_memory_error(path, rows_at_a_time, len(header)) from None
