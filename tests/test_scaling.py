@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 from vaeguard.estimator import VAEAnomalyDetector
 from vaeguard.inputs import ImageInput, TableInput
 from vaeguard.scorer import feature_scales
-from vaeguard.streaming import MAX_LEVELS, Levels, TableStream
+from vaeguard.streaming import MAX_STEP_VALUES, Levels, TableStream
 
 
 def flagged_table(seed=0, n=1000, flags=5, p=0.01):
@@ -52,7 +52,7 @@ def test_feature_scales_floor_steps_in_quadrature_and_leave_fine_columns_alone()
     rng = np.random.default_rng(1)
     X = np.column_stack([rng.normal(size=5000), rng.random(5000) < 0.01, rng.integers(0, 100, 5000), np.full(5000, 3.0)])
     steps = Levels(4).update(X).steps()
-    assert steps.tolist() == [0.0, 1.0, 1.0, 0.0]  # continuous (> MAX_LEVELS values), flag, count, constant
+    assert steps.tolist() == [0.0, 1.0, 1.0, 0.0]  # continuous (> MAX_STEP_VALUES values), flag, count, constant
     scale = feature_scales(X.std(axis=0), steps, TableInput(tuple("abcd"), ("float64",) * 4))
     assert scale[0] == X.std(axis=0)[0]  # continuous: unchanged, bit for bit
     assert scale[1] == pytest.approx(np.sqrt(X[:, 1].var() + 1 / 12))
@@ -81,7 +81,7 @@ def test_images_and_categorical_levels_keep_their_exact_scales():
 
 def test_levels_do_not_depend_on_the_chunking_and_skip_missing_cells():
     rng = np.random.default_rng(3)
-    X = np.column_stack([rng.integers(0, 7, 3000) * 0.5, rng.normal(size=3000), rng.integers(0, 2 * MAX_LEVELS, 3000)])
+    X = np.column_stack([rng.integers(0, 7, 3000) * 0.5, rng.normal(size=3000), rng.integers(0, 2 * MAX_STEP_VALUES, 3000)])
     X[rng.random(X.shape) < 0.1] = np.nan
     whole = Levels(3).update(X).steps()
     chunked = Levels(3)
@@ -90,7 +90,7 @@ def test_levels_do_not_depend_on_the_chunking_and_skip_missing_cells():
     assert np.array_equal(whole, chunked.steps())
     assert whole[0] == 0.5 and whole[1] == 0.0
     assert Levels(1).update(rng.normal(size=(300, 1))).steps()[0] == 0.0  # 300 distinct values in 300 rows
-    assert whole[2] == 0.0  # over MAX_LEVELS values: continuous, though no chunk of 173 rows holds that many
+    assert whole[2] == 0.0  # over MAX_STEP_VALUES values: continuous, though no chunk of 173 rows holds that many
 
 
 def test_out_of_core_training_floors_the_same_scales_as_in_memory(tmp_path):

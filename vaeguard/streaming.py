@@ -57,11 +57,11 @@ def row_hash_unit(X: np.ndarray, seed: int) -> np.ndarray:
 # as many as its training cells) is recorded in steps (a flag, a count, 8-bit grey levels):
 # its smallest step between values floors its scale (vaeguard.scorer.feature_scales).
 # Otherwise it is continuous (step 0): on 300 rows of measurements every value is distinct.
-MAX_LEVELS = 1024
+MAX_STEP_VALUES = 1024
 
 
 class Levels:
-    """Per feature, the distinct training values while there are at most MAX_LEVELS of them,
+    """Per feature, the distinct training values while there are at most MAX_STEP_VALUES of them,
     gathered chunk by chunk; `steps()` is the same whatever the chunking (a union of sets)."""
 
     def __init__(self, n_features: int):
@@ -77,18 +77,18 @@ class Levels:
         new = np.diff(ordered, axis=0) > 0  # False next to NaN
         distinct = new.sum(axis=0) + ~np.isnan(ordered[0])
         for j in np.flatnonzero([level is not None for level in self.levels]):
-            if distinct[j] > MAX_LEVELS:
+            if distinct[j] > MAX_STEP_VALUES:
                 self.levels[j] = None
                 continue
             column = ordered[:, j]
             values = column[np.r_[True, new[:, j]] & ~np.isnan(column)]
             merged = np.union1d(self.levels[j], values)
-            self.levels[j] = merged if len(merged) <= MAX_LEVELS else None
+            self.levels[j] = merged if len(merged) <= MAX_STEP_VALUES else None
         return self
 
     def steps(self) -> np.ndarray:
         """Per feature (float64): the smallest difference between two distinct training values
-        when the values repeat (2 to MAX_LEVELS of them, at most half the cells), else 0."""
+        when the values repeat (2 to MAX_STEP_VALUES of them, at most half the cells), else 0."""
         return np.array([
             float(np.diff(v.astype(np.float64)).min()) if v is not None and 1 < len(v) <= cells / 2 else 0.0
             for v, cells in zip(self.levels, self.cells)

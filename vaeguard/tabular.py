@@ -273,8 +273,9 @@ class CellCounts:
     """What the one default column rule (`CellCounts.choose`) needs to know about each candidate
     column, gathered a block of rows at a time: counts of finite, non-empty, true/false and
     infinite cells (`not_numeric`), whether every value is of an integer type, the value range
-    (a constant column), and whether integer values are distinct: strictly increasing in file
-    order, or never repeated in a column named like an id (a row identifier)."""
+    (a constant column), whether integer values are distinct: strictly increasing in file
+    order, or never repeated in a column named like an id (a row identifier), and the values of
+    a column read as text (its levels, if it is categorical)."""
 
     def __init__(self, names: Sequence[str]):
         n_columns = len(names)
@@ -288,7 +289,7 @@ class CellCounts:
         self.texts: dict[int, dict[str, int]] = {}  # per column read as text: its values (to MAX_LEVELS + 1)
 
     def add(self, values: np.ndarray, raws: dict[int, np.ndarray], dtypes: Sequence) -> np.ndarray:
-        """Count a block of rows (`_frame_values`' output); returns which cells are bad: neither
+        """Count a block of rows (`frame_values`' output); returns which cells are bad: neither
         usable numbers nor missing."""
         ok = _usable(values)
         missing = ~ok & _missing(values, raws)
