@@ -104,6 +104,11 @@ def test_sample_writes_levels_seen_in_training(files):
     rows = pd.read_csv(root / "g.csv")
     assert set(rows["proto"]) <= {"icmp", "tcp", "udp"} and set(rows["secure"]) <= {"no", "yes"}
     assert np.issubdtype(rows["bytes"].dtype, np.floating)
+    # --draw: levels drawn from the model's probabilities, as often as the training data has them
+    result = runner.invoke(app, ["sample", str(root / "m.vgm"), "-o", str(root / "d.csv"), "--n", "2000", "--draw"])
+    assert result.exit_code == 0, result.output
+    drawn = pd.read_csv(root / "d.csv")["proto"].value_counts(normalize=True)
+    assert abs(drawn["tcp"] - 0.6) < 0.1 and abs(drawn["udp"] - 0.3) < 0.1 and drawn.get("icmp", 0) > 0.03
 
 
 def test_a_dataframe_with_text_bool_and_category_columns_fits_directly():

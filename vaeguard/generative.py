@@ -47,14 +47,20 @@ def prior_codes(model: VAE, n: int, seed: int) -> np.ndarray:
 @torch.no_grad()
 def draw_from_likelihood(model: VAE, means: np.ndarray, seed: int) -> np.ndarray:
     """One draw of x from p(x | z) given the decoder means: Bernoulli pixels (0 or 1), or
-    Gaussian values with the learned per-feature variance."""
+    Gaussian values with the learned per-feature variance; a categorical column, one level
+    drawn from its probabilities (one-hot)."""
     generator = torch.Generator().manual_seed(int(seed))
     means_t = torch.as_tensor(np.asarray(means, dtype=np.float32))
     if model.cfg.likelihood == "bernoulli":
-        return torch.bernoulli(means_t.clamp(0.0, 1.0), generator=generator).numpy()
-    logvar = model.output_logvar.detach().cpu().clamp(LOGVAR_MIN, LOGVAR_MAX)
-    noise = torch.randn(means_t.shape, generator=generator)
-    return (means_t + torch.exp(0.5 * logvar) * noise).numpy()
+        drawn = torch.bernoulli(means_t.clamp(0.0, 1.0), generator=generator)
+    else:
+        logvar = model.output_logvar.detach().cpu().clamp(LOGVAR_MIN, LOGVAR_MAX)
+        drawn = means_t + torch.exp(0.5 * logvar) * torch.randn(means_t.shape, generator=generator)
+    for s, w in model.cfg.groups:
+        if len(drawn):
+            level = torch.multinomial(means_t[:, s : s + w].clamp(min=0.0), 1, generator=generator)
+            drawn[:, s : s + w] = torch.nn.functional.one_hot(level[:, 0], w).to(drawn.dtype)
+    return drawn.numpy()
 
 
 def sample(model: VAE, n: int, seed: int, mean: bool = True) -> tuple[np.ndarray, np.ndarray]:
