@@ -254,8 +254,7 @@ def read_training_parquet(path: str | Path, roles: ColumnRoles = ColumnRoles()) 
                 labels.append(frame[label_column].to_numpy(dtype=object))
         if not where:
             raise DataError(f"{path}: no data rows")
-        chosen, left_out = counts.choose(path, features, roles)
-        schema = counts.schema(features, chosen, roles)
+        chosen, left_out, schema = counts.choose(path, features, roles)
         bad = [first_bad[k] for k, lv in zip(chosen, schema.levels) if lv is None and k in first_bad]
         if bad:
             raise DataError(min(bad)[1])
@@ -292,8 +291,8 @@ def sample_parquet_schema(path: str | Path, roles: ColumnRoles, chunk_size: int)
         n += len(frame)
         if n >= CHUNK_ROWS:
             break
-    chosen, left_out = counts.choose(f"{path} (first rows)", features, roles)
-    return counts.schema(features, chosen, roles), dropped + left_out
+    _, left_out, schema = counts.choose(f"{path} (first rows)", features, roles)
+    return schema, dropped + left_out
 
 
 def iter_parquet_chunks(
@@ -321,7 +320,8 @@ def iter_parquet_chunks(
     batch_rows = chunk_rows(chunk_size, len(wanted))
     try:
         for f, frame, rows in table.iter_frames(wanted, batch_rows):
-            X, bad, problems = frame_features(frame, list(spec.columns), spec.columns, levels=spec.levels)
+            texts = categorical_texts(frame, list(spec.columns), spec.levels)
+            X, bad, problems = frame_features(frame, list(spec.columns), spec.columns, levels=spec.levels, texts=texts)
             failed = [(int(r), problems_text(found)) for r, found in zip(rows[bad], problems)]
             if failed and on_bad_row == "fail":
                 raise DataError(f"{table.where(f, failed[0][0])}: {failed[0][1]}")
@@ -332,7 +332,7 @@ def iter_parquet_chunks(
                 frame[spec.id_column].to_numpy(dtype=object) if has_id else None,
                 frame[label_column].to_numpy(dtype=object) if label_column else None,
                 failed,
-                categorical_texts(frame, list(spec.columns), spec.levels),
+                texts,
             )
     except MemoryError:
         raise chunk_memory_error(path, batch_rows, len(wanted)) from None

@@ -321,8 +321,7 @@ class FrameSource(TableSource):
         values, raws = tabular.frame_values(frame, keys)
         counts = tabular.CellCounts(candidates)
         broken = counts.add(values, raws, frame.dtypes.loc[keys])
-        chosen, dropped = counts.choose(self.path, candidates, roles)
-        spec = counts.schema(candidates, chosen, roles)
+        chosen, dropped, spec = counts.choose(self.path, candidates, roles)
         for k, lv in zip(chosen, spec.levels):
             if lv is None and broken[:, k].any():
                 i = int(np.argmax(broken[:, k]))
@@ -351,14 +350,14 @@ class FrameSource(TableSource):
     def chunks(self, spec, *, chunk_size=CHUNK_ROWS, on_bad_row="fail", label_column=None, notes=None):
         spec = self.check_model(spec)
         frame = self.frame
-        X, bad, problems = frame_features(frame, list(spec.columns), spec.columns, levels=spec.levels)
+        texts = tabular.categorical_texts(frame, list(spec.columns), spec.levels)
+        X, bad, problems = frame_features(frame, list(spec.columns), spec.columns, levels=spec.levels, texts=texts)
         positions = np.arange(len(frame))
         failed = [(int(i), problems_text(found)) for i, found in zip(positions[bad], problems)]
         if failed and check_on_bad_row(on_bad_row) == "fail":
             raise DataError(f"row {frame.index[failed[0][0]]!r}: {failed[0][1]}")
         ids = frame[spec.id_column].to_numpy(dtype=object) if spec.id_column in frame.columns else None
         labels = frame[label_column].to_numpy(dtype=object) if label_column is not None else None
-        texts = tabular.categorical_texts(frame, list(spec.columns), spec.levels)
         yield Chunk.of_table(TableChunk.of(X, bad, positions, ids, labels, failed, texts))
 
     def output_frame(self, spec: TableInput, chunk: Chunk, rows: ScoredRows) -> pd.DataFrame:

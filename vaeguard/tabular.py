@@ -368,22 +368,24 @@ class CellCounts:
         role = self.role(k, name)
         return ROLE_NOTES[role] if role else None
 
-    def choose(self, where, names: list[str], roles: ColumnRoles) -> tuple[list[int], list[tuple[str, str]]]:
-        """Positions of the feature columns among `names`, and (column, why) for those left out:
-        the user's columns all; by default those `not_numeric` accepts (DataError if none)."""
+    def choose(self, where, names: list[str], roles: ColumnRoles) -> tuple[list[int], list[tuple[str, str]], TableInput]:
+        """Positions of the feature columns among `names`, (column, why) for those left out, and
+        the schema of the features: the user's columns all; by default those the rule accepts
+        (`_why_not`; DataError if none)."""
         if roles.columns is not None:
             crowded = [k for k in range(len(names)) if self.is_text(k) and len(self.texts[k]) > MAX_LEVELS]
             if crowded:
                 raise DataError(f"{where}: column {names[crowded[0]]!r} holds over {MAX_LEVELS:,} distinct text values: too many to use as categories")
-            return list(range(len(names))), []
+            chosen = list(range(len(names)))
+            return chosen, [], self._schema(names, chosen, roles)
         whys = [self._why_not(k, name) for k, name in enumerate(names)]
         chosen = [k for k, why in enumerate(whys) if why is None]
         if not chosen:
             whys = "; ".join(f"{name!r}: {why}" for name, why in zip(names[:5], whys))
             raise DataError(f"{where}: no numeric columns to use as features ({whys}{' ...' if len(names) > 5 else ''})")
-        return chosen, [(names[k], why) for k, why in enumerate(whys) if why is not None]
+        return chosen, [(names[k], why) for k, why in enumerate(whys) if why is not None], self._schema(names, chosen, roles)
 
-    def schema(self, names: list[str], chosen: list[int], roles: ColumnRoles) -> TableInput:
+    def _schema(self, names: list[str], chosen: list[int], roles: ColumnRoles) -> TableInput:
         text = [self.is_text(k) for k in chosen]
         return TableInput(
             tuple(names[k] for k in chosen),
@@ -458,12 +460,11 @@ def read_training_table(path: str | Path, roles: ColumnRoles = ColumnRoles()) ->
                 raise malformed.error(path)
             raise DataError(f"{path}: no data rows (only a header)")
         try:
-            chosen, dropped = counts.choose(path, candidates, roles)
+            chosen, dropped, schema = counts.choose(path, candidates, roles)
         except DataError:
             if malformed is not None:  # what is wrong with the file comes first
                 raise malformed.error(path) from None
             raise
-        schema = counts.schema(candidates, chosen, roles)
         # A malformed line is reported together with bad cells, whichever comes first in the file.
         problems = [first_bad[k] for k, lv in zip(chosen, schema.levels) if lv is None and first_bad[k] is not None]
         problems += [malformed] if malformed else []
@@ -514,8 +515,8 @@ def sample_table_schema(path: str | Path, roles: ColumnRoles, chunk_size: int) -
                 break
     except MemoryError:
         raise chunk_memory_error(path, rows, len(header)) from None
-    chosen, dropped = counts.choose(f"{path} (first {n:,} rows)", candidates, roles)
-    return counts.schema(candidates, chosen, roles), dropped
+    _, dropped, schema = counts.choose(f"{path} (first {n:,} rows)", candidates, roles)
+    return schema, dropped
 
 
 def header_report(path: str | Path, schema: TableInput, *, label_column: str | None = None) -> dict:
@@ -553,17 +554,11 @@ def canonical_text(cells: pd.Series) -> pd.Series:
     return cells.where(~lowered.isin(("true", "false")), lowered)
 
 
-def text_gaps(texts: np.ndarray) -> np.ndarray:
-    """Which text cells are missing: None, or text in MISSING_TEXT."""
-    cells = pd.Series(texts, dtype=object)
-    return cells.isna().to_numpy() | cells.str.strip().str.lower().isin(MISSING_TEXT).to_numpy()
-
-
 def one_hot(texts: np.ndarray, levels: Sequence[str]) -> np.ndarray:
-    """Text cells as one-hot rows over `levels`, float64 (n, len(levels)): a missing cell
-    (`text_gaps`) is NaN across the row, a value never seen in training is all zeros."""
+    """Text cells as one-hot rows over `levels`, float64 (n, len(levels)): a missing cell (None,
+    or text in MISSING_TEXT) is NaN across the row, a value never seen in training is all zeros."""
     cells = canonical_text(pd.Series(texts, dtype=object))
-    missing = text_gaps(texts)
+    missing = cells.isna().to_numpy() | cells.str.lower().isin(MISSING_TEXT).to_numpy()
     codes = pd.Categorical(cells, categories=list(levels)).codes
     out = np.zeros((len(cells), len(levels)))
     seen = np.flatnonzero(codes >= 0)
@@ -575,9 +570,15 @@ def one_hot(texts: np.ndarray, levels: Sequence[str]) -> np.ndarray:
 def assemble(values: np.ndarray, texts: dict[int, np.ndarray], chosen: Sequence[int], levels: Sequence, dtype=np.float64) -> np.ndarray:
     """The model features of a block: the `chosen` columns of `values` in order, each categorical
     one (`levels` not None) one-hot from `texts` (see `one_hot`)."""
-    if all(lv is None for lv in levels):
+    encoded = {k: one_hot(texts[k], lv) for k, lv in zip(chosen, levels) if lv is not None}
+    return _stack(values, encoded, chosen, levels, dtype)
+
+
+def _stack(values: np.ndarray, encoded: dict[int, np.ndarray], chosen: Sequence[int], levels: Sequence, dtype) -> np.ndarray:
+    """`assemble` with the categorical columns already one-hot (`encoded`, by column)."""
+    if not encoded:
         return values[:, list(chosen)].astype(dtype, copy=False)
-    parts = [values[:, [k]] if lv is None else one_hot(texts[k], lv) for k, lv in zip(chosen, levels)]
+    parts = [values[:, [k]] if lv is None else encoded[k] for k, lv in zip(chosen, levels)]
     with np.errstate(over="ignore", invalid="ignore"):
         return np.hstack(parts).astype(dtype, copy=False)
 
@@ -588,7 +589,8 @@ def categorical_texts(frame: pd.DataFrame, keys: Sequence, levels: Sequence | No
     return {k: texts_of(frame[keys[k]]) for k, lv in enumerate(levels or ()) if lv is not None}
 
 
-def frame_features(frame: pd.DataFrame, keys: Sequence, names: Sequence[str], dtype=np.float32, levels: Sequence | None = None) -> tuple[np.ndarray, np.ndarray, list[list[tuple[str, str]]]]:
+def frame_features(frame: pd.DataFrame, keys: Sequence, names: Sequence[str], dtype=np.float32, levels: Sequence | None = None,
+                   texts: dict[int, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, list[list[tuple[str, str]]]]:
     """The feature matrix of `frame[keys]` as `dtype`, which rows are unusable, and why.
 
     A missing cell (empty, null, NaN, "NA", ...: `_missing`) is NaN in X: the model leaves it out
@@ -601,12 +603,11 @@ def frame_features(frame: pd.DataFrame, keys: Sequence, names: Sequence[str], dt
     values, raws = frame_values(frame, keys)
     usable = _usable(values)
     missing = ~usable & _missing(values, raws)
-    texts = {}
-    for k, lv in enumerate(levels or ()):
-        if lv is not None:  # any text is a value of a categorical column: only a gap is not
-            texts[k] = texts_of(frame.iloc[:, frame.columns.get_loc(keys[k])])
-            missing[:, k] = text_gaps(texts[k])
-            usable[:, k] = ~missing[:, k]
+    texts = categorical_texts(frame, keys, levels) if texts is None else texts
+    encoded = {k: one_hot(texts[k], levels[k]) for k in texts}
+    for k, onehot in encoded.items():  # any text is a value of a categorical column: only a gap is not
+        missing[:, k] = np.isnan(onehot[:, 0])
+        usable[:, k] = ~missing[:, k]
     broken = ~usable & ~missing
     bad = broken.any(axis=1) | missing.all(axis=1)
     problems = [
@@ -614,8 +615,8 @@ def frame_features(frame: pd.DataFrame, keys: Sequence, names: Sequence[str], dt
         or [(None, NO_CELL)]
         for i in np.flatnonzero(bad).tolist()
     ]
-    if texts:
-        return assemble(values, texts, range(len(keys)), levels, dtype), bad, problems
+    if encoded:
+        return _stack(values, encoded, range(len(keys)), levels, dtype), bad, problems
     with np.errstate(over="ignore", invalid="ignore"):
         return values.astype(dtype, copy=False), bad, problems
 
@@ -677,7 +678,8 @@ def iter_table_chunks(
     rows_at_a_time = chunk_rows(chunk_size, len(header))
     try:
         for chunk in raw_chunks(path, header, text_positions, rows_at_a_time, columns=used):
-            X, bad, cell_problems = frame_features(chunk.frame, positions, schema.columns, levels=schema.levels)
+            texts = categorical_texts(chunk.frame, positions, schema.levels)
+            X, bad, cell_problems = frame_features(chunk.frame, positions, schema.columns, levels=schema.levels, texts=texts)
             problems = list(chunk.malformed)
             for i, found in zip(np.flatnonzero(bad), cell_problems):
                 problems.append(BadRow(int(chunk.rows[i]), int(chunk.lines[i]), found[0][0], found[0][1], problems_text(found[1:])))
@@ -690,7 +692,7 @@ def iter_table_chunks(
                 None if id_pos is None else chunk.frame[id_pos].to_numpy(dtype=object),
                 None if label_pos is None else chunk.frame[label_pos].to_numpy(dtype=object),
                 sorted((b.row, b.reason()) for b in problems),
-                categorical_texts(chunk.frame, positions, schema.levels),
+                texts,
             )
     except MemoryError:
         raise chunk_memory_error(path, rows_at_a_time, len(header)) from None
