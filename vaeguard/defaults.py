@@ -124,6 +124,7 @@ def network(params: dict, n_features: int, likelihood: str, spec: InputSpec) -> 
         # the image shape when the network or the context model reads images
         input_shape=shape if arch == "conv" or has_context_model(likelihood, spec) else None,
         groups=getattr(spec, "groups", ()),
+        variance_floor=likelihood == "gaussian" and spec.kind == "images",
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import warnings
@@ -33,7 +34,7 @@ from .latent import MAX_REFERENCE_CODES
 from .limits import MAX_EPOCHS, MAX_IMPORTANCE_SAMPLES, MAX_INTERPOLATION_STEPS, MAX_SAMPLES, check_generated_rows
 from .modelfile import FittedState
 from .model import VAE, VAEConfig
-from .scorer import Scorer, check_finite, column_moments, feature_scales, material_steps, standardize
+from .scorer import Scorer, check_finite, column_moments, feature_scales, material_steps, output_logvar_floor, standardize, tail_compression
 from .scoring import SCORE_TYPES, ScoreState, encode_means, fit_latent_neighbours, reconstruct, score_and_explain, scoring_rows
 from .streaming import Levels
 from .threads import use_threads
@@ -229,16 +230,22 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
 
         self.likelihood_ = defaults.likelihood(self.likelihood, X)
         if defaults.standardizes(self.standardize, self.likelihood_):
+            tails = tail_compression(X[train_idx], self.input_spec_)
+            if tails:
+                self.input_spec_ = dataclasses.replace(self.input_spec_, tails=tails)
             # float64 whatever X is: the model file stores float64, and a loaded detector
             # must standardise bit-identically to the fitted one
-            mean, std = column_moments(X[train_idx], self.input_spec_)
+            mean, std = column_moments(self.input_spec_.compress(X[train_idx]), self.input_spec_)
             steps = material_steps(std, Levels(X.shape[1]).update(X[train_idx]).steps(), self.input_spec_)
             scale = feature_scales(std, steps, self.input_spec_)
         else:
-            mean, scale, steps = None, None, None
+            mean, std, scale, steps = None, None, None, None
         train_cfg, n_reference = self._setup(
             X.shape[1], mean, scale, n_train=len(train_idx), n_reference=min(len(train_idx), MAX_REFERENCE_CODES)
         )
+        if self.config_.variance_floor:
+            std = column_moments(X[train_idx], self.input_spec_)[1] if std is None else std
+            self.model_.output_logvar_min.copy_(torch.from_numpy(output_logvar_floor(std, self.scale_)))
         Xs = self._standardize(X)
         if self.score_state_.context is not None:
             self.score_state_.context.fit(torch.as_tensor(Xs[train_idx], dtype=torch.float32))
@@ -323,6 +330,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         self.n_features_in_ = self.input_spec_.n_features
         self.likelihood_ = defaults.likelihood(self.likelihood, np.array([stats.low, stats.high]))
         standardize = defaults.standardizes(self.standardize, self.likelihood_)
+        if standardize:
+            self._compress_tails(stats)
         train_cfg, n_reference = self._setup(
             self.n_features_in_, stats.mean if standardize else None,
             feature_scales(stats.std, stats.steps, self.input_spec_) if standardize else None,
@@ -349,6 +358,20 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         self.calibration_scores_ = np.concatenate([self._front_end().anomaly_score(X) for X in stream.calibration_chunks()])
         # PyOD's decision_scores_ (every training row's score) would grow with the file: not set.
         return self.set_threshold(fpr=self.fpr)
+
+    def _compress_tails(self, stats) -> None:
+        """Out-of-core training: the heavy-tailed columns (by the whole data's spread), and
+        their moments after compression, from the held-out rows in memory (a sample of the
+        training rows' distribution: validation and reference rows are chosen by the hash)."""
+        sample = np.concatenate([stats.validation, stats.reference])
+        tails = tail_compression(sample, self.input_spec_, std=stats.std)
+        if not tails:
+            return
+        self.input_spec_ = dataclasses.replace(self.input_spec_, tails=tails)
+        mean, std = column_moments(self.input_spec_.compress(sample), self.input_spec_)
+        compressed = [start for start, tail in zip(self.input_spec_.starts, tails) if tail is not None]
+        stats.mean, stats.std = stats.mean.copy(), stats.std.copy()
+        stats.mean[compressed], stats.std[compressed] = mean[compressed], std[compressed]
 
     # ------------------------------------------------------------------ thresholds
 
@@ -426,7 +449,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         return scorer.prepare(X), scorer.rows
 
     def _standardize(self, X: np.ndarray) -> np.ndarray:
-        return standardize(X, self.mean_, self.scale_)
+        return standardize(X, self.mean_, self.scale_, self.input_spec_)
 
     def _front_end(self) -> Scorer:
         """The scoring front-end over the fitted state (also inside fit, before the threshold)."""
@@ -490,7 +513,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     def reconstruct(self, X) -> np.ndarray:
         """Reconstructions at the posterior mean, in the units of X."""
         Xs, rows = self._validated(X)  # first: NotFittedError before fit
-        return reconstruct(self.model_, Xs, rows) * self.scale_ + self.mean_
+        return self._to_units(reconstruct(self.model_, Xs, rows))
 
     # ------------------------------------------------------------------ persistence
 
@@ -508,11 +531,11 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         return persistence.restore(cls, FittedState.load(path), path, device)
 
     # ------------------------------------------------------------------ generative side and interop
-    # Samples, decodings and interpolations come back in the units of X: standardisation is
-    # undone, and image models (bernoulli likelihood) give pixel values in [0, 1].
+    # Samples, decodings and interpolations come back in the units of X: standardisation and
+    # tail compression are undone, and image models (bernoulli likelihood) give pixel values in [0, 1].
 
     def _to_units(self, Xs: np.ndarray) -> np.ndarray:
-        return np.asarray(Xs, dtype=np.float64) * self.scale_ + self.mean_
+        return self.input_spec_.expand(np.asarray(Xs, dtype=np.float64) * self.scale_ + self.mean_)
 
     def _seed_for(self, random_state) -> int:
         """random_state=None: the detector's own seed (the same rows on every call, like the scores)."""

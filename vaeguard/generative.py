@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .model import LOGVAR_MIN, LOGVAR_MAX, VAE
+from .model import VAE
 
 INTERPOLATIONS = ("slerp", "linear")
 
@@ -54,7 +54,7 @@ def draw_from_likelihood(model: VAE, means: np.ndarray, seed: int) -> np.ndarray
     if model.cfg.likelihood == "bernoulli":
         drawn = torch.bernoulli(means_t.clamp(0.0, 1.0), generator=generator)
     else:
-        logvar = model.output_logvar.detach().cpu().clamp(LOGVAR_MIN, LOGVAR_MAX)
+        logvar = model.likelihood_logvar().detach().cpu()
         drawn = means_t + torch.exp(0.5 * logvar) * torch.randn(means_t.shape, generator=generator)
     for s, w in model.cfg.groups:
         if len(drawn):

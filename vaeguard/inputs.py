@@ -133,6 +133,9 @@ class TableInput:
     id_column: str | None = None
     label_column: str | None = None
     levels: tuple[tuple[str, ...] | None, ...] = ()
+    # per column, (center, width) of a heavy-tailed numeric column's compression (`compress`),
+    # None for the others; set at training (vaeguard.scorer.tail_compression)
+    tails: tuple[tuple[float, float] | None, ...] = ()
     kind = "table"
 
     def __post_init__(self) -> None:
@@ -140,6 +143,38 @@ class TableInput:
         object.__setattr__(self, "dtypes", tuple(self.dtypes))
         levels = tuple(None if lv is None else tuple(lv) for lv in self.levels) or (None,) * len(self.columns)
         object.__setattr__(self, "levels", levels)
+        tails = tuple(None if t is None else (float(t[0]), float(t[1])) for t in self.tails) or (None,) * len(self.columns)
+        object.__setattr__(self, "tails", tails)
+
+    def compress(self, X):
+        """X with each heavy-tailed column's values x as c + w * asinh((x - c) / w): unchanged
+        within about one width w of the center c, logarithmic beyond, so a column whose values
+        span many orders of magnitude is modelled on a scale where its bulk has a spread.
+        A copy when a column is compressed, X itself otherwise."""
+        import numpy as np
+
+        if not any(self.tails):
+            return X
+        X = np.array(X, dtype=np.float64)
+        for start, tail in zip(self.starts, self.tails):
+            if tail is not None:
+                center, width = tail
+                X[:, start] = center + width * np.arcsinh((X[:, start] - center) / width)
+        return X
+
+    def expand(self, X):
+        """The inverse of `compress` (model outputs back to the column's own units)."""
+        import numpy as np
+
+        if not any(self.tails):
+            return X
+        X = np.array(X, dtype=np.float64)
+        with np.errstate(over="ignore"):  # beyond float64: inf, as the model said
+            for start, tail in zip(self.starts, self.tails):
+                if tail is not None:
+                    center, width = tail
+                    X[:, start] = center + width * np.sinh((X[:, start] - center) / width)
+        return X
 
     image_shape = None  # not images
 
@@ -186,9 +221,11 @@ class TableInput:
     def schema_rows(self, mean=None, scale=None, limit: int = 30) -> list[str]:
         """One line per column (the first `limit`): its type, and its levels or its scaling."""
         lines = []
-        for name, dtype, levels, start in list(zip(self.columns, self.dtypes, self.levels, self.starts))[:limit]:
+        for name, dtype, levels, start, tail in list(zip(self.columns, self.dtypes, self.levels, self.starts, self.tails))[:limit]:
             if levels is None:
                 scaling = f"  mean {mean[start]:.6g}, scale {scale[start]:.6g}" if mean is not None else ""
+                if tail is not None:
+                    scaling += f" (heavy-tailed: compressed as asinh around {tail[0]:.6g}, width {tail[1]:.6g})"
                 lines.append(f"{name}: numeric ({dtype}){scaling}")
             else:
                 shown = ", ".join(levels[:8]) + (f" and {len(levels) - 8} more" if len(levels) > 8 else "")
@@ -213,6 +250,8 @@ class TableInput:
         }
         if self.groups:  # a numeric table's description stays what it was
             out["levels"] = [None if lv is None else list(lv) for lv in self.levels]
+        if any(self.tails):
+            out["tails"] = [None if t is None else list(t) for t in self.tails]
         return out
 
 
@@ -222,9 +261,15 @@ class ImageInput:
 
     shape: tuple[int, int, int]
     kind = "images"
+    tails = ()  # no pixel is compressed (TableInput.compress)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(v) for v in self.shape))
+
+    def compress(self, X):
+        return X
+
+    expand = compress
 
     @property
     def n_features(self) -> int:
@@ -296,7 +341,24 @@ def input_from_dict(d, where: str = "input description") -> InputSpec:
         or not all(lv is None or (isinstance(lv, list) and lv and all(isinstance(v, str) for v in lv) and len(set(lv)) == len(lv)) for lv in levels)
     ):
         raise DataError(f"{where}: field 'levels' must hold, per column, null or a list of distinct strings")
-    return TableInput(tuple(columns), tuple(dtypes), d.get("id_column"), d.get("label_column"), tuple(levels))
+    tails = d.get("tails", [None] * len(columns))
+    if (
+        not isinstance(tails, list)
+        or len(tails) != len(columns)
+        or not all(t is None or _is_tail(t) for t in tails)
+        or any(t is not None and lv is not None for t, lv in zip(tails, levels))
+    ):
+        raise DataError(f"{where}: field 'tails' must hold, per column, null or [center, width > 0] of a numeric column")
+    return TableInput(tuple(columns), tuple(dtypes), d.get("id_column"), d.get("label_column"), tuple(levels), tuple(tails))
+
+
+def _is_tail(t) -> bool:
+    """[center, width]: finite numbers, width > 0."""
+    return (
+        isinstance(t, list) and len(t) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in t)
+        and t[1] > 0
+    )
 
 
 def default_columns(n_features: int) -> tuple[str, ...]:

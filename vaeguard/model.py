@@ -35,6 +35,9 @@ class VAEConfig:
     # (first feature, width) of each categorical column: a one-hot group of features whose
     # decoder outputs are the logits of one categorical likelihood
     groups: tuple[tuple[int, int], ...] = ()
+    # a per-feature floor under the Gaussian output variance (buffer output_logvar_min, set from
+    # the data by vaeguard.scorer.output_logvar_floor); files written before it have none
+    variance_floor: bool = False
 
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(int(h) for h in self.hidden_dims)
@@ -70,6 +73,8 @@ class VAEConfig:
 
     def to_dict(self) -> dict:
         out = asdict(self)
+        if not self.variance_floor:  # descriptions written before the floor stay what they were
+            del out["variance_floor"]
         if not self.groups:  # a numeric model's description stays what it was
             del out["groups"]
         else:
@@ -218,6 +223,13 @@ class VAE(nn.Module):
             self.decoder = MLPDecoder(cfg)
         if cfg.likelihood == "gaussian":
             self.output_logvar = nn.Parameter(torch.zeros(cfg.input_dim))
+            if cfg.variance_floor:
+                self.register_buffer("output_logvar_min", torch.full((cfg.input_dim,), LOGVAR_MIN))
+
+    def likelihood_logvar(self) -> torch.Tensor:
+        """The Gaussian output log-variance per feature, within its floor and LOGVAR_MAX."""
+        logvar = self.output_logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)
+        return torch.maximum(logvar, self.output_logvar_min) if self.cfg.variance_floor else logvar
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior q(z|x) = N(mu, exp(logvar)); logvar is clamped to keep exp() finite. A
@@ -254,7 +266,7 @@ class VAE(nn.Module):
         if self.cfg.likelihood == "bernoulli":
             nll = bernoulli_nll(x, params)
         else:
-            nll = gaussian_nll(x, params, self.output_logvar.clamp(LOGVAR_MIN, LOGVAR_MAX))
+            nll = gaussian_nll(x, params, self.likelihood_logvar())
         if self.cfg.groups:  # a categorical column: its whole likelihood on its first feature
             numeric, first = self._group_masks(x.device)
             nll = nll * numeric

@@ -351,12 +351,13 @@ _FIELDS = [
     ("versions", lambda v: isinstance(v, dict), "an object"),
 ]
 
-# Fields checked when present: estimator parameters (a file may predate some of them) and
-# the latent neighbour count (model_config's newest field). They mirror the estimator's
+# Fields checked when present: estimator parameters and model_config fields that a file may
+# predate (the categorical groups, the variance floor, the latent neighbour count). They mirror the estimator's
 # `_parameter_constraints`, which need scikit-learn.
 _FIELDS_IF_PRESENT = [
     ("model_config.groups", lambda v: isinstance(v, list) and all(isinstance(g, list) and len(g) == 2 and all(_is_int(i) and i >= 0 for i in g) for g in v),
      "a list of [first feature, width] pairs"),
+    ("model_config.variance_floor", lambda v: isinstance(v, bool), "true or false"),
     ("params.latent_dim", _int_at_least(1), "an integer >= 1"),
     ("params.likelihood", _one_of("auto", *LIKELIHOODS), "auto, bernoulli or gaussian"),
     ("params.architecture", _one_of("auto", "mlp", "conv"), "auto, mlp or conv"),

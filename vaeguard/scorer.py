@@ -29,15 +29,18 @@ from .devices import resolve_device
 from .errors import DataError, ModelFileError
 from .footprint import check_model_size, check_tensor_shapes, check_widths
 from .inputs import NO_CELL, InputSpec
-from .model import VAE, VAEConfig
+from .model import LOGVAR_MIN, VAE, VAEConfig
 from .modelfile import FittedState, is_standardizing
 from .scoring import ScoreState, score_and_explain, scoring_rows
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def standardize(X: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Rows as the network sees them: (X - mean) / scale in float32 (no copy when there is none)."""
+def standardize(X: np.ndarray, mean: np.ndarray, scale: np.ndarray, spec: InputSpec | None = None) -> np.ndarray:
+    """Rows as the network sees them: heavy-tailed columns compressed (`spec.tails`), then
+    (X - mean) / scale in float32 (no copy when there is nothing to do)."""
+    if spec is not None:
+        X = spec.compress(X)
     if not is_standardizing(mean, scale):
         return X.astype(np.float32, copy=False)  # [0, 1] data: nothing to do
     with np.errstate(over="ignore"):  # beyond float32: inf, and the score says so (not finite)
@@ -62,12 +65,16 @@ MATERIAL_STEP_SHARE = 0.01
 def material_steps(std: np.ndarray, steps: np.ndarray, spec: InputSpec | None = None) -> np.ndarray:
     """`steps` where the rounding is a material share of the feature's variance, else 0. Only
     a table's numeric columns have one: a categorical column's one-hot features are its
-    likelihood's, and images keep their exact scales (the floor was not shown to help them)."""
+    likelihood's, a heavy-tailed column is compressed (`tail_compression`), and images keep
+    their exact scales (their floor is on the output variance: `output_logvar_floor`)."""
     steps = np.where(steps**2 / 12.0 >= MATERIAL_STEP_SHARE * std**2, steps, 0.0)
     if spec is not None and spec.kind != "table":
         return np.zeros_like(steps)
     for s, w in getattr(spec, "groups", ()):
         steps[s : s + w] = 0.0
+    for start, tail in zip(getattr(spec, "starts", ()), spec.tails if spec is not None else ()):
+        if tail is not None:  # a step in the column's units is no step once compressed
+            steps[start] = 0.0
     return steps
 
 
@@ -92,6 +99,53 @@ def feature_scales(std: np.ndarray, steps: np.ndarray, spec: InputSpec | None = 
     """
     steps = material_steps(std, steps, spec)
     return np.where(steps > 0, np.sqrt(std**2 + steps**2 / 12.0), std)  # no step: std, bit for bit
+
+
+# A numeric column is heavy-tailed when its standard deviation exceeds this many interquartile
+# ranges: a few rows make its variance (a Gaussian's is 0.74 IQR, a log-normal's with sigma 1 is
+# 1.5 and with sigma 2 is 12), so standardised, its bulk is squeezed into a sliver around 0 and
+# those rows, tens of standard deviations out, pull training one way and then another.
+HEAVY_TAIL_RATIO = 10.0
+
+
+def tail_compression(X: np.ndarray, spec: InputSpec, std: np.ndarray | None = None) -> tuple:
+    """Per column of a table, (center, width) = (median, interquartile range) of a heavy-tailed
+    numeric column's training cells (`TableInput.compress`), or None. `std`: the columns'
+    standard deviations when X is a sample of the training rows (out-of-core training), so
+    that the rule reads the whole data's spread."""
+    if spec.kind != "table":
+        return ()
+    tails = []
+    for j, (start, levels) in enumerate(zip(spec.starts, spec.levels)):
+        cells = X[:, start][~np.isnan(X[:, start])] if levels is None else np.empty(0)
+        if len(cells) < 4:
+            tails.append(None)
+            continue
+        q1, median, q3 = np.percentile(cells, [25, 50, 75])
+        spread = float(std[start]) if std is not None else float(cells.std())
+        tails.append((float(median), float(q3 - q1)) if q3 > q1 and spread > HEAVY_TAIL_RATIO * (q3 - q1) else None)
+    return tuple(tails) if any(tails) else ()
+
+
+# An image's pixels share one unit (the grey level), so a pixel's predictive spread can be floored
+# at a share of the typical pixel's: the root mean square of the pixels' training spreads.
+PIXEL_FLOOR_SHARE = 0.1
+
+
+def output_logvar_floor(std: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Per-pixel floor under the Gaussian output log-variance, in standardised units (float32).
+
+    Why: a pixel that is blank in nearly every training image (a border, a dust speck in a few)
+    has a training spread near 0, and the model learns an output variance to match, so one
+    lit pixel in a new image, or in one calibration image that then sets the threshold, scores
+    hundreds of nats on its own. With the floor, no pixel's predictive standard deviation is
+    below PIXEL_FLOOR_SHARE of the root mean square pixel spread, in grey levels: a pixel
+    that varies like the image keeps its learned variance.
+    """
+    floor = PIXEL_FLOOR_SHARE * math.sqrt(float(np.mean(np.square(std))))
+    if floor <= 0.0:  # every pixel constant: nothing to measure a floor against
+        return np.full(len(scale), LOGVAR_MIN, dtype=np.float32)
+    return np.maximum(2.0 * np.log(floor / scale), LOGVAR_MIN).astype(np.float32)
 
 
 def feature_label(spec: InputSpec | None, j: int) -> str:
@@ -224,7 +278,7 @@ class Scorer:
         with np.errstate(over="ignore"):  # beyond float32: inf, and the score says so (not finite)
             X = X.astype(np.float32, copy=False)
         check_unit_range(X, self.likelihood, self.input_spec)
-        return standardize(X, self.mean, self.scale)
+        return standardize(X, self.mean, self.scale, self.input_spec)
 
     def score_and_explain(self, X, *, explain: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """The scoring front-end: anomaly scores of raw rows (float64, higher = more anomalous)
