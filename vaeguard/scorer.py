@@ -129,7 +129,7 @@ def tail_compression(X: np.ndarray, spec: InputSpec, std: np.ndarray | None = No
 
 # An image's pixels share one unit (the grey level), so a pixel's predictive spread can be floored
 # at a share of the typical pixel's: the root mean square of the pixels' training spreads.
-PIXEL_FLOOR_SHARE = 0.1
+PIXEL_FLOOR_SHARE = 0.5
 
 
 def output_logvar_floor(std: np.ndarray, scale: np.ndarray) -> np.ndarray:
