@@ -572,31 +572,34 @@ def level_codes(texts: np.ndarray, levels: Sequence[str]) -> tuple[np.ndarray, n
     return codes[cells], missing[cells]
 
 
-def one_hot(texts: np.ndarray, levels: Sequence[str]) -> np.ndarray:
-    """Text cells as one-hot rows over `levels`, float64 (n, len(levels)): a missing cell (None,
-    or text in MISSING_TEXT) is NaN across the row, a value never seen in training is all zeros."""
-    codes, missing = level_codes(texts, levels)
-    out = np.zeros((len(codes), len(levels)))
-    seen = np.flatnonzero(codes >= 0)
-    out[seen, codes[seen]] = 1.0
-    out[missing] = np.nan
-    return out
-
-
 def assemble(values: np.ndarray, texts: dict[int, np.ndarray], chosen: Sequence[int], levels: Sequence, dtype=np.float64) -> np.ndarray:
     """The model features of a block: the `chosen` columns of `values` in order, each categorical
-    one (`levels` not None) one-hot from `texts` (see `one_hot`)."""
-    encoded = {k: one_hot(texts[k], lv) for k, lv in zip(chosen, levels) if lv is not None}
+    one (`levels` not None) one-hot from `texts` (see `_stack`)."""
+    encoded = {k: level_codes(texts[k], lv) for k, lv in zip(chosen, levels) if lv is not None}
     return _stack(values, encoded, chosen, levels, dtype)
 
 
-def _stack(values: np.ndarray, encoded: dict[int, np.ndarray], chosen: Sequence[int], levels: Sequence, dtype) -> np.ndarray:
-    """`assemble` with the categorical columns already one-hot (`encoded`, by column)."""
+def _stack(values: np.ndarray, encoded: dict[int, tuple[np.ndarray, np.ndarray]], chosen: Sequence[int], levels: Sequence,
+           dtype) -> np.ndarray:
+    """`assemble` with the categorical columns already encoded (`level_codes`, by column), written
+    straight into one array of `dtype`: a categorical column is one-hot over its levels, NaN
+    across its levels for a missing cell, all zeros for a value never seen in training."""
     if not encoded:
         return values[:, list(chosen)].astype(dtype, copy=False)
-    parts = [values[:, [k]] if lv is None else encoded[k] for k, lv in zip(chosen, levels)]
+    widths = [1 if lv is None else len(lv) for lv in levels]
+    out = np.zeros((len(values), sum(widths)), dtype=dtype)
+    at = 0
     with np.errstate(over="ignore", invalid="ignore"):
-        return np.hstack(parts).astype(dtype, copy=False)
+        for k, lv, width in zip(chosen, levels, widths):
+            if lv is None:
+                out[:, at] = values[:, k]
+            else:
+                codes, missing = encoded[k]
+                seen = np.flatnonzero(codes >= 0)
+                out[seen, at + codes[seen]] = 1.0
+                out[missing, at : at + width] = np.nan
+            at += width
+    return out
 
 
 def categorical_texts(frame: pd.DataFrame, keys: Sequence, levels: Sequence | None) -> dict[int, np.ndarray]:
@@ -620,10 +623,10 @@ def frame_features(frame: pd.DataFrame, keys: Sequence, names: Sequence[str], dt
     usable = _usable(values)
     missing = ~usable & _missing(values, raws)
     texts = categorical_texts(frame, keys, levels) if texts is None else texts
-    encoded = {k: one_hot(texts[k], levels[k]) for k in texts}
-    for k, onehot in encoded.items():  # any text is a value of a categorical column: only a gap is not
-        missing[:, k] = np.isnan(onehot[:, 0])
-        usable[:, k] = ~missing[:, k]
+    encoded = {k: level_codes(texts[k], levels[k]) for k in texts}
+    for k, (_, gaps) in encoded.items():  # any text is a value of a categorical column: only a gap is not
+        missing[:, k] = gaps
+        usable[:, k] = ~gaps
     broken = ~usable & ~missing
     bad = broken.any(axis=1) | missing.all(axis=1)
     problems = [
