@@ -568,7 +568,7 @@ def level_codes(texts: np.ndarray, levels: Sequence[str]) -> tuple[np.ndarray, n
     cells, distinct = pd.factorize(np.asarray(texts, dtype=object))  # a null cell is -1
     values = canonical_text(pd.Series(distinct, dtype=object))
     missing = np.append(values.isna().to_numpy() | values.str.lower().isin(MISSING_TEXT).to_numpy(), True)
-    codes = np.append(pd.Categorical(values, categories=list(levels)).codes, -1)
+    codes = np.append(pd.Index(list(levels), dtype=object).get_indexer(values), -1)
     return codes[cells], missing[cells]
 
 
