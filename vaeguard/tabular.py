@@ -619,7 +619,7 @@ def frame_features(frame: pd.DataFrame, keys: Sequence, names: Sequence[str], dt
     for the k-th bad row. Shared by the CSV and Parquet
     readers and `vaeguard.bulk.score_frame`, so every engine reports a bad cell in the same words.
     """
-    values, raws = frame_values(frame, keys, skip=[k for k, lv in enumerate(levels or ()) if lv is not None])
+    values, raws = frame_values(frame, keys, [k for k, lv in enumerate(levels or ()) if lv is not None])
     usable = _usable(values)
     missing = ~usable & _missing(values, raws)
     texts = categorical_texts(frame, keys, levels) if texts is None else texts
