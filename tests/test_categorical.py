@@ -127,17 +127,20 @@ def test_a_dataframe_with_text_bool_and_category_columns_fits_directly():
 
 
 # Cells as they come: padded, any case, gaps spelled as text, commas and quotes, any text.
-CELLS = st.one_of(st.none(), st.sampled_from(["a", " a ", "A", "TRUE", "true ", "False", "NA", "null", "", " ", "b,c", 'q"', "nan", "None"]), st.text(max_size=4))
+TEXTS = st.one_of(st.sampled_from(["a", " a ", "A", "TRUE", "true ", "False", "NA", "null", "", " ", "b,c", 'q"', "nan", "None"]), st.text(max_size=4))
+CELLS = st.one_of(st.none(), TEXTS)
 LEVELS = st.lists(st.sampled_from(["a", "A", "true", "false", "b,c", 'q"', "x"]), min_size=1, max_size=5, unique=True)
 
 
-def _canonical(cell):
-    """A cell's categorical value by the rule (None for a gap), one cell at a time."""
-    if cell is None:
-        return None
+def _value(cell: str) -> str:
+    """A cell's categorical value by the rule, one cell at a time: stripped, true/false in lower case."""
     value = cell.strip()
-    value = value.lower() if value.lower() in ("true", "false") else value
-    return None if value.lower() in tabular.MISSING_TEXT else value
+    return value.lower() if value.lower() in ("true", "false") else value
+
+
+def _canonical(cell):
+    """`_value`, or None for a gap (None, or text that means missing)."""
+    return None if cell is None or _value(cell).lower() in tabular.MISSING_TEXT else _value(cell)
 
 
 @fast_and_slow(st.lists(CELLS, max_size=60), LEVELS)
@@ -152,12 +155,15 @@ def _one_hot_matches_the_rule_cell_by_cell(cells, levels):
             expected[i] = np.nan
         elif value in levels:
             expected[i, levels.index(value)] = 1.0
-    texts = np.array(cells, dtype=object)
-    got = tabular.assemble(np.full((len(cells), 1), np.nan), {0: texts}, [0], [tuple(levels)], np.float32)
+    numbers = np.arange(len(cells)) * -1.1e37  # a numeric column beside it, past float32's range from row 31 on
+    values = np.column_stack([np.full(len(cells), np.nan), numbers])
+    got = tabular.assemble(values, {0: np.array(cells, dtype=object)}, [1, 0], [None, tuple(levels)], np.float32)
+    with np.errstate(over="ignore"):
+        expected = np.column_stack([numbers.astype(np.float32), expected])
     assert got.dtype == np.float32 and np.array_equal(got, expected, equal_nan=True)
 
 
-@fast_and_slow(st.lists(CELLS.filter(lambda c: c is not None), max_size=40), LEVELS, st.randoms(use_true_random=False))
+@fast_and_slow(st.lists(TEXTS, max_size=40), LEVELS, st.randoms(use_true_random=False))
 def _top_columns_name_each_value_as_the_rule_says(cells, levels, rnd):
     """The score output names a categorical column with its cell's value, "(not seen in training)"
     when the model never saw it, computed per distinct value but equal to the per-cell rule."""
@@ -165,8 +171,7 @@ def _top_columns_name_each_value_as_the_rule_says(cells, levels, rnd):
     expected = top.copy()
     for (i, j), name in np.ndenumerate(top):
         if name == "kind":
-            value = cells[i].strip()
-            value = value.lower() if value.lower() in ("true", "false") else value
+            value = _value(cells[i])
             expected[i, j] = f"kind={value}" + ("" if value in levels else " (not seen in training)")
     texts = np.array(cells, dtype=object)
     sources._name_values(top, "kind", texts, tuple(levels))
