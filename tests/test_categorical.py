@@ -8,10 +8,12 @@ every path (CSV, Parquet, DataFrame, out-of-core, sample) reads the same schema.
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
+from test_hostile import fast_and_slow
 from typer.testing import CliRunner
 
-from vaeguard import VAEAnomalyDetector
+from vaeguard import VAEAnomalyDetector, sources, tabular
 from vaeguard.cli import app
 from vaeguard.scorer import Scorer
 from vaeguard.sources import open_source
@@ -122,3 +124,59 @@ def test_a_dataframe_with_text_bool_and_category_columns_fits_directly():
     scores = det.anomaly_score(test)
     assert roc_auc_score(np.r_[np.zeros(300), np.ones(100)], scores) > 0.95
     assert list(det.feature_scores(test.iloc[:2], as_frame=True).columns) == ["proto", "service", "bytes", "secure"]
+
+
+# Cells as they come: padded, any case, gaps spelled as text, commas and quotes, any text.
+TEXTS = st.one_of(st.sampled_from(["a", " a ", "A", "TRUE", "true ", "False", "NA", "null", "", " ", "b,c", 'q"', "nan", "None"]), st.text(max_size=4))
+CELLS = st.one_of(st.none(), TEXTS)
+LEVELS = st.lists(st.sampled_from(["a", "A", "true", "false", "b,c", 'q"', "x"]), min_size=1, max_size=5, unique=True)
+
+
+def _value(cell: str) -> str:
+    """A cell's categorical value by the rule, one cell at a time: stripped, true/false in lower case."""
+    value = cell.strip()
+    return value.lower() if value.lower() in ("true", "false") else value
+
+
+def _canonical(cell):
+    """`_value`, or None for a gap (None, or text that means missing)."""
+    return None if cell is None or _value(cell).lower() in tabular.MISSING_TEXT else _value(cell)
+
+
+@fast_and_slow(st.lists(CELLS, max_size=60), LEVELS)
+def _one_hot_matches_the_rule_cell_by_cell(cells, levels):
+    """The encoder works per distinct value (#21, for speed); each row must still be what the
+    rule says of its own cell: NaN across the levels for a gap, zeros for a value never seen in
+    training, a single 1 at its level."""
+    expected = np.zeros((len(cells), len(levels)), dtype=np.float32)
+    for i, cell in enumerate(cells):
+        value = _canonical(cell)
+        if value is None:
+            expected[i] = np.nan
+        elif value in levels:
+            expected[i, levels.index(value)] = 1.0
+    numbers = np.arange(len(cells)) * -1.1e37  # a numeric column beside it, past float32's range from row 31 on
+    values = np.column_stack([np.full(len(cells), np.nan), numbers])
+    got = tabular.assemble(values, {0: np.array(cells, dtype=object)}, [1, 0], [None, tuple(levels)], np.float32)
+    with np.errstate(over="ignore"):
+        expected = np.column_stack([numbers.astype(np.float32), expected])
+    assert got.dtype == np.float32 and np.array_equal(got, expected, equal_nan=True)
+
+
+@fast_and_slow(st.lists(TEXTS, max_size=40), LEVELS, st.randoms(use_true_random=False))
+def _top_columns_name_each_value_as_the_rule_says(cells, levels, rnd):
+    """The score output names a categorical column with its cell's value, "(not seen in training)"
+    when the model never saw it, computed per distinct value but equal to the per-cell rule."""
+    top = np.array([[rnd.choice(["kind", "x", ""]) for _ in range(3)] for _ in cells], dtype=object).reshape(len(cells), 3)
+    expected = top.copy()
+    for (i, j), name in np.ndenumerate(top):
+        if name == "kind":
+            value = _value(cells[i])
+            expected[i, j] = f"kind={value}" + ("" if value in levels else " (not seen in training)")
+    texts = np.array(cells, dtype=object)
+    sources._name_values(top, "kind", texts, tuple(levels))
+    assert top.tolist() == expected.tolist()
+
+
+test_one_hot_matches_the_rule_cell_by_cell, test_one_hot_matches_the_rule_cell_by_cell_slow = _one_hot_matches_the_rule_cell_by_cell
+test_top_columns_name_values_as_the_rule_says, test_top_columns_name_values_as_the_rule_says_slow = _top_columns_name_each_value_as_the_rule_says

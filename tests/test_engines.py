@@ -346,29 +346,67 @@ def test_dask_with_the_default_fused_score_equals_the_local_function(dataset, da
     assert np.array_equal(got["score"].to_numpy(), expected["score"].to_numpy(), equal_nan=True)
 
 
-def test_dask_scores_text_columns_and_gaps_as_the_local_cli(dataset, dask_client, tmp_path):
-    """A model with a categorical column (#21): the Dask engine reads a Parquet dataset with text,
-    an unseen value and gaps, and gives the local CLI's floats bit for bit."""
+@pytest.fixture(scope="module")
+def text_dataset(tmp_path_factory):
+    """A model with a categorical column (#21), a two-file Parquet input with text, a value never
+    seen in training and gaps (text and number), and the local CLI's scores of it."""
+    root = tmp_path_factory.mktemp("text")
     rng = np.random.default_rng(6)
     train = pd.DataFrame(make_rows(400, rng), columns=COLUMNS)
     train["kind"] = rng.choice(["x", "y", "z"], len(train))
-    VAEAnomalyDetector(hidden_dims=(16,), latent_dim=2, epochs=5, random_state=0).fit(train).save(tmp_path / "text.vgm")
+    detector = VAEAnomalyDetector(hidden_dims=(16,), latent_dim=2, epochs=5, random_state=0).fit(train)
+    detector.save(root / "text.vgm")
     frame = pd.DataFrame(make_rows(300, rng), columns=COLUMNS)
     frame["kind"] = rng.choice(["x", "y", "z", "never seen"], len(frame))
     frame.loc[[3, 4], "kind"] = None
     frame.loc[5, "a"] = np.nan
     frame.insert(0, "id", [f"r{i}" for i in range(len(frame))])
-    (tmp_path / "data").mkdir()
-    frame.iloc[:150].to_parquet(tmp_path / "data" / "part-0.parquet")
-    frame.iloc[150:].to_parquet(tmp_path / "data" / "part-1.parquet")
-    local = CliRunner().invoke(app, ["score", str(tmp_path / "text.vgm"), str(tmp_path / "data"), "-o", str(tmp_path / "local.parquet"), "--device", "cpu"])
+    (root / "data").mkdir()
+    frame.iloc[:150].to_parquet(root / "data" / "part-0.parquet")
+    frame.iloc[150:].to_parquet(root / "data" / "part-1.parquet")
+    local = CliRunner().invoke(app, ["score", str(root / "text.vgm"), str(root / "data"), "-o", str(root / "local.parquet"), "--device", "cpu"])
     assert local.exit_code == 0, local.output
+    expected = pd.read_parquet(root / "local.parquet").drop(columns="row")
+    expected.insert(0, "id", frame["id"])  # the model has no id column: rows keep the file order
+    assert np.isfinite(expected["score"]).all()
+    return root, detector, frame, expected
+
+
+def test_dask_scores_text_columns_and_gaps_as_the_local_cli(text_dataset, dask_client):
+    """The Dask engine reads the Parquet dataset with text, an unseen value and gaps, and gives
+    the local CLI's floats bit for bit."""
     from vaeguard.engines.dask import score_parquet_dask
 
-    score_parquet_dask(tmp_path / "text.vgm", tmp_path / "data", tmp_path / "out", client=dask_client, device="cpu")
-    expected = pd.read_parquet(tmp_path / "local.parquet")["score"].to_numpy()
-    got = pd.read_parquet(tmp_path / "out").sort_index()["score"].to_numpy()
-    assert np.isfinite(expected).all() and np.array_equal(np.sort(got), np.sort(expected))
+    root, _, _, expected = text_dataset
+    score_parquet_dask(root / "text.vgm", root / "data", root / "out", client=dask_client, device="cpu")
+    got = pd.read_parquet(root / "out").sort_index()["score"].to_numpy()
+    assert np.array_equal(np.sort(got), np.sort(expected["score"].to_numpy()))
+
+
+def test_spark_scores_text_columns_and_gaps_as_the_local_cli_and_the_estimator(text_dataset, spark):
+    """The Spark engine on the same files: every row's score, p-value, flag and named top columns
+    (`kind=never seen (not seen in training)`) as the local CLI's, bit for bit, and the scores
+    as the estimator's on the pandas frame. Each file is scored on its own, so the rows come
+    back in file order (the model has no id column to match them by)."""
+    from vaeguard.engines.spark import score_spark
+
+    root, detector, frame, expected = text_dataset
+    parts = []
+    for name in ("part-0.parquet", "part-1.parquet"):
+        df = spark.read.parquet(str(root / "data" / name))
+        assert dict(df.dtypes)["kind"] == "string"
+        parts.append(score_spark(root / "text.vgm", df, device="cpu").toPandas())
+    got = pd.concat(parts, ignore_index=True)
+    assert list(got.columns) == SCORE_COLUMNS
+    got.insert(0, "id", frame["id"])
+    assert_same_scores(got, expected)
+    assert (expected.loc[[3, 4, 5], "error"] == "").all()  # gaps are scored from the cells present
+    assert (expected[["top_1", "top_2", "top_3"]] == "kind=never seen (not seen in training)").any(axis=None)
+    assert np.array_equal(detector.anomaly_score(frame[[*COLUMNS, "kind"]]), expected["score"].to_numpy())
+    # and the text is read, not dropped: without it the score of every row that has one moves
+    blank = detector.anomaly_score(frame[[*COLUMNS, "kind"]].assign(kind=None))
+    has_text = frame["kind"].notna().to_numpy()
+    assert (blank != expected["score"].to_numpy())[has_text].all() and has_text.sum() == len(frame) - 2
 
 
 def test_spark_bad_row_from_the_command_line_is_one_line(dataset, spark, tmp_path):

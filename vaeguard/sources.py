@@ -119,9 +119,12 @@ def _name_values(top: np.ndarray, column: str, texts: np.ndarray, levels) -> Non
     rows, slots = np.nonzero(top == column)
     if not len(rows):
         return
-    values = tabular.canonical_text(pd.Series(texts[rows], dtype=object)).to_numpy(dtype=object)
+    # Named once per distinct value: a column's few levels fill thousands of rows.
+    cells, distinct = pd.factorize(np.asarray(texts[rows], dtype=object))  # a null cell is -1: the last value
+    values = tabular.canonical_text(pd.Series([*distinct, None], dtype=object)).to_numpy(dtype=object)
     known = set(levels)
-    top[rows, slots] = [f"{column}={v}" + ("" if v in known else " (not seen in training)") for v in values]
+    names = np.array([f"{column}={v}" + ("" if v in known else " (not seen in training)") for v in values], dtype=object)
+    top[rows, slots] = names[cells]
 
 
 def top_features(feature_scores: np.ndarray, names) -> np.ndarray:

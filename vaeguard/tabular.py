@@ -104,10 +104,11 @@ def _numbers(col: pd.Series) -> tuple[np.ndarray, np.ndarray | None]:
     return values, raw
 
 
-def frame_values(frame: pd.DataFrame, keys: Sequence) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+def frame_values(frame: pd.DataFrame, keys: Sequence, skip: Sequence[int] = ()) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """`frame[keys]` as float64 (NaN where not a number), and the raw text of the columns that
     are not numeric, by position in `keys`. Numeric columns are converted as one block: one
-    call per column cost minutes on a 100,000-column table."""
+    call per column cost minutes on a 100,000-column table. The columns at positions `skip`
+    (categorical ones, whose text is encoded elsewhere) are NaN and not parsed."""
     labels = frame.columns
     if labels.is_unique:
         where = labels.get_indexer(keys)
@@ -120,12 +121,16 @@ def frame_values(frame: pd.DataFrame, keys: Sequence) -> tuple[np.ndarray, dict[
     if (where < 0).any():
         raise DataError(f"no column {keys[int(np.argmin(where))]!r}")
     kinds = np.array([dtype.kind for dtype in frame.dtypes.iloc[where]], dtype="U1")
-    numeric = np.flatnonzero(np.isin(kinds, ("i", "u", "f")))
+    parsed = np.ones(len(keys), dtype=bool)
+    parsed[list(skip)] = False
+    is_number = np.isin(kinds, ("i", "u", "f"))
+    numeric = np.flatnonzero(is_number & parsed)
     values = np.empty((len(frame), len(keys)), dtype=np.float64)
+    values[:, ~parsed] = np.nan
     if len(numeric):
         values[:, numeric] = frame.iloc[:, where[numeric]].to_numpy(dtype=np.float64, na_value=np.nan)
     raws = {}
-    for k in np.flatnonzero(~np.isin(kinds, ("i", "u", "f"))).tolist():
+    for k in np.flatnonzero(~is_number & parsed).tolist():
         values[:, k], raws[k] = _numbers(frame.iloc[:, where[k]])
     return values, raws
 
@@ -554,33 +559,47 @@ def canonical_text(cells: pd.Series) -> pd.Series:
     return cells.where(~lowered.isin(("true", "false")), lowered)
 
 
-def one_hot(texts: np.ndarray, levels: Sequence[str]) -> np.ndarray:
-    """Text cells as one-hot rows over `levels`, float64 (n, len(levels)): a missing cell (None,
-    or text in MISSING_TEXT) is NaN across the row, a value never seen in training is all zeros."""
-    cells = canonical_text(pd.Series(texts, dtype=object))
-    missing = cells.isna().to_numpy() | cells.str.lower().isin(MISSING_TEXT).to_numpy()
-    codes = pd.Categorical(cells, categories=list(levels)).codes
-    out = np.zeros((len(cells), len(levels)))
-    seen = np.flatnonzero(codes >= 0)
-    out[seen, codes[seen]] = 1.0
-    out[missing] = np.nan
-    return out
+def level_codes(texts: np.ndarray, levels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Each text cell's position in `levels` (-1 for a value never seen in training) and whether
+    it is missing (None, or text in MISSING_TEXT), as `canonical_text` reads it.
+
+    The text is canonicalised once per distinct value, not once per cell: a chunk holds a
+    column's few levels thousands of times over."""
+    cells, distinct = pd.factorize(np.asarray(texts, dtype=object))  # a null cell is -1
+    values = canonical_text(pd.Series(distinct, dtype=object))
+    missing = np.append(values.isna().to_numpy() | values.str.lower().isin(MISSING_TEXT).to_numpy(), True)
+    codes = np.append(pd.Index(list(levels), dtype=object).get_indexer(values), -1)
+    return codes[cells], missing[cells]
 
 
 def assemble(values: np.ndarray, texts: dict[int, np.ndarray], chosen: Sequence[int], levels: Sequence, dtype=np.float64) -> np.ndarray:
     """The model features of a block: the `chosen` columns of `values` in order, each categorical
-    one (`levels` not None) one-hot from `texts` (see `one_hot`)."""
-    encoded = {k: one_hot(texts[k], lv) for k, lv in zip(chosen, levels) if lv is not None}
+    one (`levels` not None) one-hot from `texts` (see `_stack`)."""
+    encoded = {k: level_codes(texts[k], lv) for k, lv in zip(chosen, levels) if lv is not None}
     return _stack(values, encoded, chosen, levels, dtype)
 
 
-def _stack(values: np.ndarray, encoded: dict[int, np.ndarray], chosen: Sequence[int], levels: Sequence, dtype) -> np.ndarray:
-    """`assemble` with the categorical columns already one-hot (`encoded`, by column)."""
+def _stack(values: np.ndarray, encoded: dict[int, tuple[np.ndarray, np.ndarray]], chosen: Sequence[int], levels: Sequence,
+           dtype) -> np.ndarray:
+    """`assemble` with the categorical columns already encoded (`level_codes`, by column), written
+    straight into one array of `dtype`: a categorical column is one-hot over its levels, NaN
+    across its levels for a missing cell, all zeros for a value never seen in training."""
     if not encoded:
         return values[:, list(chosen)].astype(dtype, copy=False)
-    parts = [values[:, [k]] if lv is None else encoded[k] for k, lv in zip(chosen, levels)]
+    widths = [1 if lv is None else len(lv) for lv in levels]
+    out = np.zeros((len(values), sum(widths)), dtype=dtype)
+    at = 0
     with np.errstate(over="ignore", invalid="ignore"):
-        return np.hstack(parts).astype(dtype, copy=False)
+        for k, lv, width in zip(chosen, levels, widths):
+            if lv is None:
+                out[:, at] = values[:, k]
+            else:
+                codes, missing = encoded[k]
+                seen = np.flatnonzero(codes >= 0)
+                out[seen, at + codes[seen]] = 1.0
+                out[missing, at : at + width] = np.nan
+            at += width
+    return out
 
 
 def categorical_texts(frame: pd.DataFrame, keys: Sequence, levels: Sequence | None) -> dict[int, np.ndarray]:
@@ -600,14 +619,14 @@ def frame_features(frame: pd.DataFrame, keys: Sequence, names: Sequence[str], dt
     for the k-th bad row. Shared by the CSV and Parquet
     readers and `vaeguard.bulk.score_frame`, so every engine reports a bad cell in the same words.
     """
-    values, raws = frame_values(frame, keys)
+    values, raws = frame_values(frame, keys, [k for k, lv in enumerate(levels or ()) if lv is not None])
     usable = _usable(values)
     missing = ~usable & _missing(values, raws)
     texts = categorical_texts(frame, keys, levels) if texts is None else texts
-    encoded = {k: one_hot(texts[k], levels[k]) for k in texts}
-    for k, onehot in encoded.items():  # any text is a value of a categorical column: only a gap is not
-        missing[:, k] = np.isnan(onehot[:, 0])
-        usable[:, k] = ~missing[:, k]
+    encoded = {k: level_codes(texts[k], levels[k]) for k in texts}
+    for k, (_, gaps) in encoded.items():  # any text is a value of a categorical column: only a gap is not
+        missing[:, k] = gaps
+        usable[:, k] = ~gaps
     broken = ~usable & ~missing
     bad = broken.any(axis=1) | missing.all(axis=1)
     problems = [
