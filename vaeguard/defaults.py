@@ -125,6 +125,7 @@ def network(params: dict, n_features: int, likelihood: str, spec: InputSpec) -> 
         input_shape=shape if arch == "conv" or has_context_model(likelihood, spec) else None,
         groups=getattr(spec, "groups", ()),
         variance_floor=likelihood == "gaussian" and spec.kind == "images",
+        relative_levels=bool(getattr(spec, "groups", ())),
     )
 
 

@@ -35,7 +35,7 @@ from .limits import MAX_EPOCHS, MAX_IMPORTANCE_SAMPLES, MAX_INTERPOLATION_STEPS,
 from .modelfile import FittedState
 from .model import VAE, VAEConfig
 from .scorer import Scorer, check_finite, column_moments, feature_scales, material_steps, output_logvar_floor, standardize, tail_compression
-from .scoring import SCORE_TYPES, ScoreState, encode_means, fit_latent_neighbours, reconstruct, score_and_explain, scoring_rows
+from .scoring import SCORE_TYPES, ScoreState, encode_means, fit_latent_neighbours, fit_level_offsets, reconstruct, score_and_explain, scoring_rows
 from .streaming import Levels
 from .threads import use_threads
 from .training import TrainConfig, train_vae, train_vae_batches
@@ -255,6 +255,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             jitter=None if steps is None else steps / self.scale_,
         )
         self.n_epochs_ = len(self.history_["train_loss"])
+        fit_level_offsets(self.model_, [Xs[train_idx]])  # before the fused scales, which read the terms
         if n_reference:
             # Scales come from the validation rows (training rows when there are none), never
             # from the calibration rows, whose scores must stay exchangeable with new normals.
@@ -351,6 +352,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             jitter=material_steps(stats.std, stats.steps, self.input_spec_) / self.scale_ if standardize else None,
         )
         self.n_epochs_ = len(self.history_["train_loss"])
+        fit_level_offsets(self.model_, stream.train_batches(0, batch_size, transform=self._standardize))
         if n_reference:
             reference = self._standardize(stats.reference[:n_reference])
             self.score_state_.to(self.device_)

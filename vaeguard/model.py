@@ -38,11 +38,16 @@ class VAEConfig:
     # a per-feature floor under the Gaussian output variance (buffer output_logvar_min, set from
     # the data by vaeguard.scorer.output_logvar_floor); files written before it have none
     variance_floor: bool = False
+    # categorical columns scored relative to their levels (False in model files before it): a
+    # column's -log p(level | z) in units of a uniform guess over its levels (divided by
+    # log(levels)), minus the mean of that over the training rows holding the same level
+    relative_levels: bool = False
 
     def __post_init__(self) -> None:
         self.hidden_dims = tuple(int(h) for h in self.hidden_dims)
         self.conv_channels = tuple(int(c) for c in self.conv_channels)
         self.groups = tuple((int(s), int(w)) for s, w in self.groups)
+        self.relative_levels = bool(self.relative_levels)
         if any(s < 0 or w < 1 or s + w > self.input_dim for s, w in self.groups):
             raise ValueError(f"groups must lie within the {self.input_dim} features, got {[list(g) for g in self.groups]}")
         if self.input_shape is not None:
@@ -225,6 +230,8 @@ class VAE(nn.Module):
             self.output_logvar = nn.Parameter(torch.zeros(cfg.input_dim))
             if cfg.variance_floor:
                 self.register_buffer("output_logvar_min", torch.full((cfg.input_dim,), LOGVAR_MIN))
+        if cfg.relative_levels:  # per one-hot feature: its level's mean term (vaeguard.scoring.fit_level_offsets)
+            self.register_buffer("level_offsets", torch.zeros(cfg.input_dim))
 
     def likelihood_logvar(self) -> torch.Tensor:
         """The Gaussian output log-variance per feature, within its floor and LOGVAR_MAX."""
@@ -271,7 +278,7 @@ class VAE(nn.Module):
             numeric, first = self._group_masks(x.device)
             nll = nll * numeric
             for s, w in self.cfg.groups:
-                nll[..., s] = categorical_nll(x[..., s : s + w], params[..., s : s + w])
+                nll[..., s] = self.level_term(x[..., s : s + w], params[..., s : s + w], s)
         if observed is None:
             return nll
         if self.cfg.groups:  # columns present over columns, a categorical column counting once
@@ -279,6 +286,21 @@ class VAE(nn.Module):
         else:
             share = observed.shape[-1] / observed.sum(dim=-1, keepdim=True).clamp(min=1)
         return torch.where(observed, nll, 0.0) * share
+
+    def level_term(self, x: torch.Tensor, logits: torch.Tensor, start: int) -> torch.Tensor:
+        """The score of the categorical column at feature `start` (one-hot x, its logits), shape (n,).
+
+        -log p(level | z); with `relative_levels`, divided by log(levels) and less the fitted
+        mean for the row's level. Then a column counts alike whatever its number of levels,
+        and a level that is merely rare, which the model reconstructs loosely in every row,
+        scores about 0: what is left is how much worse this row's level is explained than in
+        the training rows that hold it. A level never seen in training keeps its full term.
+        """
+        nll = categorical_nll(x, logits)
+        if not self.cfg.relative_levels:
+            return nll
+        width = x.shape[-1]
+        return nll / math.log(max(width, 2)) - (x * self.level_offsets[start : start + width]).sum(dim=-1)
 
     def _group_masks(self, device) -> tuple[torch.Tensor, torch.Tensor]:
         """Which features are numeric (1.0) and which carry a column's likelihood (its first)."""

@@ -358,6 +358,7 @@ _FIELDS_IF_PRESENT = [
     ("model_config.groups", lambda v: isinstance(v, list) and all(isinstance(g, list) and len(g) == 2 and all(_is_int(i) and i >= 0 for i in g) for g in v),
      "a list of [first feature, width] pairs"),
     ("model_config.variance_floor", lambda v: isinstance(v, bool), "true or false"),
+    ("model_config.relative_levels", lambda v: isinstance(v, bool), "true or false"),
     ("params.latent_dim", _int_at_least(1), "an integer >= 1"),
     ("params.likelihood", _one_of("auto", *LIKELIHOODS), "auto, bernoulli or gaussian"),
     ("params.architecture", _one_of("auto", "mlp", "conv"), "auto, mlp or conv"),

@@ -16,6 +16,7 @@ callers treat such a score as anomalous, never as normal (calibration.is_flagged
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -152,6 +153,32 @@ def _iwae_nll(model: VAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     log_lik = -model.feature_nll(x[:, None, :].expand_as(params), params).sum(-1)
     log_w = log_lik + log_prior - log_q
     return -(torch.logsumexp(log_w, dim=1) - math.log(eps.shape[0]))
+
+
+@torch.no_grad()
+def fit_level_offsets(model: VAE, batches: Iterable[np.ndarray]) -> None:
+    """Set the model's level offsets (`VAEConfig.relative_levels`; nothing to do without them):
+    for each level of each categorical column, the mean of the column's term over the rows of
+    `batches` (training rows, as the network reads them) that hold the level; 0 for a level
+    no row holds. Deterministic: the rows run in the model's fixed scoring blocks."""
+    if not model.cfg.relative_levels:
+        return
+    model.eval()
+    model.level_offsets.zero_()  # the terms below are then the plain ones
+    sums = torch.zeros(model.cfg.input_dim, dtype=torch.float64)
+    counts = torch.zeros(model.cfg.input_dim, dtype=torch.float64)
+    for X in batches:
+        for x, n in _blocks(model, np.asarray(X), block_rows(model.cfg)):
+            x = x[:n]
+            logits = model.decode(model.encode(x)[0])
+            x = torch.nan_to_num(x)  # a missing cell holds no level
+            for s, w in model.cfg.groups:
+                levels = x[:, s : s + w]
+                term = model.level_term(levels, logits[:, s : s + w], s)
+                sums[s : s + w] += (levels * term[:, None]).sum(dim=0).double().cpu()
+                counts[s : s + w] += levels.sum(dim=0).double().cpu()
+    offsets = torch.where(counts > 0, sums / counts.clamp(min=1), 0.0)
+    model.level_offsets.copy_(offsets.to(model.level_offsets))
 
 
 @torch.no_grad()
