@@ -73,7 +73,8 @@ class Method:
 
 
 def _vaeguard(epochs: int | None) -> VAEAnomalyDetector:
-    return VAEAnomalyDetector(random_state=0, **({} if epochs is None else {"epochs": epochs}))
+    # declared images, as a folder of them is: flat rows without input_shape are a table
+    return VAEAnomalyDetector(random_state=0, input_shape=(1, 28, 28), **({} if epochs is None else {"epochs": epochs}))
 
 
 def all_methods(use_pyod: bool) -> list[Method]:

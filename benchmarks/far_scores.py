@@ -105,7 +105,7 @@ def all_scores(est: VAEAnomalyDetector, X_train: np.ndarray, normals: np.ndarray
     (`GROUP/STATISTIC`; groups: validation, calibration, normals, the far sets) for offline study.
     """
     if est.score_type_ != "fused":
-        est = VAEAnomalyDetector(random_state=est.random_state, score_type="fused",
+        est = VAEAnomalyDetector(random_state=est.random_state, score_type="fused", input_shape=est.input_shape,
                                  **({} if epochs is None else {"epochs": epochs})).fit(X_train)
     cal_idx, val_idx = split_indices(est, len(X_train))
     cal = statistics(est, X_train[cal_idx])

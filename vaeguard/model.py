@@ -78,8 +78,9 @@ class VAEConfig:
 
     def to_dict(self) -> dict:
         out = asdict(self)
-        if not self.variance_floor:  # descriptions written before the floor stay what they were
-            del out["variance_floor"]
+        for flag in ("variance_floor", "relative_levels"):  # descriptions written before them stay what they were
+            if not out[flag]:
+                del out[flag]
         if not self.groups:  # a numeric model's description stays what it was
             del out["groups"]
         else:

@@ -116,7 +116,7 @@ def tail_compression(X: np.ndarray, spec: InputSpec, std: np.ndarray | None = No
     if spec.kind != "table":
         return ()
     tails = []
-    for j, (start, levels) in enumerate(zip(spec.starts, spec.levels)):
+    for start, levels in zip(spec.starts, spec.levels):
         cells = X[:, start][~np.isnan(X[:, start])] if levels is None else np.empty(0)
         if len(cells) < 4:
             tails.append(None)
