@@ -229,14 +229,17 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         cal_idx, val_idx, train_idx = np.split(order, [n_cal, n_cal + n_val])
 
         self.likelihood_ = defaults.likelihood(self.likelihood, X)
+        train = X[train_idx]
         if defaults.standardizes(self.standardize, self.likelihood_):
-            tails = tail_compression(X[train_idx], self.input_spec_)
+            tails = tail_compression(train, self.input_spec_)
             if tails:
                 self.input_spec_ = dataclasses.replace(self.input_spec_, tails=tails)
             # float64 whatever X is: the model file stores float64, and a loaded detector
             # must standardise bit-identically to the fitted one
-            mean, std = column_moments(self.input_spec_.compress(X[train_idx]), self.input_spec_)
-            steps = material_steps(std, Levels(X.shape[1]).update(X[train_idx]).steps(), self.input_spec_)
+            mean, std = column_moments(self.input_spec_.compress(train), self.input_spec_)
+            # only a table's columns have a recording step (material_steps): images skip the sort
+            recorded = Levels(X.shape[1]).update(train).steps() if self.input_spec_.kind == "table" else np.zeros(X.shape[1])
+            steps = material_steps(std, recorded, self.input_spec_)
             scale = feature_scales(std, steps, self.input_spec_)
         else:
             mean, std, scale, steps = None, None, None, None
@@ -244,23 +247,25 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             X.shape[1], mean, scale, n_train=len(train_idx), n_reference=min(len(train_idx), MAX_REFERENCE_CODES)
         )
         if self.config_.variance_floor:
-            std = column_moments(X[train_idx], self.input_spec_)[1] if std is None else std
+            std = column_moments(train, self.input_spec_)[1] if std is None else std
             self.model_.output_logvar_min.copy_(torch.from_numpy(output_logvar_floor(std, self.scale_)))
+        del train  # the raw rows: not held through training
         Xs = self._standardize(X)
+        Xs_train = Xs[train_idx]
         if self.score_state_.context is not None:
-            self.score_state_.context.fit(torch.as_tensor(Xs[train_idx], dtype=torch.float32))
+            self.score_state_.context.fit(torch.as_tensor(Xs_train, dtype=torch.float32))
         self.score_state_.to(self.device_)
         self.history_ = train_vae(
-            self.model_, Xs[train_idx], Xs[val_idx], train_cfg, seed=self.seed_, device=self.device_,
+            self.model_, Xs_train, Xs[val_idx], train_cfg, seed=self.seed_, device=self.device_,
             jitter=None if steps is None else steps / self.scale_,
         )
         self.n_epochs_ = len(self.history_["train_loss"])
-        fit_level_offsets(self.model_, [Xs[train_idx]])  # before the fused scales, which read the terms
+        fit_level_offsets(self.model_, [Xs_train])  # before the fused scales, which read the terms
         if n_reference:
             # Scales come from the validation rows (training rows when there are none), never
             # from the calibration rows, whose scores must stay exchangeable with new normals.
             scale_idx = val_idx if len(val_idx) else train_idx
-            fit_latent_neighbours(self.model_, self.score_state_, Xs[train_idx[:n_reference]], Xs[scale_idx])
+            fit_latent_neighbours(self.model_, self.score_state_, Xs_train[:n_reference], Xs[scale_idx])
 
         # Scores come from the raw rows through the scoring front-end, as new rows' scores do.
         self.calibration_scores_ = self._front_end().anomaly_score(X[cal_idx])

@@ -153,27 +153,26 @@ class TableInput:
         A copy when a column is compressed, X itself otherwise."""
         import numpy as np
 
-        if not any(self.tails):
-            return X
-        X = np.array(X, dtype=np.float64)
-        for start, tail in zip(self.starts, self.tails):
-            if tail is not None:
-                center, width = tail
-                X[:, start] = center + width * np.arcsinh((X[:, start] - center) / width)
-        return X
+        return self._map_tails(X, np.arcsinh)
 
     def expand(self, X):
         """The inverse of `compress` (model outputs back to the column's own units)."""
         import numpy as np
 
+        return self._map_tails(X, np.sinh)
+
+    def _map_tails(self, X, warp):
+        """X with each tail column x as c + w * warp((x - c) / w), float64; X itself if none."""
+        import numpy as np
+
         if not any(self.tails):
             return X
         X = np.array(X, dtype=np.float64)
-        with np.errstate(over="ignore"):  # beyond float64: inf, as the model said
+        with np.errstate(over="ignore"):  # sinh beyond float64: inf, as the model said
             for start, tail in zip(self.starts, self.tails):
                 if tail is not None:
                     center, width = tail
-                    X[:, start] = center + width * np.sinh((X[:, start] - center) / width)
+                    X[:, start] = center + width * warp((X[:, start] - center) / width)
         return X
 
     image_shape = None  # not images

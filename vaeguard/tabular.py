@@ -454,7 +454,7 @@ def read_training_table(path: str | Path, roles: ColumnRoles = ColumnRoles()) ->
                     i = int(np.argmax(broken[:, k]))
                     why = cell_problem(values[i, k], raws[k][i] if k in raws else None)
                     first_bad[k] = BadRow(int(chunk.rows[i]), int(chunk.lines[i]), candidates[k], why)
-            parts.append((values, {k: raw for k, raw in raws.items()}))
+            parts.append((values, raws))
             numbers.append(np.stack([chunk.rows, chunk.lines], axis=1))
             if id_pos is not None:
                 ids.append(chunk.frame[id_pos].to_numpy(dtype=object))
