@@ -193,6 +193,50 @@ def test_compressed_columns_travel_in_the_model_file_and_every_path_reads_them(t
     assert np.allclose(streamed.scale_[:4], detector.scale_[:4], rtol=0.3)
 
 
+TAIL_RULE = r"field 'tails' must hold, per column, null or \[center, width > 0\] of a numeric column"
+
+
+@pytest.mark.parametrize(
+    "tails, message",
+    [
+        ([[1.0, 0.0], None], TAIL_RULE),  # width 0
+        ([[1.0, 2.0]], TAIL_RULE),  # one entry for two columns
+        ([None, [0.0, 1.0]], TAIL_RULE),  # on a categorical column
+        ("[1, 2]", TAIL_RULE),  # not a list
+        ([[1.0, float("inf")], None], r"field 'input.tails\[0\]\[1\]' of the model description must be a finite number"),
+    ],
+)
+def test_a_model_file_with_a_broken_tail_is_refused_naming_the_field(tmp_path, tails, message):
+    from vaeguard import load
+    from vaeguard.errors import ModelFileError
+    from vaeguard.modelfile import read_model_file, write_model_file
+
+    frame = pd.DataFrame({"bytes": traffic(400)[:, 0], "kind": np.random.default_rng(0).choice(["a", "b"], 400)})
+    path = VAEAnomalyDetector(random_state=0, epochs=1).fit(frame).save(tmp_path / "m.vgm")
+    description, arrays = read_model_file(path)
+    description["input"]["tails"] = tails
+    broken = write_model_file(tmp_path / "broken.vgm", description, arrays)
+    with pytest.raises(ModelFileError, match=r"broken\.vgm does not describe a valid vaeguard model: .*" + message):
+        load(broken)
+
+
+def test_an_image_model_file_from_before_the_floor_loads_and_scores_without_it(tmp_path):
+    from vaeguard import load
+    from vaeguard.model import LOGVAR_MAX, LOGVAR_MIN
+    from vaeguard.modelfile import read_model_file, write_model_file
+
+    train, test = blobs(200, 0), blobs(20, 1)
+    path = VAEAnomalyDetector(random_state=0, epochs=2, input_shape=(1, 12, 12)).fit(train).save(tmp_path / "m.vgm")
+    description, arrays = read_model_file(path)
+    assert description["model_config"].pop("variance_floor") is True
+    arrays.pop("model.output_logvar_min")
+    old = load(write_model_file(tmp_path / "old.vgm", description, arrays))
+    assert not old.config_.variance_floor and "output_logvar_min" not in old.model_.state_dict()
+    expected = old.model_.output_logvar.detach().clamp(LOGVAR_MIN, LOGVAR_MAX)
+    assert torch.equal(old.model_.likelihood_logvar().detach(), expected)  # the clamp alone, as before
+    assert np.isfinite(old.anomaly_score(test)).all()
+
+
 # ---------------------------------------------------------------- the pixel floor
 
 
