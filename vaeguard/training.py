@@ -68,6 +68,18 @@ def auto_patience(n_train: int, batch_size: int) -> int:
     return max(TrainConfig.patience, _epochs_for(MIN_PATIENCE_STEPS, n_train, batch_size))
 
 
+def adam(model: VAE, cfg: TrainConfig) -> torch.optim.Adam:
+    """Adam with its fused kernel where this torch has one for the device (CPU from torch 2.4,
+    CUDA): one kernel per step for all parameters, where the plain loop runs about a dozen ops
+    per tensor. The update is Adam's, rounded in another order (weights differ by about 1e-7
+    after 400 steps); measured in the README ("Where a fit's time goes")."""
+    params = list(model.parameters())
+    try:
+        return torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True)
+    except RuntimeError:  # an older torch without the fused kernel for this device
+        return torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+
+
 def kl_weight(epoch: int, cfg: TrainConfig) -> float:
     """beta, ramped linearly from near zero over the first kl_warmup_epochs epochs."""
     if cfg.kl_warmup_epochs <= 0:
@@ -159,7 +171,7 @@ def train_vae_batches(
     # every process holds the same weights, so validation and early stopping agree.
     step_model = model if size == 1 else torch.nn.parallel.DistributedDataParallel(model)
     generator = torch.Generator(device=device).manual_seed(seed + rank)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimizer = adam(model, cfg)
     history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS if val is not None or key.startswith("train")}
     history["epoch_seconds"] = []
     best_loss, best_state, stale = math.inf, None, 0
