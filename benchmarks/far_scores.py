@@ -3,7 +3,9 @@
 Not part of the package: the diagnostic of far_benchmarks.py --scores. The default's network
 (refitted with score_type="fused" when the default is another score, which gives the same
 network: the score type only decides what is stored beside it) is scored with every score,
-plus three candidates built from the model's own statistics:
+plus candidates built from the model's own statistics. `fused` is the package's: for grey-level
+images it subtracts the image code length (vaeguard.complexity.ImageCodeLength) from the
+reconstruction NLL; `fused, plain reconstruction NLL` is the score before that (issue #22).
 
 - `fused two-sided`: `fused` with |z| of the reconstruction part. A likelihood model can give
   a far input a *better* likelihood than its own data (Nalisnick et al., ICLR 2019); an input
@@ -14,7 +16,8 @@ plus three candidates built from the model's own statistics:
   et al., AISTATS 2021).
 - `complexity-corrected`: reconstruction NLL minus the input's complexity, its zlib code
   length in nats (Serra et al., ICLR 2020).
-- `fused complexity-corrected`: `fused` with the complexity-corrected NLL as its first part.
+- `fused complexity-corrected`: `fused` with the zlib-corrected NLL as its first part (the
+  candidate that led to the code length, which costs about as much as the network per image).
 
 Each score gets a conformal threshold from the default's calibration rows (the split the
 estimator made, replicated here and checked against its stored calibration scores).
@@ -57,8 +60,9 @@ def statistics(est: VAEAnomalyDetector, X: np.ndarray) -> dict[str, np.ndarray]:
         return torch.stack([terms.recon, terms.kl, state.neighbours.distance(terms.mu), context], dim=1)
 
     out = scoring._run(model, Xs, stats, scorer.rows).double().cpu().numpy()
+    code_length = state.code_length.nats(np.asarray(X, np.float32)) if state.code_length is not None else np.zeros(len(X))
     return {"recon": out[:, 0], "kl": out[:, 1], "latent distance": out[:, 2], "context": out[:, 3],
-            "zlib": zlib_nats(X)}
+            "zlib": zlib_nats(X), "code length": code_length}
 
 
 def zlib_nats(X: np.ndarray) -> np.ndarray:
@@ -72,15 +76,19 @@ class Candidates:
 
     def __init__(self, val: dict[str, np.ndarray], has_context: bool):
         self.has_context = has_context
-        self.names = ["recon", "kl", "latent distance", "corrected"]
-        val = {**val, "corrected": val["recon"] - val["zlib"]}
+        self.names = ["recon", "kl", "latent distance", "corrected", "recon less code length"]
+        val = self._derived(val)
         self.center = {k: np.median(val[k]) for k in self.names}
         self.scale = {k: max(np.subtract(*np.percentile(val[k], [75, 25])), 1e-12) for k in self.names}
         self.reference = self._z(val)[:, :3]
         self.nn = NearestNeighbors(n_neighbors=5).fit(self.reference)
 
+    @staticmethod
+    def _derived(s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {**s, "corrected": s["recon"] - s["zlib"], "recon less code length": s["recon"] - s["code length"]}
+
     def _z(self, s: dict[str, np.ndarray]) -> np.ndarray:
-        s = {**s, "corrected": s["recon"] - s["zlib"]}
+        s = self._derived(s)
         return np.stack([(s[k] - self.center[k]) / self.scale[k] for k in self.names], axis=1)
 
     def scores(self, s: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -89,7 +97,8 @@ class Candidates:
         if self.has_context:
             out["ratio"] = s["recon"] + s["kl"] - s["context"]
         out["latent distance"] = s["latent distance"]
-        out["fused"] = 0.5 * (z[:, 0] + z[:, 2])
+        out["fused"] = 0.5 * (z[:, 4] + z[:, 2])  # the package's: less the code length where the model has one
+        out["fused, plain reconstruction NLL"] = 0.5 * (z[:, 0] + z[:, 2])
         out["fused two-sided"] = 0.5 * (np.abs(z[:, 0]) + z[:, 2])
         out["density of states"] = self.nn.kneighbors(z[:, :3])[0][:, -1]
         out["complexity-corrected"] = s["recon"] - s["zlib"]

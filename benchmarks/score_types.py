@@ -34,7 +34,7 @@ from vaeguard.mnist import MNIST_DIR_ENV, load_mnist
 import far_scores
 
 SCORES = ("elbo", "recon", "kl", "iwae", "ratio", "latent distance", "fused")
-CANDIDATES = ("fused two-sided", "density of states", "complexity-corrected", "fused complexity-corrected")  # far_scores.py, issue #22
+CANDIDATES = ("fused, plain reconstruction NLL", "fused two-sided", "density of states", "complexity-corrected", "fused complexity-corrected")  # far_scores.py, issue #22
 
 
 def load_case(case: str, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -58,8 +58,9 @@ def score_table(est: VAEAnomalyDetector, X: np.ndarray) -> dict[str, np.ndarray]
     for score_type in ("elbo", "recon", "kl", "iwae", "ratio"):
         if score_type != "ratio" or state.context is not None:
             out[score_type] = scoring.anomaly_scores(model, Xs, score_type, scorer.n_importance_samples, scorer.seed, state=state)
-    out["latent distance"] = scoring.fused_parts(model, Xs, state)[:, 1]
-    out["fused"] = scoring.anomaly_scores(model, Xs, "fused", state=state)
+    lengths = state.code_length.nats(np.asarray(X, np.float32)) if state.code_length is not None else None
+    out["latent distance"] = scoring.fused_parts(model, Xs, state, lengths)[:, 1]
+    out["fused"] = scoring.anomaly_scores(model, Xs, "fused", state=state, code_lengths=lengths)
     return out
 
 

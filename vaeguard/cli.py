@@ -646,7 +646,8 @@ def info(
         if getattr(state.input, role, None):
             typer.echo(f"{role.replace('_', ' '):<12} {getattr(state.input, role)}")
     typer.echo(f"preprocess   standardize={state.standardizes}")
-    typer.echo(f"score        {state.score_type}")
+    corrected = " (reconstruction NLL less each image's code length)" if state.score_config.get("code_length") else ""
+    typer.echo(f"score        {state.score_type}{corrected}")
     rule = describe_threshold_rule(state.threshold_rule)
     typer.echo(f"threshold    {state.threshold:.6g}: {rule}; {len(state.calibration_scores)} calibration scores stored")
     n = len(history.get("train_loss", []))

@@ -1,4 +1,8 @@
-"""A local pixel-context model: how likely an image is from its local texture alone.
+"""Input complexity: how likely an image is from its local texture alone.
+
+Two generic models of images, one per likelihood: a pixel-context model of near-binary images
+(`LocalContextModel`, read by the "ratio" score) and a lossless coder of grey levels
+(`ImageCodeLength`, read by the "fused" score of grey-level images).
 
 A likelihood model of images spends most of its bits on low-level texture (stroke edges,
 background), so simple images (a "1": little ink) get high likelihood under any model, even
@@ -19,6 +23,7 @@ log-likelihood ratio.
 from __future__ import annotations
 
 import functools
+import warnings
 
 import numpy as np
 import torch
@@ -93,3 +98,52 @@ def local_nll(X: np.ndarray, input_shape: tuple[int, int, int], fit_on: np.ndarr
     model.fit(torch.as_tensor(X if fit_on is None else fit_on, dtype=torch.float32))
     with torch.no_grad():
         return model.nll(torch.as_tensor(X, dtype=torch.float32)).double().numpy()
+
+
+class ImageCodeLength(nn.Module):
+    """L(x): the length of an image, in nats, under a generic lossless coder of grey levels.
+
+    The coder is LOCO-I's (JPEG-LS): each pixel is predicted from its west, north and
+    north-west neighbours by the median edge detector, and the residuals are coded with a
+    discretised Laplace distribution at the grey-level step `step`, its scale the image's
+    mean absolute residual (per channel; at least half a step). That is d * (1 + log(2b / step))
+    nats for d pixels and scale b: a flat image costs d nats, a textured one more. The input
+    complexity of Serra et al. (ICLR 2020), who used real compressors; this one reads an image
+    in a few vectorised passes, where zlib takes as long as the network (60-85 us per 28x28
+    image on one core), and flagged far inputs as well (README, "Which score").
+
+    Subtracting L(x) from the reconstruction NLL (score "fused" on grey-level images) discounts
+    how simple an image is: a blank frame or a digit is not normal for a model of clothing just
+    because it is easy to predict. `step` is the training images' grey-level range over 255 (the
+    8-bit step for images in [0, 1]), a buffer that travels in the model's state_dict.
+    """
+
+    def __init__(self, input_shape: tuple[int, int, int]):
+        super().__init__()
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.register_buffer("step", torch.ones(1))
+
+    @torch.no_grad()
+    def fit(self, X: np.ndarray) -> "ImageCodeLength":
+        """Set the grey-level step from the training images (raw rows, NaN for a missing pixel)."""
+        X = np.asarray(X)
+        spread = float(np.nanmax(X) - np.nanmin(X)) if np.isfinite(X).any() else 0.0
+        self.step.fill_(spread / 255 if spread > 0 else 1.0)
+        return self
+
+    def nats(self, X: np.ndarray) -> np.ndarray:
+        """L(x) of each raw row (n, C*H*W), float64 (n,). Pixels outside the image count as 0;
+        a residual touching a missing pixel (NaN) is left out of the mean."""
+        channels, height, width = self.input_shape
+        x = np.asarray(X, dtype=np.float64).reshape(len(X), channels, height, width)
+        padded = np.pad(x, ((0, 0), (0, 0), (1, 0), (1, 0)))
+        west, north, north_west = padded[:, :, 1:, :-1], padded[:, :, :-1, 1:], padded[:, :, :-1, :-1]
+        low, high = np.minimum(west, north), np.maximum(west, north)
+        predicted = np.where(north_west >= high, low, np.where(north_west <= low, high, west + north - north_west))
+        residual = np.abs(x - predicted).reshape(len(X), channels, height * width)
+        step = float(self.step)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a channel with every residual missing
+            scale = np.nanmean(residual, axis=2)
+        scale = np.maximum(np.nan_to_num(scale, nan=0.0), step / 2)
+        return (height * width * (1.0 + np.log(2.0 * scale / step))).sum(axis=1)

@@ -15,9 +15,12 @@ from .inputs import ImageInput, InputSpec, TableInput, default_columns
 from .model import VAEConfig
 from .training import TrainConfig, auto_epochs, auto_patience
 
-# score_type="auto" picks "ratio" from this image height and width up: measured better than
-# "elbo" on 28x28 MNIST, worse on scikit-learn's 8x8 digits.
-RATIO_MIN_SIDE = 16
+# The input-complexity corrections ("ratio" for near-binary images, the code length in "fused"
+# for grey levels) apply from this image height and width up. A generic coder that predicts a
+# pixel from its neighbours needs an image larger than its neighbourhood: "ratio" measured
+# better than "elbo" on 28x28 MNIST and worse on scikit-learn's 8x8 digits; the code length
+# raised Fashion-MNIST (28x28) and cut the 8x8 digits from 0.920 to 0.785 (README, "Which score").
+COMPLEXITY_MIN_SIDE = 16
 # likelihood="auto" picks "bernoulli" for data in [0, 1] only when the values sit near 0 and 1:
 # the mean of 4·x·(1 - x) (0 for binary data, 1 for all values at 0.5) is at most this.
 # Measured: MNIST digits 0.04-0.09 (strokes on background), Fashion-MNIST classes 0.21-0.38,
@@ -83,12 +86,25 @@ def has_context_model(likelihood: str, spec: InputSpec) -> bool:
     return likelihood == "bernoulli" and image_shape(spec) is not None
 
 
+def _large_image(spec: InputSpec) -> bool:
+    shape = image_shape(spec)
+    return shape is not None and min(shape[1:]) >= COMPLEXITY_MIN_SIDE
+
+
+def has_code_length(likelihood: str, spec: InputSpec, score: str) -> bool:
+    """Whether the "fused" score subtracts each image's code length from its reconstruction NLL
+    (complexity.ImageCodeLength): grey-level images (gaussian) of at least COMPLEXITY_MIN_SIDE
+    pixels a side. The bernoulli likelihood of near-binary images is no code length of grey
+    levels; their "ratio" is the correction there."""
+    return score == "fused" and likelihood == "gaussian" and _large_image(spec)
+
+
 def score_type(option: str, likelihood: str, spec: InputSpec) -> str:
     """The score for `option`: "auto" is "ratio" for near-binary images of at least
-    RATIO_MIN_SIDE pixels a side, "fused" for the gaussian likelihood, else "elbo"."""
+    COMPLEXITY_MIN_SIDE pixels a side, "fused" for the gaussian likelihood, else "elbo"."""
     context = has_context_model(likelihood, spec)
     if option == "auto":
-        if context and min(image_shape(spec)[1:]) >= RATIO_MIN_SIDE:
+        if context and _large_image(spec):
             return "ratio"
         return "fused" if likelihood == "gaussian" else "elbo"
     if option == "ratio" and not context:

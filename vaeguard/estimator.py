@@ -249,6 +249,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         if self.config_.variance_floor:
             std = column_moments(train, self.input_spec_)[1] if std is None else std
             self.model_.output_logvar_min.copy_(torch.from_numpy(output_logvar_floor(std, self.scale_)))
+        if self.score_state_.code_length is not None:
+            self.score_state_.code_length.fit(train)
         del train  # the raw rows: not held through training
         Xs = self._standardize(X)
         Xs_train = Xs[train_idx]
@@ -265,7 +267,11 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             # Scales come from the validation rows (training rows when there are none), never
             # from the calibration rows, whose scores must stay exchangeable with new normals.
             scale_idx = val_idx if len(val_idx) else train_idx
-            fit_latent_neighbours(self.model_, self.score_state_, Xs_train[:n_reference], Xs[scale_idx])
+            code_length = self.score_state_.code_length
+            fit_latent_neighbours(
+                self.model_, self.score_state_, Xs_train[:n_reference], Xs[scale_idx],
+                None if code_length is None else code_length.nats(X[scale_idx].astype(np.float32)),
+            )
 
         # Scores come from the raw rows through the scoring front-end, as new rows' scores do.
         self.calibration_scores_ = self._front_end().anomaly_score(X[cal_idx])
@@ -300,7 +306,10 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         self.config_ = defaults.network(params, n_features, self.likelihood_, self.input_spec_)
         n_reference = n_reference if self.score_type_ == "fused" else 0
         context = defaults.has_context_model(self.likelihood_, self.input_spec_)
-        shape = dict(image_shape=defaults.image_shape(self.input_spec_) if context else None, n_reference=n_reference)
+        code_length = defaults.has_code_length(self.likelihood_, self.input_spec_, self.score_type_)
+        image = defaults.image_shape(self.input_spec_)
+        shape = dict(image_shape=image if context else None, n_reference=n_reference,
+                     code_length_shape=image if code_length else None)
         with torch.device("meta"):  # the memory checks, before allocating anything
             probe = ScoreState(**shape, latent_dim=self.latent_dim)
         check_model_size(self.config_, rows=self.batch_size, training=True, extra_values=probe.n_values())
@@ -343,8 +352,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             feature_scales(stats.std, stats.steps, self.input_spec_) if standardize else None,
             n_train=stats.n_train, n_reference=len(stats.reference),
         )
-        if self.score_state_.context is not None:
-            raise ValueError("out-of-core training reads tables: image models (with a context model) train in memory")
+        if self.score_state_.context is not None or self.score_state_.code_length is not None:
+            raise ValueError("out-of-core training reads tables: image models train in memory")
         batch_size = max(1, min(self.batch_size, stats.n_train))
         validation = self._standardize(stats.validation)
         self.history_ = train_vae_batches(

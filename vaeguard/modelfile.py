@@ -159,8 +159,8 @@ def is_standardizing(mean: np.ndarray, scale: np.ndarray) -> bool:
 # The score state (scoring.ScoreState) travels where format 2 put it, inside the network: its
 # shape in `model_config`, its tensors among the "model." ones. So files of every version read
 # alike, and the network's part of the file is the VAE alone once these are set apart.
-SCORE_CONFIG_FIELDS = ("context_model", "latent_neighbours")
-SCORE_TENSOR_PREFIXES = ("context.", "neighbours.")
+SCORE_CONFIG_FIELDS = ("context_model", "latent_neighbours", "code_length")
+SCORE_TENSOR_PREFIXES = ("context.", "neighbours.", "code_length.")
 
 
 def _learned(attribute: str, section: str | None = None):
@@ -352,8 +352,8 @@ _FIELDS = [
 ]
 
 # Fields checked when present: estimator parameters and model_config fields that a file may
-# predate (the categorical groups, the variance floor, the latent neighbour count). They mirror the estimator's
-# `_parameter_constraints`, which need scikit-learn.
+# predate (the categorical groups, the variance floor, the latent neighbour count, the image
+# code length). They mirror the estimator's `_parameter_constraints`, which need scikit-learn.
 _FIELDS_IF_PRESENT = [
     ("model_config.groups", lambda v: isinstance(v, list) and all(isinstance(g, list) and len(g) == 2 and all(_is_int(i) and i >= 0 for i in g) for g in v),
      "a list of [first feature, width] pairs"),
@@ -377,6 +377,7 @@ _FIELDS_IF_PRESENT = [
     ("params.threads", lambda v: v == "auto" or _int_at_least(1)(v), "auto or an integer >= 1"),
     ("params.verbose", lambda v: isinstance(v, bool) or _int_at_least(0)(v), "true, false or an integer >= 0"),
     ("model_config.latent_neighbours", _int_at_least(0), "an integer >= 0"),
+    ("model_config.code_length", lambda v: isinstance(v, bool), "true or false"),
 ]
 
 # The fields each threshold rule needs (see calibration.describe_threshold_rule).
@@ -457,6 +458,8 @@ def _check_consistent(description: dict) -> None:
         )
     if fitted["score_type"] == "fused" and not config.get("latent_neighbours"):
         raise ModelFileError("field 'fitted.score_type' is \"fused\" but 'model_config.latent_neighbours' is 0: the model holds no neighbours")
+    if config.get("code_length") and (fitted["score_type"] != "fused" or description["input"].get("kind") != "images"):
+        raise ModelFileError("field 'model_config.code_length' is true but the model is not an image model with the fused score")
     if fitted["score_type"] == "ratio" and not config["context_model"]:
         raise ModelFileError("field 'fitted.score_type' is \"ratio\" but 'model_config.context_model' is false: the model holds no context model")
 

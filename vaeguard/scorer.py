@@ -268,6 +268,10 @@ class Scorer:
         naming the row and column of an infinite value, or of one outside [0, 1] for the
         bernoulli likelihood, or a row with every cell missing), rounded to float32,
         standardised; a missing cell stays NaN."""
+        return standardize(self._checked(X), self.mean, self.scale, self.input_spec)
+
+    def _checked(self, X) -> np.ndarray:
+        """Raw rows checked as `prepare` says and rounded to float32, not standardised."""
         X = np.asarray(X)
         if X.dtype not in (np.float32, np.float64):
             X = X.astype(np.float64)
@@ -278,15 +282,17 @@ class Scorer:
         with np.errstate(over="ignore"):  # beyond float32: inf, and the score says so (not finite)
             X = X.astype(np.float32, copy=False)
         check_unit_range(X, self.likelihood, self.input_spec)
-        return standardize(X, self.mean, self.scale, self.input_spec)
+        return X
 
     def score_and_explain(self, X, *, explain: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """The scoring front-end: anomaly scores of raw rows (float64, higher = more anomalous)
         and, with `explain`, the per-feature reconstruction NLL, from one forward pass."""
-        X = self.prepare(X)
+        X = self._checked(X)
+        code_length = self.score_state.code_length
         return score_and_explain(
-            self.model, X, self.score_type, n_samples=self.n_importance_samples, seed=self.seed, explain=explain,
-            state=self.score_state, rows=self.rows,
+            self.model, standardize(X, self.mean, self.scale, self.input_spec), self.score_type,
+            n_samples=self.n_importance_samples, seed=self.seed, explain=explain, state=self.score_state, rows=self.rows,
+            code_lengths=None if code_length is None else code_length.nats(X),
         )
 
     def anomaly_score(self, X) -> np.ndarray:

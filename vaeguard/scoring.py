@@ -23,7 +23,7 @@ import torch
 
 from torch import nn
 
-from .complexity import LocalContextModel
+from .complexity import ImageCodeLength, LocalContextModel
 from .footprint import check_model_size, model_footprint
 from .latent import LatentNeighbours
 from .limits import check_importance_samples
@@ -35,8 +35,9 @@ SCORE_DESCRIPTIONS = {
     "ratio": "negative ELBO minus -log p(x) under a local pixel-context model (images only): "
     "a log-likelihood ratio that discounts how simple the image is",
     "recon": "reconstruction negative log-likelihood at the posterior mean",
-    "fused": "mean of the robust z-scores of the reconstruction NLL and of the distance from the "
-    "latent code to its 5th nearest training code (latent density beside reconstruction)",
+    "fused": "mean of the robust z-scores of the reconstruction NLL (for grey-level images of 16 pixels a "
+    "side or more, less the image's code length under a generic coder) and of the distance from the latent "
+    "code to its 5th nearest training code (latent density beside reconstruction)",
     "iwae": "importance-weighted estimate of -log p(x) with K posterior samples",
     "kl": "KL(q(z|x) || p(z)): how far the code sits from the prior",
 }
@@ -79,17 +80,28 @@ def scoring_rows(cfg, score_type: str, n_samples: int = 64, state: "ScoreState |
 
 class ScoreState(nn.Module):
     """What a score reads beside the network, fitted on the training data but not by gradient:
-    the local pixel-context model of the "ratio" score (vaeguard.complexity) and the reference
-    codes and part scales of the "fused" score (vaeguard.latent). Either may be absent.
+    the local pixel-context model of the "ratio" score (vaeguard.complexity), the reference
+    codes and part scales of the "fused" score (vaeguard.latent) and, for grey-level images,
+    the image code length that "fused" subtracts from the reconstruction NLL
+    (vaeguard.complexity.ImageCodeLength). Each may be absent.
 
     Its buffers travel in the model file beside the network's (`tensors`, `from_file`); `config`
-    is what rebuilds it empty: `{"context_model": bool, "latent_neighbours": int}`.
+    is what rebuilds it empty: `{"context_model": bool, "latent_neighbours": int}`, plus
+    `"code_length": true` when it holds the code length.
     """
 
-    def __init__(self, *, image_shape: tuple[int, int, int] | None = None, n_reference: int = 0, latent_dim: int = 0):
+    def __init__(
+        self,
+        *,
+        image_shape: tuple[int, int, int] | None = None,
+        n_reference: int = 0,
+        latent_dim: int = 0,
+        code_length_shape: tuple[int, int, int] | None = None,
+    ):
         super().__init__()
         self.context = LocalContextModel(image_shape) if image_shape is not None else None
         self.neighbours = LatentNeighbours(n_reference, latent_dim) if n_reference else None
+        self.code_length = ImageCodeLength(code_length_shape) if code_length_shape is not None else None
 
     @classmethod
     def from_config(cls, config: dict, *, likelihood: str, image_shape, latent_dim: int) -> "ScoreState":
@@ -102,17 +114,31 @@ class ScoreState(nn.Module):
         n_reference = int(config.get("latent_neighbours", 0))
         if n_reference < 0:
             raise ValueError(f"latent_neighbours must be >= 0, got {n_reference}")
-        return cls(image_shape=image_shape if config.get("context_model") else None, n_reference=n_reference, latent_dim=latent_dim)
+        code_length = bool(config.get("code_length", False))  # files before it have no such field
+        if code_length:
+            if image_shape is None or len(image_shape) != 3:
+                raise ValueError("the image code length needs input_shape=(channels, height, width)")
+            if not n_reference:
+                raise ValueError("the image code length corrects the fused score: it needs latent neighbours")
+        return cls(
+            image_shape=image_shape if config.get("context_model") else None,
+            n_reference=n_reference,
+            latent_dim=latent_dim,
+            code_length_shape=image_shape if code_length else None,
+        )
 
     def n_values(self) -> int:
         """How many numbers it holds (counted with the network's parameters in memory estimates)."""
         return sum(b.numel() for b in self.buffers())
 
     def config(self) -> dict:
-        return {
+        config = {
             "context_model": self.context is not None,
             "latent_neighbours": len(self.neighbours.codes) if self.neighbours is not None else 0,
         }
+        if self.code_length is not None:  # absent when false, as in files written before it
+            config["code_length"] = True
+        return config
 
     def tensors(self) -> dict[str, np.ndarray]:
         """Its buffers by name ("context.logits", "neighbours.codes", ...), float32 on the CPU."""
@@ -182,24 +208,40 @@ def fit_level_offsets(model: VAE, batches: Iterable[np.ndarray]) -> None:
 
 
 @torch.no_grad()
-def fit_latent_neighbours(model: VAE, state: ScoreState, X_reference: np.ndarray, X_scale: np.ndarray) -> None:
+def fit_latent_neighbours(
+    model: VAE, state: ScoreState, X_reference: np.ndarray, X_scale: np.ndarray, code_lengths: np.ndarray | None = None
+) -> None:
     """Store the codes of X_reference in `state` and scale the fused score's parts on X_scale.
 
     X_scale should be held-out normal rows (not the calibration rows, whose scores set the
-    threshold); `state` must have been built with n_reference=len(X_reference).
+    threshold); `state` must have been built with n_reference=len(X_reference). With an image
+    code length in `state`, `code_lengths` are those of the X_scale rows (`state.code_length.nats`
+    of the raw rows, whose grey-level step it must already hold).
     """
     if state.neighbours is None:
         raise ValueError("the score state holds no latent neighbours (ScoreState(n_reference=N, ...))")
     model.eval()
     state.neighbours.fit(torch.as_tensor(encode_means(model, X_reference, block_rows(model.cfg, state.n_values()))))
-    both = torch.as_tensor(fused_parts(model, X_scale, state))
+    both = torch.as_tensor(fused_parts(model, X_scale, state, code_lengths))
     state.neighbours.set_scales(both[:, 0], both[:, 1])
 
 
+def _corrected(recon: torch.Tensor, state: ScoreState, code_lengths: np.ndarray | None) -> torch.Tensor:
+    """The fused score's first part, float64: the reconstruction NLL, less the image code length
+    when the state holds one (ValueError when it does and `code_lengths` is None)."""
+    recon = recon.double()
+    if state.code_length is None:
+        return recon
+    if code_lengths is None or len(code_lengths) != len(recon):
+        raise ValueError("this model's fused score subtracts each image's code length: pass code_lengths, one per row")
+    return recon - torch.as_tensor(np.asarray(code_lengths, dtype=np.float64), device=recon.device)
+
+
 @torch.inference_mode()
-def fused_parts(model: VAE, X: np.ndarray, state: ScoreState) -> np.ndarray:
+def fused_parts(model: VAE, X: np.ndarray, state: ScoreState, code_lengths: np.ndarray | None = None) -> np.ndarray:
     """The two parts of the fused score before scaling, float64 (n, 2): the reconstruction NLL
-    and the distance from the latent code to its k-th nearest reference code.
+    (less the image code length `code_lengths`, for a state that holds one) and the distance
+    from the latent code to its k-th nearest reference code.
 
     Shows which part carries the signal on a data set (benchmarks/score_types.py).
     """
@@ -211,7 +253,11 @@ def fused_parts(model: VAE, X: np.ndarray, state: ScoreState) -> np.ndarray:
         return torch.stack([terms.recon, state.neighbours.distance(terms.mu)], dim=1)
 
     both = _run(model, X, parts, block_rows(model.cfg, state.n_values()))
-    return both.double().cpu().numpy() if both is not None else np.empty((0, 2))
+    if both is None:
+        return np.empty((0, 2))
+    both = both.double()
+    both[:, 0] = _corrected(both[:, 0], state, code_lengths)
+    return both.cpu().numpy()
 
 
 def check_score_type(score_type: str, state: ScoreState | None = None) -> None:
@@ -241,13 +287,16 @@ def score_and_explain(
     explain: bool = True,
     state: ScoreState | None = None,
     rows: int | None = None,
+    code_lengths: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Anomaly score per row of X (float64, (n,)) and, with `explain`, the per-feature
     reconstruction NLL at the posterior mean (float64, (n, d)) from the same forward pass.
 
     Feature rows sum to the 'recon' score, and to the 'elbo' score minus its KL part.
     `state` holds what "ratio" and "fused" read; `rows` is `scoring_rows` of the model, which
-    a caller scoring many chunks asks once (without it, it is asked here).
+    a caller scoring many chunks asks once (without it, it is asked here). `code_lengths`: each
+    row's image code length, for a "fused" state that holds one (`Scorer` computes them from
+    the raw rows).
     """
     check_score_type(score_type, state)
     rows = scoring_rows(model.cfg, score_type, n_samples, state) if rows is None else rows
@@ -264,16 +313,19 @@ def score_and_explain(
         def score_and_features(x: torch.Tensor) -> torch.Tensor:
             terms = model(x)
             if score_type == "ratio":
-                score = terms.recon + terms.kl - state.context.nll(x)
-            elif score_type == "fused":
-                score = state.neighbours.fuse(terms.recon, state.neighbours.distance(terms.mu))
+                score = (terms.recon + terms.kl - state.context.nll(x))[:, None]
+            elif score_type == "fused":  # its parts; fused below, with the code lengths of the whole X
+                score = torch.stack([terms.recon, state.neighbours.distance(terms.mu)], dim=1)
             else:
-                score = {"elbo": terms.recon + terms.kl, "recon": terms.recon, "kl": terms.kl}[score_type]
-            return torch.cat([score[:, None], terms.feature_nll], dim=1) if explain else score[:, None]
+                score = {"elbo": terms.recon + terms.kl, "recon": terms.recon, "kl": terms.kl}[score_type][:, None]
+            return torch.cat([score, terms.feature_nll], dim=1) if explain else score
 
         both = _run(model, X, score_and_features, rows)
+        width = 2 if score_type == "fused" else 1
         scores = None if both is None else both[:, 0]
-        features = None if both is None or not explain else both[:, 1:]
+        if both is not None and score_type == "fused":
+            scores = state.neighbours.fuse(_corrected(both[:, 0], state, code_lengths), both[:, 1])
+        features = None if both is None or not explain else both[:, width:]
     score_array = scores.double().cpu().numpy() if scores is not None else np.empty(0, dtype=np.float64)
     if not explain:
         return score_array, None
@@ -288,9 +340,10 @@ def anomaly_scores(
     seed: int = 0,
     *,
     state: ScoreState | None = None,
+    code_lengths: np.ndarray | None = None,
 ) -> np.ndarray:
     """Anomaly score per row of X (float64, shape (n,)); see SCORE_DESCRIPTIONS."""
-    return score_and_explain(model, X, score_type, n_samples, seed, explain=False, state=state)[0]
+    return score_and_explain(model, X, score_type, n_samples, seed, explain=False, state=state, code_lengths=code_lengths)[0]
 
 
 def feature_scores(model: VAE, X: np.ndarray) -> np.ndarray:
