@@ -136,7 +136,7 @@ class ImageCodeLength(nn.Module):
         a residual touching a missing pixel (NaN) is left out of the mean. Residuals in float32
         (11 us per 28x28 image on one core), their mean and the logarithm in float64."""
         channels, height, width = self.input_shape
-        x = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).view(len(X), channels, height, width)
+        x = torch.from_numpy(np.require(X, np.float32, ["C", "W"])).view(len(X), channels, height, width)
         padded = F.pad(x, (1, 0, 1, 0))
         west, north, north_west = padded[..., 1:, :-1], padded[..., :-1, 1:], padded[..., :-1, :-1]
         # the median edge detector: the median of west, north and west + north - north-west
