@@ -47,6 +47,9 @@ def test_the_code_length_counts_texture_in_nats_whatever_the_grey_scale():
     # the same images in 0-255 grey levels, with the step fitted on them, cost the same
     grey = ImageCodeLength((1, 16, 16)).fit(np.array([[0.0, 255.0]]))
     np.testing.assert_allclose(grey.nats(textured * 255), coder.nats(textured), rtol=1e-6)  # the step is a float32
+    # colour images: each channel coded on its own, the lengths summed
+    rgb = ImageCodeLength((3, 16, 16)).fit(np.array([[0.0, 1.0]]))
+    np.testing.assert_allclose(rgb.nats(np.tile(textured, 3)), 3 * coder.nats(textured), rtol=1e-12)
     # a missing pixel leaves its residuals out instead of making the length NaN
     gappy = textured.copy()
     gappy[:, 40] = np.nan
