@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import argparse
 import glob
-import math
 import shlex
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +36,7 @@ from sklearn.metrics import roc_auc_score
 from _common import log, publish, resolve_dir, run_header
 
 import far_benchmarks
-from far_scores import split_indices
+from far_scores import split_indices, zlib_nats
 from oneclass_benchmarks import DATA_DIR_ENV, DEFAULT_DATA_DIR, load_split
 from vaeguard import VAEAnomalyDetector
 from vaeguard.calibration import conformal_threshold
@@ -47,41 +45,34 @@ from vaeguard.complexity import ImageCodeLength
 SHAPE = (1, 28, 28)
 
 
-def _grey(X: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(np.asarray(X) * 255), 0, 255).astype(np.uint8)
-
-
-def _zlib(level: int):
-    return lambda X: np.array([8 * len(zlib.compress(row.tobytes(), level)) * math.log(2) for row in _grey(X)])
-
-
-def _neighbours(X: np.ndarray):
-    x = _grey(X).reshape(len(X), SHAPE[1], SHAPE[2]).astype(np.float64)
-    padded = np.pad(x, ((0, 0), (1, 0), (1, 0)))
-    return x, padded[:, 1:, :-1], padded[:, :-1, 1:], padded[:, :-1, :-1]  # pixel, west, north, north-west
+def _coder() -> ImageCodeLength:
+    return ImageCodeLength(SHAPE).fit(np.array([0.0, 1.0]))  # the 8-bit step
 
 
 def _residuals(X: np.ndarray) -> np.ndarray:
-    x, west, north, nw = _neighbours(X)
-    low, high = np.minimum(west, north), np.maximum(west, north)
-    return np.abs(x - np.where(nw >= high, low, np.where(nw <= low, high, west + north - nw)))
+    """The package's median-edge-detector residuals, in grey levels (n, H*W)."""
+    return 255.0 * _coder().residuals(X)[:, 0].double().numpy()
 
 
 def _log_residuals(X: np.ndarray) -> np.ndarray:
-    return (2 * np.log1p(_residuals(X))).reshape(len(X), -1).sum(axis=1)
+    return (2 * np.log1p(_residuals(X))).sum(axis=1)
 
 
 def _context_code_length(X: np.ndarray) -> np.ndarray:
-    _, west, north, nw = _neighbours(X)
-    scale = 0.5 + 0.5 * (np.abs(west - nw) + np.abs(north - nw))
-    return (np.log(2 * scale) + _residuals(X) / scale).reshape(len(X), -1).sum(axis=1)
+    """A Laplace per pixel whose scale follows the activity of its west, north and north-west
+    neighbours (in grey levels), coding the same residuals."""
+    x = np.clip(np.rint(np.asarray(X) * 255), 0, 255).reshape(len(X), SHAPE[1], SHAPE[2])
+    padded = np.pad(x, ((0, 0), (1, 0), (1, 0)))
+    west, north, nw = padded[:, 1:, :-1], padded[:, :-1, 1:], padded[:, :-1, :-1]
+    scale = (0.5 + 0.5 * (np.abs(west - nw) + np.abs(north - nw))).reshape(len(X), -1)
+    return (np.log(2 * scale) + _residuals(X) / scale).sum(axis=1)
 
 
 def _code_length(X: np.ndarray) -> np.ndarray:
-    return ImageCodeLength(SHAPE).fit(np.array([0.0, 1.0])).nats(np.asarray(X, np.float32))
+    return _coder().nats(np.asarray(X, np.float32))
 
 
-MEASURES = {"none": lambda X: np.zeros(len(X)), "zlib9": _zlib(9), "zlib1": _zlib(1), "code length": _code_length,
+MEASURES = {"none": lambda X: np.zeros(len(X)), "zlib9": zlib_nats, "zlib1": lambda X: zlib_nats(X, 1), "code length": _code_length,
             "log residuals": _log_residuals, "context code length": _context_code_length}
 
 
@@ -103,7 +94,7 @@ def far(stats_path: Path, far_args: str, data_dir: Path) -> dict:
     cal, val = split_indices(VAEAnomalyDetector(random_state=0), len(X_train))
     raw = {"validation": X_train[val], "calibration": X_train[cal], "normals": normals, **far_sets}
     stats = np.load(stats_path)
-    if not np.allclose(_zlib(9)(raw["validation"][:50]), stats["validation/zlib"][:50]):
+    if not np.allclose(zlib_nats(raw["validation"][:50]), stats["validation/zlib"][:50]):
         raise SystemExit(f"{stats_path}: its rows are not the ones these --far-args give")
     out = {}
     for name, measure in MEASURES.items():

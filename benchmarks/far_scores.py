@@ -65,10 +65,10 @@ def statistics(est: VAEAnomalyDetector, X: np.ndarray) -> dict[str, np.ndarray]:
             "zlib": zlib_nats(X), "code length": code_length}
 
 
-def zlib_nats(X: np.ndarray) -> np.ndarray:
-    """Code length of each image (grey levels as bytes) under zlib level 9, in nats."""
+def zlib_nats(X: np.ndarray, level: int = 9) -> np.ndarray:
+    """Code length of each image (grey levels as bytes) under zlib at `level`, in nats."""
     pixels = np.clip(np.rint(np.asarray(X) * 255), 0, 255).astype(np.uint8)
-    return np.array([8 * len(zlib.compress(row.tobytes(), 9)) * math.log(2) for row in pixels])
+    return np.array([8 * len(zlib.compress(row.tobytes(), level)) * math.log(2) for row in pixels])
 
 
 class Candidates:

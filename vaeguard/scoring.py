@@ -226,6 +226,11 @@ def fit_latent_neighbours(
     state.neighbours.set_scales(both[:, 0], both[:, 1])
 
 
+def _fused_columns(state: ScoreState, terms) -> torch.Tensor:
+    """The fused score's two parts for a block, (n, 2): reconstruction NLL and latent distance."""
+    return torch.stack([terms.recon, state.neighbours.distance(terms.mu)], dim=1)
+
+
 def _corrected(recon: torch.Tensor, state: ScoreState, code_lengths: np.ndarray | None) -> torch.Tensor:
     """The fused score's first part, float64: the reconstruction NLL, less the image code length
     when the state holds one (ValueError when it does and `code_lengths` is None)."""
@@ -248,11 +253,7 @@ def fused_parts(model: VAE, X: np.ndarray, state: ScoreState, code_lengths: np.n
     check_score_type("fused", state)
     model.eval()
 
-    def parts(x: torch.Tensor) -> torch.Tensor:
-        terms = model(x)
-        return torch.stack([terms.recon, state.neighbours.distance(terms.mu)], dim=1)
-
-    both = _run(model, X, parts, block_rows(model.cfg, state.n_values()))
+    both = _run(model, X, lambda x: _fused_columns(state, model(x)), block_rows(model.cfg, state.n_values()))
     if both is None:
         return np.empty((0, 2))
     both = both.double()
@@ -315,7 +316,7 @@ def score_and_explain(
             if score_type == "ratio":
                 score = (terms.recon + terms.kl - state.context.nll(x))[:, None]
             elif score_type == "fused":  # its parts; fused below, with the code lengths of the whole X
-                score = torch.stack([terms.recon, state.neighbours.distance(terms.mu)], dim=1)
+                score = _fused_columns(state, terms)
             else:
                 score = {"elbo": terms.recon + terms.kl, "recon": terms.recon, "kl": terms.kl}[score_type][:, None]
             return torch.cat([score, terms.feature_nll], dim=1) if explain else score
