@@ -273,9 +273,10 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
                 None if code_length is None else code_length.nats(X[scale_idx].astype(np.float32)),
             )
 
-        # Scores come from the raw rows through the scoring front-end, as new rows' scores do.
-        self.calibration_scores_ = self._front_end().anomaly_score(X[cal_idx])
+        # Scores come from the raw rows through the scoring front-end, as new rows' scores do; a
+        # row scores the same in any batch, so the calibration rows' are read off all rows' scores.
         training_scores = self._front_end().anomaly_score(X)
+        self.calibration_scores_ = training_scores[cal_idx]
         if self.contamination == "auto":
             self.set_threshold(fpr=self.fpr)
         else:
