@@ -127,3 +127,26 @@ def test_model_footprint_counts_what_a_forward_pass_outputs(cfg):
         model.decode(model.encode(torch.rand(1, cfg.input_dim))[0])
     n_params = sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers())
     assert model_footprint(cfg) == (n_params, sum(counted) + 3 * cfg.input_dim)
+
+
+def test_training_takes_adams_fused_kernel_and_the_plain_loop_where_torch_has_none(monkeypatch):
+    import vaeguard.training as training
+
+    model = VAE(VAEConfig(input_dim=4, latent_dim=2, hidden_dims=(8,)))
+    if tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 4):  # CPU fused kernel since 2.4
+        assert training.adam(model, TrainConfig()).defaults["fused"]
+    plain = torch.optim.Adam
+
+    class NoFusedKernel(plain):  # what torch < 2.4 does on the CPU
+        def __init__(self, params, **kwargs):
+            if kwargs.get("fused"):
+                raise RuntimeError("`fused=True` requires all the params to be CUDA tensors")
+            super().__init__(params, **kwargs)
+
+    monkeypatch.setattr(training.torch.optim, "Adam", NoFusedKernel)
+    optimizer = training.adam(model, TrainConfig(learning_rate=0.01))
+    assert not optimizer.defaults.get("fused") and optimizer.defaults["lr"] == 0.01
+    assert len(optimizer.param_groups[0]["params"]) == len(list(model.parameters()))
+    X = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    history = train_vae(model, X, None, TrainConfig(epochs=2), seed=0, device=torch.device("cpu"))
+    assert len(history["train_loss"]) == 2 and np.isfinite(history["train_loss"]).all()
