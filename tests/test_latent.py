@@ -112,3 +112,23 @@ def test_large_training_sets_keep_a_capped_random_subset_of_codes():
     small = VAEAnomalyDetector(**{**FAST, "epochs": 1}).fit(X[:500])
     held_out = round(small.calibration_fraction * 500) + round(small.validation_fraction * 500)
     assert len(small.score_state_.neighbours.codes) == 500 - held_out  # every training row
+
+
+def test_candidate_search_finds_what_topk_finds():
+    """The grouped search (`latent._candidates`) returns the m smallest of each row, as topk
+    does, also for rows tied at the m-th value (duplicated codes) and NaN rows."""
+    from vaeguard.latent import _GROUP, _candidates
+
+    rng = np.random.default_rng(2)
+    ranking = rng.normal(size=(300, 64 * _GROUP)).astype(np.float32)
+    ranking[:60, 200:260] = ranking[:60, :60]  # duplicated codes: ties at every rank
+    ranking[60:70] = np.round(ranking[60:70], 1)  # many ties
+    ranking[70, 5] = np.nan
+    ranking = torch.as_tensor(ranking)
+    for m in (1, 10, 40):
+        got = _candidates(ranking, m)
+        assert got.shape == (300, m) and all(len(set(row.tolist())) == m for row in got)
+        want = ranking.topk(m, dim=1, largest=False).values
+        ok = torch.ones(300, dtype=torch.bool)
+        ok[70] = False  # a NaN row: any m columns will do
+        assert torch.equal(ranking.gather(1, got).sort(dim=1).values[ok], want.sort(dim=1).values[ok])
