@@ -11,6 +11,7 @@ many more (`python -m pytest -m slow tests/test_hostile.py --hypothesis-show-sta
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import gzip
@@ -18,6 +19,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import signal
 import stat
 import struct
@@ -706,10 +708,17 @@ def one_line_error(result, code: int = 1) -> str:
     return text
 
 
+def session_dir(prefix: str) -> Path:
+    """A folder for what a test session builds once (the cached models), removed when it ends."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return root
+
+
 @functools.lru_cache(maxsize=1)
 def _cli_table_model() -> tuple[Path, float]:
     """A tiny gaussian table model with an id column, trained through the CLI (once)."""
-    root = Path(tempfile.mkdtemp(prefix="vaeguard-hostile-"))
+    root = session_dir("vaeguard-hostile-")
     rng = np.random.default_rng(0)
     lines = ["id,a,b,c"] + [f"n{i},{x:.4f},{y:.4f},{x + y:.4f}" for i, (x, y) in enumerate(rng.normal(size=(120, 2)))]
     (root / "train.csv").write_text("\n".join(lines) + "\n")

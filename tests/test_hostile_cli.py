@@ -23,7 +23,7 @@ import numpy as np
 from hypothesis import assume, event
 from hypothesis import strategies as st
 from PIL import Image
-from test_hostile import _cli_table_model, fast_and_slow, invoke, one_line_error, snapshot, time_limit
+from test_hostile import _cli_table_model, fast_and_slow, invoke, one_line_error, session_dir, snapshot, time_limit
 
 from vaeguard import limits
 from vaeguard.calibration import LABEL_RULES
@@ -312,7 +312,7 @@ test_heatmaps_of_a_table_model, test_heatmaps_of_a_table_model_slow = _heatmaps_
 
 @functools.lru_cache(maxsize=1)
 def image_model() -> Path:
-    root = Path(tempfile.mkdtemp(prefix="vaeguard-hostile-cli-"))
+    root = session_dir("vaeguard-hostile-cli-")
     (root / "imgs").mkdir()
     rng = np.random.default_rng(0)
     for i in range(12):

@@ -26,7 +26,7 @@ from hypothesis import assume
 from hypothesis import strategies as st
 
 import vaeguard
-from test_hostile import FAST_DETECTOR, fast_and_slow, invoke, one_line_error, peak_rss
+from test_hostile import FAST_DETECTOR, fast_and_slow, invoke, one_line_error, peak_rss, session_dir
 from vaeguard import limits
 from vaeguard.errors import DataError, ModelFileError
 from vaeguard.limits import MAX_INTERPOLATION_STEPS, MAX_SAMPLES
@@ -40,7 +40,7 @@ DIGEST_MISMATCH = "tensor data does not match its digest: the file was altered o
 def _model() -> tuple[Path, np.ndarray]:
     """A tiny gaussian table model (4 features, fused score), saved once, and its data."""
     X = np.random.default_rng(0).normal(size=(60, 4))
-    path = Path(tempfile.mkdtemp(prefix="vaeguard-hostile-model-")) / "m.vgm"
+    path = session_dir("vaeguard-hostile-model-") / "m.vgm"
     vaeguard.VAEAnomalyDetector(**FAST_DETECTOR).fit(X).save(path)
     return path, X
 
