@@ -8,7 +8,8 @@ the package). No network is fitted here.
 
 Measures: `zlib9` and `zlib1`, the zlib code length at levels 9 and 1 (Serra et al. used real
 compressors); `code length`, the package's (vaeguard.complexity.ImageCodeLength: LOCO-I's
-median edge predictor, residuals coded by a discretised Laplace); `log residuals`, the sum of
+median edge predictor, residuals coded by a discretised Laplace, or the pixels stored raw where
+that is shorter), and `code length, no raw fallback` the Laplace code alone; `log residuals`, the sum of
 2 log(1 + |residual|) over the same residuals (no code length); `context code length`, a
 Laplace whose scale follows each pixel's neighbourhood activity. `none` is the fused score as
 it was.
@@ -72,7 +73,14 @@ def _code_length(X: np.ndarray) -> np.ndarray:
     return _coder().nats(np.asarray(X, np.float32))
 
 
-MEASURES = {"none": lambda X: np.zeros(len(X)), "zlib9": zlib_nats, "zlib1": lambda X: zlib_nats(X, 1), "code length": _code_length,
+def _laplace_code_length(X: np.ndarray) -> np.ndarray:
+    """The package's code length without its raw fallback (as it was before it had one)."""
+    scale = np.maximum(_residuals(X).mean(axis=1), 0.5)  # in grey levels: at least half a step
+    return SHAPE[1] * SHAPE[2] * (1 + np.log(2 * scale))
+
+
+MEASURES = {"none": lambda X: np.zeros(len(X)), "zlib9": zlib_nats, "zlib1": lambda X: zlib_nats(X, 1),
+            "code length, no raw fallback": _laplace_code_length, "code length": _code_length,
             "log residuals": _log_residuals, "context code length": _context_code_length}
 
 

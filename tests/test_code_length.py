@@ -44,6 +44,10 @@ def test_the_code_length_counts_texture_in_nats_whatever_the_grey_scale():
     np.testing.assert_allclose(coder.nats(flat[:2]), 256.0)
     assert coder.nats(flat).max() < coder.nats(textured).min()
     assert coder.nats(noise).min() > coder.nats(textured).max()
+    # but no more than its pixels stored raw as 8-bit levels, a compressor's fallback: uniform
+    # noise would cost about 6.1 nats a pixel under the Laplace, and look simpler than it is
+    np.testing.assert_allclose(coder.nats(noise), 256 * np.log(256))
+    assert (coder.nats(2 * noise) > 256 * np.log(256)).all()  # 512 levels: no 8-bit code fits
     # the same images in 0-255 grey levels, with the step fitted on them, cost the same
     grey = ImageCodeLength((1, 16, 16)).fit(np.array([[0.0, 255.0]]))
     np.testing.assert_allclose(grey.nats(textured * 255), coder.nats(textured), rtol=1e-6)  # the step is a float32
