@@ -28,12 +28,13 @@ N_NEIGHBOURS = 5
 # AUROC -0.0005 over the 14 tables (worst: mammography -0.004), +0.0002 over 8 Fashion classes.
 MAX_REFERENCE_CODES = 2_048
 # Rows ranked at once: a 256 x 2,048 float32 block (2 MB). Measured on 100,000 rows against
-# 2,048 codes, one thread: 64 rows 0.76 s, 256 rows 0.42-0.48 s, 512 0.40-0.58 s (the
-# candidate search below has a fixed cost per block; topk alone was fastest at 64 rows).
+# 2,048 codes, one thread, two runs each: 64 rows 0.76-0.81 s, 128 0.52-0.53, 256 0.48-0.49,
+# 512 0.50-0.58, 1,024 0.48-0.59 (the candidate search has a fixed cost per block; topk alone
+# was fastest at 64 rows, and takes 0.86-0.88 s: README, "Where a fit's time goes").
 _CHUNK = 256
 # Reference codes per group of the candidate search (`_candidates`): column j of the ranking
-# sits in group j mod (columns / _GROUP). Measured as above: 4 0.43-0.81 s, 8 0.40-0.48 s,
-# 16 0.42-0.52 s, 32 0.45-0.51 s.
+# sits in group j mod (columns / _GROUP). Measured as above, at 256 and 512 rows: 4 0.43-0.81 s,
+# 8 0.40-0.48, 16 0.42-0.52, 32 0.45-0.51.
 _GROUP = 8
 
 
