@@ -109,36 +109,41 @@ class LatentNeighbours(nn.Module):
 
 
 def _candidates(ranking: torch.Tensor, m: int) -> torch.Tensor:
-    """Column indices of the m smallest values in each row of `ranking` (n, width): the set
+    """Column indices of the m smallest values in each row of `ranking` (n, width): the values
     `topk` gives, found about 1.5x faster on a CPU (README, "Where a fit's time goes").
 
     The m smallest values of a row lie in the m groups (of `_GROUP` columns) with the smallest
     minima: a group ranked below those m holds no value smaller than m others. So a value-only
     partition (numpy's is vectorised, where torch's topk sorts row by row) finds the m-th
     smallest group minimum, the m groups at or under it are kept, and a second partition over
-    their m * _GROUP values keeps the m smallest, by threshold again. Rows where a threshold is
-    tied (duplicated training codes) or NaN go to topk.
+    their m * _GROUP values keeps the m smallest, by threshold again. Ties at a threshold
+    (duplicated training codes) go to the lower column, as equal values may; NaN rows to topk.
     """
     n, width = ranking.shape
     n_groups = width // _GROUP
     if ranking.device.type != "cpu" or n_groups <= m or width % _GROUP:
         return ranking.topk(m, dim=1, largest=False, sorted=False).indices
     group_min = ranking.view(n, _GROUP, n_groups).amin(dim=1).numpy()  # strided groups: vectorised
-    kept, tied = _smallest(group_min, m)
+    kept, nan = _smallest(group_min, m)
     columns = ((kept - (np.arange(n) * n_groups)[:, None])[:, :, None] + np.arange(_GROUP) * n_groups).reshape(n, -1)
-    chosen, tied_again = _smallest(np.take_along_axis(ranking.numpy(), columns, axis=1), m)
+    chosen, nan_again = _smallest(np.take_along_axis(ranking.numpy(), columns, axis=1), m)
     nearest = torch.from_numpy(columns.ravel()[chosen])
-    redo = torch.from_numpy(np.flatnonzero(tied | tied_again))
+    redo = torch.from_numpy(np.flatnonzero(nan | nan_again))
     if len(redo):
         nearest[redo] = ranking[redo].topk(m, dim=1, largest=False, sorted=False).indices
     return nearest
 
 
 def _smallest(values: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Flat indices (n, m) of the m smallest values of each row, and which rows were tied at
-    the m-th (or NaN): those get the first m columns instead, to be replaced."""
-    at_most = values <= np.partition(values, m - 1, axis=1)[:, m - 1 : m]
-    tied = at_most.sum(axis=1) != m
-    if tied.any():
-        at_most[tied] = np.arange(values.shape[1]) < m
-    return np.flatnonzero(at_most).reshape(len(values), m), tied
+    """Flat indices (n, m) of the m smallest values of each row, ties at the m-th broken by
+    column order, and which rows could not be ranked (NaN): those get the first m columns."""
+    kth = np.partition(values, m - 1, axis=1)[:, m - 1 : m]
+    keep = values <= kth
+    unranked = keep.sum(axis=1) != m
+    if unranked.any():  # ties at the m-th value, or NaN
+        rows = np.flatnonzero(unranked)
+        below, at = values[rows] < kth[rows], values[rows] == kth[rows]
+        keep[rows] = below | (at & (np.cumsum(at, axis=1) <= m - below.sum(axis=1, keepdims=True)))
+        unranked = keep.sum(axis=1) != m
+        keep[unranked] = np.arange(values.shape[1]) < m
+    return np.flatnonzero(keep).reshape(len(values), m), unranked
