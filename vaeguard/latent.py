@@ -117,11 +117,13 @@ def _candidates(ranking: torch.Tensor, m: int) -> torch.Tensor:
     partition (numpy's is vectorised, where torch's topk sorts row by row) finds the m-th
     smallest group minimum, the m groups at or under it are kept, and a second partition over
     their m * _GROUP values keeps the m smallest, by threshold again. Ties at a threshold
-    (duplicated training codes) go to the lower column, as equal values may; NaN rows to topk.
+    (duplicated training codes) go to the lower column, as equal values may; NaN rows to topk,
+    and so does a ranking numpy cannot read (off the CPU, or in half precision).
     """
     n, width = ranking.shape
     n_groups = width // _GROUP
-    if ranking.device.type != "cpu" or n_groups <= m or width % _GROUP:
+    readable = ranking.device.type == "cpu" and ranking.dtype in (torch.float32, torch.float64)
+    if not readable or n_groups <= m or width % _GROUP:
         return ranking.topk(m, dim=1, largest=False, sorted=False).indices
     group_min = ranking.view(n, _GROUP, n_groups).amin(dim=1).numpy()  # strided groups: vectorised
     kept, nan = _smallest(group_min, m)
