@@ -6,6 +6,8 @@ frames (a lens cap, a dead camera) among the normal images, because the model re
 blank image better than most of its own data, and the encoder puts it among the training codes.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -48,6 +50,12 @@ def test_the_code_length_counts_texture_in_nats_whatever_the_grey_scale():
     # noise would cost about 6.1 nats a pixel under the Laplace, and look simpler than it is
     np.testing.assert_allclose(coder.nats(noise), 256 * np.log(256))
     assert (coder.nats(2 * noise) > 256 * np.log(256)).all()  # 512 levels: no 8-bit code fits
+    # a read-only array (memory-mapped, say) is read as it is, without torch's warning
+    frozen = textured.astype(np.float32)
+    frozen.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(coder.nats(frozen), coder.nats(textured.astype(np.float32)))
     # the same images in 0-255 grey levels, with the step fitted on them, cost the same
     grey = ImageCodeLength((1, 16, 16)).fit(np.array([[0.0, 255.0]]))
     np.testing.assert_allclose(grey.nats(textured * 255), coder.nats(textured), rtol=1e-6)  # the step is a float32

@@ -135,17 +135,25 @@ class ImageCodeLength(nn.Module):
         self.step.fill_(spread / 255 if spread > 0 else 1.0)
         return self
 
+    def _pixels(self, X: np.ndarray) -> torch.Tensor:
+        """The raw rows as a float32 tensor (n, C, H, W), copied only when X is not already
+        float32, contiguous and writeable (torch warns on a read-only array)."""
+        channels, height, width = self.input_shape
+        return torch.from_numpy(np.require(X, np.float32, ["C", "W"])).view(len(X), channels, height, width)
+
     @torch.no_grad()
     def residuals(self, X: np.ndarray) -> torch.Tensor:
         """|pixel - its median-edge-detector prediction| of each raw row, float32 (n, C, H*W).
         Pixels outside the image count as 0; a residual touching a missing pixel is NaN."""
+        return self._residuals(self._pixels(X))
+
+    def _residuals(self, x: torch.Tensor) -> torch.Tensor:
         channels, height, width = self.input_shape
-        x = torch.from_numpy(np.require(X, np.float32, ["C", "W"])).view(len(X), channels, height, width)
         padded = F.pad(x, (1, 0, 1, 0))
         west, north, north_west = padded[..., 1:, :-1], padded[..., :-1, 1:], padded[..., :-1, :-1]
         # the median edge detector: the median of west, north and west + north - north-west
         predicted = torch.clamp(west + north - north_west, torch.minimum(west, north), torch.maximum(west, north))
-        return (x - predicted).abs_().view(len(X), channels, height * width)
+        return (x - predicted).abs_().view(len(x), channels, height * width)
 
     @torch.no_grad()
     def nats(self, X: np.ndarray) -> np.ndarray:
@@ -153,12 +161,13 @@ class ImageCodeLength(nn.Module):
         (NaN) is left out of the mean. Residuals in float32 (11 us per 28x28 image on one
         core), their mean and the logarithm in float64."""
         channels, height, width = self.input_shape
-        residual = self.residuals(X).double()
+        pixels = self._pixels(X)
+        residual = self._residuals(pixels).double()
         scale = torch.nanmean(residual, dim=2) if torch.isnan(residual).any() else residual.mean(dim=2)
         step = float(self.step)
         scale = torch.nan_to_num(scale, nan=0.0).clamp_(min=step / 2)  # NaN: a channel with no residual left
         per_pixel = 1.0 + torch.log(2.0 * scale / step)
-        x = torch.from_numpy(np.require(X, np.float32, ["C"])).view(len(X), channels, height * width)
+        x = pixels.view(len(X), channels, height * width)
         missing = torch.isnan(x)
         if missing.any():  # left out of the span; a channel with no pixel left gets no raw code
             span = x.masked_fill(missing, -math.inf).amax(dim=2) - x.masked_fill(missing, math.inf).amin(dim=2)
