@@ -132,3 +132,5 @@ def test_candidate_search_finds_what_topk_finds():
         ok = torch.ones(300, dtype=torch.bool)
         ok[70] = False  # a NaN row: any m columns will do
         assert torch.equal(ranking.gather(1, got).sort(dim=1).values[ok], want.sort(dim=1).values[ok])
+    half = ranking[80:].bfloat16()  # numpy cannot read it: topk's set
+    assert torch.equal(_candidates(half, 10).sort(dim=1).values, half.topk(10, dim=1, largest=False, sorted=False).indices.sort(dim=1).values)
