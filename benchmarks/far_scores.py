@@ -55,7 +55,7 @@ def statistics(est: VAEAnomalyDetector, X: np.ndarray) -> dict[str, np.ndarray]:
     model.eval()
 
     def stats(x: torch.Tensor) -> torch.Tensor:
-        terms = model(x)
+        terms = state.terms(model, x)  # the pixel range's cost included, as every score reads it
         context = state.context.nll(x) if state.context is not None else torch.zeros_like(terms.recon)
         return torch.stack([terms.recon, terms.kl, state.neighbours.distance(terms.mu), context], dim=1)
 

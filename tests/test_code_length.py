@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import roc_auc_score
 
 import vaeguard.defaults as defaults
@@ -97,21 +98,26 @@ def test_small_images_and_other_scores_hold_no_code_length():
     assert VAEAnomalyDetector(random_state=0, input_shape=(1, 16, 16), epochs=1, score_type="elbo").fit(big).score_state_.code_length is None
 
 
-def test_a_model_file_keeps_the_code_length_and_scores_identically(tmp_path):
+def test_a_model_file_keeps_the_image_score_state_and_scores_identically(tmp_path):
+    """The code length and the pixel range (tests/test_pixelrange.py) travel in the file."""
     from vaeguard import load
     from vaeguard.cli import app
     from typer.testing import CliRunner
 
-    train, test = blob_images(200, 0), np.r_[blob_images(20, 1), dark_frames(5, 2)]
+    lit_edge = blob_images(5, 3)
+    lit_edge[:, :16] = 1.0  # the top row, brighter than any training image's
+    train, test = blob_images(200, 0), np.r_[blob_images(20, 1), dark_frames(5, 2), lit_edge]
     det = VAEAnomalyDetector(random_state=0, input_shape=(1, 16, 16), epochs=2).fit(train)
     path = det.save(tmp_path / "m.vgm")
     loaded = load(path)
-    assert loaded.score_state_.code_length is not None
+    assert loaded.score_state_.code_length is not None and loaded.score_state_.pixel_range is not None
+    assert (loaded.score_state_.pixel_range.nll(torch.as_tensor(loaded.scorer().prepare(lit_edge), dtype=torch.float32)) > 0).all()
     np.testing.assert_array_equal(loaded.score_samples(test), det.score_samples(test))
     one_by_one = np.concatenate([det.score_samples(test[i : i + 1]) for i in range(len(test))])
     np.testing.assert_array_equal(one_by_one, det.score_samples(test))
     result = CliRunner().invoke(app, ["info", str(path)])
-    assert result.exit_code == 0 and "less each image's code length" in result.output
+    assert result.exit_code == 0
+    assert "less each image's code length, plus log(n + 1) nats per pixel outside its training range" in result.output
 
 
 @pytest.mark.parametrize("kind", ["table", "elbo"])

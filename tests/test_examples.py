@@ -46,7 +46,7 @@ def test_heldout_digits_writes_the_report_offline(tmp_path, run_example):
     assert "scikit-learn's embedded 8x8 digits (no MNIST files in" in out
     per_digit = dict(re.findall(r"\b([5-9]): (\d\.\d+)", out.split("AUROC per held-out digit")[1]))
     assert sorted(per_digit) == list("56789")
-    # well above chance (measured 0.742-0.922, overall 0.847): a reversed score would fail
+    # well above chance (measured 0.753-0.936, overall 0.866): a reversed score would fail
     assert min(map(float, per_digit.values())) > 0.65 and _aurocs(out, "overall AUROC")[0] > 0.75
     page = (tmp_path / "report" / "report.html").read_text()
     assert 'id="generative"' in page
@@ -74,4 +74,4 @@ def test_generate_writes_pngs(tmp_path, run_example):
 
 def test_estimator_basics(run_example):
     out = run_example("estimator_basics.py")
-    assert out.startswith("AUROC ") and _aurocs(out)[0] > 0.8  # measured 0.919
+    assert out.startswith("AUROC ") and _aurocs(out)[0] > 0.8  # measured 0.915

@@ -646,7 +646,9 @@ def info(
         if getattr(state.input, role, None):
             typer.echo(f"{role.replace('_', ' '):<12} {getattr(state.input, role)}")
     typer.echo(f"preprocess   standardize={state.standardizes}")
-    corrected = " (reconstruction NLL less each image's code length)" if state.score_config.get("code_length") else ""
+    parts = [text for key, text in (("code_length", "less each image's code length"),
+                                    ("pixel_range", "plus log(n + 1) nats per pixel outside its training range")) if state.score_config.get(key)]
+    corrected = f" (reconstruction NLL {', '.join(parts)})" if parts else ""
     typer.echo(f"score        {state.score_type}{corrected}")
     rule = describe_threshold_rule(state.threshold_rule)
     typer.echo(f"threshold    {state.threshold:.6g}: {rule}; {len(state.calibration_scores)} calibration scores stored")

@@ -86,6 +86,12 @@ def has_context_model(likelihood: str, spec: InputSpec) -> bool:
     return likelihood == "bernoulli" and image_shape(spec) is not None
 
 
+def has_pixel_range(spec: InputSpec) -> bool:
+    """Whether the score state holds the training range of each pixel (vaeguard.pixelrange):
+    every image model, whatever its likelihood or score."""
+    return image_shape(spec) is not None
+
+
 def _large_image(spec: InputSpec) -> bool:
     shape = image_shape(spec)
     return shape is not None and min(shape[1:]) >= COMPLEXITY_MIN_SIDE

@@ -256,6 +256,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         Xs_train = Xs[train_idx]
         if self.score_state_.context is not None:
             self.score_state_.context.fit(torch.as_tensor(Xs_train, dtype=torch.float32))
+        if self.score_state_.pixel_range is not None:
+            self.score_state_.pixel_range.fit(torch.as_tensor(Xs_train, dtype=torch.float32))
         self.score_state_.to(self.device_)
         self.history_ = train_vae(
             self.model_, Xs_train, Xs[val_idx], train_cfg, seed=self.seed_, device=self.device_,
@@ -310,7 +312,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         code_length = defaults.has_code_length(self.likelihood_, self.input_spec_, self.score_type_)
         image = defaults.image_shape(self.input_spec_)
         shape = dict(image_shape=image if context else None, n_reference=n_reference,
-                     code_length_shape=image if code_length else None)
+                     code_length_shape=image if code_length else None,
+                     range_features=n_features if defaults.has_pixel_range(self.input_spec_) else 0)
         with torch.device("meta"):  # the memory checks, before allocating anything
             probe = ScoreState(**shape, latent_dim=self.latent_dim)
         check_model_size(self.config_, rows=self.batch_size, training=True, extra_values=probe.n_values())

@@ -159,8 +159,8 @@ def is_standardizing(mean: np.ndarray, scale: np.ndarray) -> bool:
 # The score state (scoring.ScoreState) travels where format 2 put it, inside the network: its
 # shape in `model_config`, its tensors among the "model." ones. So files of every version read
 # alike, and the network's part of the file is the VAE alone once these are set apart.
-SCORE_CONFIG_FIELDS = ("context_model", "latent_neighbours", "code_length")
-SCORE_TENSOR_PREFIXES = ("context.", "neighbours.", "code_length.")
+SCORE_CONFIG_FIELDS = ("context_model", "latent_neighbours", "code_length", "pixel_range")
+SCORE_TENSOR_PREFIXES = ("context.", "neighbours.", "code_length.", "pixel_range.")
 
 
 def _learned(attribute: str, section: str | None = None):
@@ -378,6 +378,7 @@ _FIELDS_IF_PRESENT = [
     ("params.verbose", lambda v: isinstance(v, bool) or _int_at_least(0)(v), "true, false or an integer >= 0"),
     ("model_config.latent_neighbours", _int_at_least(0), "an integer >= 0"),
     ("model_config.code_length", lambda v: isinstance(v, bool), "true or false"),
+    ("model_config.pixel_range", lambda v: isinstance(v, bool), "true or false"),
 ]
 
 # The fields each threshold rule needs (see calibration.describe_threshold_rule).
@@ -460,6 +461,8 @@ def _check_consistent(description: dict) -> None:
         raise ModelFileError("field 'fitted.score_type' is \"fused\" but 'model_config.latent_neighbours' is 0: the model holds no neighbours")
     if config.get("code_length") and (fitted["score_type"] != "fused" or description["input"].get("kind") != "images"):
         raise ModelFileError("field 'model_config.code_length' is true but the model is not an image model with the fused score")
+    if config.get("pixel_range") and description["input"].get("kind") != "images":
+        raise ModelFileError("field 'model_config.pixel_range' is true but the model is not an image model")
     if fitted["score_type"] == "ratio" and not config["context_model"]:
         raise ModelFileError("field 'fitted.score_type' is \"ratio\" but 'model_config.context_model' is false: the model holds no context model")
 

@@ -27,7 +27,8 @@ from .complexity import ImageCodeLength, LocalContextModel
 from .footprint import check_model_size, model_footprint
 from .latent import LatentNeighbours
 from .limits import check_importance_samples
-from .model import VAE
+from .model import VAE, ELBOTerms
+from .pixelrange import PixelRange
 
 SCORE_TYPES = ("elbo", "recon", "iwae", "kl", "ratio", "fused")
 SCORE_DESCRIPTIONS = {
@@ -83,11 +84,14 @@ class ScoreState(nn.Module):
     the local pixel-context model of the "ratio" score (vaeguard.complexity), the reference
     codes and part scales of the "fused" score (vaeguard.latent) and, for grey-level images,
     the image code length that "fused" subtracts from the reconstruction NLL
-    (vaeguard.complexity.ImageCodeLength). Each may be absent.
+    (vaeguard.complexity.ImageCodeLength), and, for every image model, the training range of each
+    pixel, whose cost every likelihood score adds to the reconstruction NLL
+    (vaeguard.pixelrange.PixelRange). Each may be absent.
 
     Its buffers travel in the model file beside the network's (`tensors`, `from_file`); `config`
     is what rebuilds it empty: `{"context_model": bool, "latent_neighbours": int}`, plus
-    `"code_length": true` when it holds the code length.
+    `"code_length": true` when it holds the code length and `"pixel_range": true` when it holds
+    the pixel range (files written before either have no such field).
     """
 
     def __init__(
@@ -97,11 +101,13 @@ class ScoreState(nn.Module):
         n_reference: int = 0,
         latent_dim: int = 0,
         code_length_shape: tuple[int, int, int] | None = None,
+        range_features: int = 0,
     ):
         super().__init__()
         self.context = LocalContextModel(image_shape) if image_shape is not None else None
         self.neighbours = LatentNeighbours(n_reference, latent_dim) if n_reference else None
         self.code_length = ImageCodeLength(code_length_shape) if code_length_shape is not None else None
+        self.pixel_range = PixelRange(range_features) if range_features else None
 
     @classmethod
     def from_config(cls, config: dict, *, likelihood: str, image_shape, latent_dim: int) -> "ScoreState":
@@ -120,11 +126,15 @@ class ScoreState(nn.Module):
                 raise ValueError("the image code length needs input_shape=(channels, height, width)")
             if not n_reference:
                 raise ValueError("the image code length corrects the fused score: it needs latent neighbours")
+        pixel_range = bool(config.get("pixel_range", False))
+        if pixel_range and (image_shape is None or len(image_shape) != 3):
+            raise ValueError("the pixel range needs input_shape=(channels, height, width)")
         return cls(
             image_shape=image_shape if config.get("context_model") else None,
             n_reference=n_reference,
             latent_dim=latent_dim,
             code_length_shape=image_shape if code_length else None,
+            range_features=math.prod(image_shape) if pixel_range else 0,
         )
 
     def n_values(self) -> int:
@@ -138,7 +148,17 @@ class ScoreState(nn.Module):
         }
         if self.code_length is not None:  # absent when false, as in files written before it
             config["code_length"] = True
+        if self.pixel_range is not None:  # likewise
+            config["pixel_range"] = True
         return config
+
+    def terms(self, model: VAE, x: torch.Tensor) -> ELBOTerms:
+        """The model's ELBO terms for a block x, with the pixel range's cost in the
+        reconstruction NLL when the state holds one: what every score reads."""
+        terms = model(x)
+        if self.pixel_range is None:
+            return terms
+        return ELBOTerms(terms.feature_nll + self.pixel_range.feature_nll(x), terms.kl, terms.mu)
 
     def tensors(self) -> dict[str, np.ndarray]:
         """Its buffers by name ("context.logits", "neighbours.codes", ...), float32 on the CPU."""
@@ -167,8 +187,13 @@ def _run(model: VAE, X: np.ndarray, fn, rows: int | None = None) -> torch.Tensor
     return torch.cat(parts) if parts else None
 
 
+def _terms(model: VAE, x: torch.Tensor, state: ScoreState | None) -> ELBOTerms:
+    return model(x) if state is None else state.terms(model, x)
+
+
 @torch.inference_mode()
-def _iwae_nll(model: VAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+def _iwae_nll(model: VAE, x: torch.Tensor, eps: torch.Tensor, state: ScoreState | None = None) -> torch.Tensor:
+    """-log p(x) by importance sampling, plus the pixel range's cost when `state` holds one."""
     mu, logvar = model.encode(x)
     std = torch.exp(0.5 * logvar)
     z = mu[:, None, :] + std[:, None, :] * eps[None]  # (n, K, latent)
@@ -178,7 +203,8 @@ def _iwae_nll(model: VAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     params = model.decode(z)
     log_lik = -model.feature_nll(x[:, None, :].expand_as(params), params).sum(-1)
     log_w = log_lik + log_prior - log_q
-    return -(torch.logsumexp(log_w, dim=1) - math.log(eps.shape[0]))
+    nll = -(torch.logsumexp(log_w, dim=1) - math.log(eps.shape[0]))
+    return nll if state is None or state.pixel_range is None else nll + state.pixel_range.nll(x)
 
 
 @torch.no_grad()
@@ -253,7 +279,7 @@ def fused_parts(model: VAE, X: np.ndarray, state: ScoreState, code_lengths: np.n
     check_score_type("fused", state)
     model.eval()
 
-    both = _run(model, X, lambda x: _fused_columns(state, model(x)), block_rows(model.cfg, state.n_values()))
+    both = _run(model, X, lambda x: _fused_columns(state, state.terms(model, x)), block_rows(model.cfg, state.n_values()))
     if both is None:
         return np.empty((0, 2))
     both = both.double()
@@ -307,12 +333,12 @@ def score_and_explain(
         device = next(model.parameters()).device
         generator = torch.Generator().manual_seed(seed)
         eps = torch.randn(n_samples, model.cfg.latent_dim, generator=generator).to(device)
-        scores = _run(model, X, lambda x: _iwae_nll(model, x, eps), rows=max(1, IWAE_BLOCK // n_samples))
-        features = _run(model, X, lambda x: model(x).feature_nll, rows) if explain else None
+        scores = _run(model, X, lambda x: _iwae_nll(model, x, eps, state), rows=max(1, IWAE_BLOCK // n_samples))
+        features = _run(model, X, lambda x: _terms(model, x, state).feature_nll, rows) if explain else None
     else:
 
         def score_and_features(x: torch.Tensor) -> torch.Tensor:
-            terms = model(x)
+            terms = _terms(model, x, state)
             if score_type == "ratio":
                 score = (terms.recon + terms.kl - state.context.nll(x))[:, None]
             elif score_type == "fused":  # its parts; fused below, with the code lengths of the whole X
