@@ -30,6 +30,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .pixelrange import nan_extrema
+
 # (row, column) offsets of the causal neighbours W, NW, N, NE: all precede the pixel in
 # raster order.
 CONTEXT_OFFSETS: tuple[tuple[int, int], ...] = ((0, -1), (-1, -1), (-1, 0), (-1, 1))
@@ -168,10 +170,7 @@ class ImageCodeLength(nn.Module):
         scale = torch.nan_to_num(scale, nan=0.0).clamp_(min=step / 2)  # NaN: a channel with no residual left
         per_pixel = 1.0 + torch.log(2.0 * scale / step)
         x = pixels.view(len(X), channels, height * width)
-        missing = torch.isnan(x)
-        if missing.any():  # left out of the span; a channel with no pixel left gets no raw code
-            span = x.masked_fill(missing, -math.inf).amax(dim=2) - x.masked_fill(missing, math.inf).amin(dim=2)
-        else:
-            span = x.amax(dim=2) - x.amin(dim=2)
+        low, high = nan_extrema(x, dim=2)  # a missing pixel is left out of the span
+        span = high - low  # -inf for a channel with no pixel left: it gets no raw code
         raw = torch.where(span.double() <= 255.5 * step, math.log(256), math.inf)
         return (height * width * torch.minimum(per_pixel, raw)).sum(dim=1).numpy()

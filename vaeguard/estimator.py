@@ -254,10 +254,10 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         del train  # the raw rows: not held through training
         Xs = self._standardize(X)
         Xs_train = Xs[train_idx]
-        if self.score_state_.context is not None:
-            self.score_state_.context.fit(torch.as_tensor(Xs_train, dtype=torch.float32))
-        if self.score_state_.pixel_range is not None:
-            self.score_state_.pixel_range.fit(torch.as_tensor(Xs_train, dtype=torch.float32))
+        rows = torch.as_tensor(Xs_train, dtype=torch.float32)  # the training rows as the network reads them
+        for part in (self.score_state_.context, self.score_state_.pixel_range):
+            if part is not None:
+                part.fit(rows)
         self.score_state_.to(self.device_)
         self.history_ = train_vae(
             self.model_, Xs_train, Xs[val_idx], train_cfg, seed=self.seed_, device=self.device_,

@@ -19,6 +19,15 @@ import torch
 from torch import nn
 
 
+def nan_extrema(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(min, max) of x along `dim`, NaN left out (+inf, -inf where every value is NaN); x is
+    copied only when it holds a NaN."""
+    missing = torch.isnan(x)
+    if not missing.any():
+        return x.amin(dim=dim), x.amax(dim=dim)
+    return x.masked_fill(missing, math.inf).amin(dim=dim), x.masked_fill(missing, -math.inf).amax(dim=dim)
+
+
 class PixelRange(nn.Module):
     """Per-pixel [low, high] of the training rows (as the network reads them) and the cost of
     leaving it, log(n + 1) nats for n training rows. Buffers, so they travel in the model file."""
@@ -35,14 +44,10 @@ class PixelRange(nn.Module):
         (NaN) value is left out; a pixel missing from every row gets the widest finite range."""
         if len(x) == 0:
             raise ValueError("the pixel range needs at least one training row")
-        missing = torch.isnan(x)
-        if missing.any():  # copies of x only when it has gaps
-            low, high = x.masked_fill(missing, math.inf).amin(dim=0), x.masked_fill(missing, -math.inf).amax(dim=0)
-        else:
-            low, high = x.amin(dim=0), x.amax(dim=0)
-        seen, widest = ~missing.all(dim=0), torch.finfo(self.low.dtype).max
-        self.low.copy_(torch.where(seen, low, -widest))
-        self.high.copy_(torch.where(seen, high, widest))
+        low, high = nan_extrema(x, dim=0)
+        widest = torch.finfo(self.low.dtype).max  # never observed: any value fits
+        self.low.copy_(torch.where(torch.isfinite(low), low, -widest))
+        self.high.copy_(torch.where(torch.isfinite(high), high, widest))
         self.cost.fill_(math.log(len(x) + 1))
         return self
 
