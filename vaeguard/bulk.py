@@ -26,6 +26,7 @@ import pandas as pd
 
 from .atomic import atomic_write
 from .calibration import is_flagged, p_values, refuse_broken_scores
+from .csvwriter import write_csv
 from .errors import DataError
 from .scorer import Scorer, as_scorer
 from .sources import FrameSource, Source, describe_key, open_source
@@ -160,9 +161,8 @@ def score_file(
             frame = source.output_frame(spec, chunk, rows)
             if write is not None:
                 write(frame)
-            else:
-                # floats in their shortest exact repr (pandas' default): they read back bit for bit
-                frame.to_csv(fh, header=header, index=False, lineterminator=LINE_END)
+            else:  # floats in their shortest exact repr: they read back bit for bit
+                write_csv(fh, frame, header=header, line_end=LINE_END)
             header = False
             if heatmap_dir is not None:
                 source.write_extras(spec, chunk, rows, heatmap_dir, protect)
