@@ -6,7 +6,7 @@ import torch
 from torch import distributions as D
 
 from vaeguard.errors import TrainingError
-from vaeguard.model import VAE, VAEConfig, bernoulli_nll, gaussian_kl, gaussian_nll
+from vaeguard.model import VAE, VAEConfig, bernoulli_nll, gaussian_kl, gaussian_nll, has_nan
 from vaeguard.scoring import anomaly_scores, feature_scores
 from vaeguard.training import TrainConfig, train_vae
 
@@ -26,6 +26,22 @@ def test_kl_matches_torch_closed_form():
     q = D.Normal(mu, torch.exp(0.5 * logvar))
     p = D.Normal(torch.zeros(3), torch.ones(3))
     torch.testing.assert_close(gaussian_kl(mu, logvar), D.kl_divergence(q, p).sum(-1))
+
+
+def test_has_nan_finds_one_missing_cell_and_its_false_alarm_changes_nothing(monkeypatch):
+    x = torch.rand(128, 784)
+    assert not has_nan(x) and not has_nan(x.masked_fill(x > 0.5, torch.inf))
+    x[77, 300] = torch.nan
+    assert has_nan(x) and has_nan(x.double())
+    # +inf meeting -inf sums to NaN too: the masked path must then give the same terms
+    model = VAE(VAEConfig(input_dim=6, hidden_dims=(8,), latent_dim=2, likelihood="gaussian")).eval()
+    rows = torch.cat([torch.randn(4, 6), torch.tensor([[torch.inf, -torch.inf, 0, 0, 0, 0]])])
+    assert has_nan(rows)
+    masked = model(rows)
+    monkeypatch.setattr("vaeguard.model.has_nan", lambda x: False)
+    plain = model(rows)
+    for a, b in zip((plain.feature_nll, plain.kl, plain.mu), (masked.feature_nll, masked.kl, masked.mu)):
+        assert torch.equal(a[:4], b[:4]) and torch.allclose(a[4], b[4], equal_nan=True)
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 27, 31), (1, 8, 8)])

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .model import has_nan
 from .pixelrange import nan_extrema
 
 # (row, column) offsets of the causal neighbours W, NW, N, NE: all precede the pixel in
@@ -165,7 +166,7 @@ class ImageCodeLength(nn.Module):
         channels, height, width = self.input_shape
         pixels = self._pixels(X)
         residual = self._residuals(pixels).double()
-        scale = torch.nanmean(residual, dim=2) if torch.isnan(residual).any() else residual.mean(dim=2)
+        scale = torch.nanmean(residual, dim=2) if has_nan(residual) else residual.mean(dim=2)
         step = float(self.step)
         scale = torch.nan_to_num(scale, nan=0.0).clamp_(min=step / 2)  # NaN: a channel with no residual left
         per_pixel = 1.0 + torch.log(2.0 * scale / step)

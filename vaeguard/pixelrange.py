@@ -18,13 +18,15 @@ import math
 import torch
 from torch import nn
 
+from .model import has_nan
+
 
 def nan_extrema(x: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(min, max) of x along `dim`, NaN left out (+inf, -inf where every value is NaN); x is
     copied only when it holds a NaN."""
-    missing = torch.isnan(x)
-    if not missing.any():
+    if not has_nan(x):
         return x.amin(dim=dim), x.amax(dim=dim)
+    missing = torch.isnan(x)
     return x.masked_fill(missing, math.inf).amin(dim=dim), x.masked_fill(missing, -math.inf).amax(dim=dim)
 
 
