@@ -172,6 +172,7 @@ def train_vae_batches(
     step_model = model if size == 1 else torch.nn.parallel.DistributedDataParallel(model)
     generator = torch.Generator(device=device).manual_seed(seed + rank)
     optimizer = adam(model, cfg)
+    parameters = list(model.parameters())  # walked once, not by every clipping step
     history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS if val is not None or key.startswith("train")}
     history["epoch_seconds"] = []
     best_loss, best_state, stale = math.inf, None, 0
@@ -197,7 +198,7 @@ def train_vae_batches(
             loss = terms.loss(weight).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(parameters, cfg.grad_clip)
             optimizer.step()
             sums += torch.stack([terms.recon.detach().sum(), terms.kl.detach().sum(), loss.detach()]).double()
             n_seen += len(batch)
