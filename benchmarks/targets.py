@@ -48,11 +48,11 @@ def _timed(fn):
 def network_alone_s(det, X: np.ndarray) -> float:
     """Seconds the fitted network alone takes over X (encoder, then decoder at the posterior
     mean) in the scorer's own blocks: what any score of this network costs at the least."""
+    from vaeguard.scoring import _blocks
+
     scorer = det.scorer()
-    model, rows = scorer.model, scorer.rows
-    x = torch.as_tensor(scorer.prepare(X), dtype=torch.float32)
-    blocks = [x[i : i + rows] for i in range(0, len(x), rows)]
-    blocks[-1] = torch.cat([blocks[-1], blocks[-1].new_zeros(rows - len(blocks[-1]), x.shape[1])])  # padded, as scoring pads
+    model = scorer.model
+    blocks = [block for block, _ in _blocks(model, scorer.prepare(X), scorer.rows)]  # padded, as scoring pads
 
     def run() -> None:
         with torch.inference_mode():

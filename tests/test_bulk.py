@@ -268,3 +268,12 @@ def test_an_interrupted_parquet_output_closes_its_writer(frame_detector, tmp_pat
 
     gc.collect()
     assert unraisable == [] and not (tmp_path / "out.parquet").exists()
+
+
+def test_a_source_with_no_rows_gets_the_header_line_alone(frame_detector, tmp_path):
+    pytest.importorskip("pyarrow")
+    det, normal = frame_detector
+    normal.iloc[:0].to_parquet(tmp_path / "empty.parquet")
+    summary = score_file(det, tmp_path / "empty.parquet", tmp_path / "out.csv")
+    assert summary.n_scored == 0
+    assert (tmp_path / "out.csv").read_bytes() == ",".join(["row", *SCORE_COLUMNS]).encode() + b"\r\n"

@@ -176,7 +176,7 @@ def score_file(
             if write is not None:
                 write(empty)
             else:
-                empty.to_csv(fh, index=False, lineterminator=LINE_END)
+                write_csv(fh, empty, header=True, line_end=LINE_END)
     return summary
 
 

@@ -12,12 +12,14 @@ a field quoted only when it holds a comma, a quote or a line break (quotes doubl
 
 from __future__ import annotations
 
+import re
 from typing import TextIO
 
 import numpy as np
 import pandas as pd
 
 _NEEDS_QUOTES = (",", '"', "\r", "\n")
+_NEEDS_QUOTES_PATTERN = "[" + re.escape("".join(_NEEDS_QUOTES)) + "]"  # the same set, for str.contains
 
 
 def _quoted(text: str) -> str:
@@ -35,7 +37,7 @@ def _texts(column: pd.Series) -> list[str]:
     """A column of strings: each as it is, the few that need it quoted, missing ones empty."""
     strings = column if isinstance(column.dtype, pd.StringDtype) else column.astype("string")
     fields = strings.to_numpy(dtype=object, na_value="").tolist()
-    for i in np.flatnonzero(strings.str.contains('[,"\r\n]', regex=True, na=False).to_numpy(dtype=bool)).tolist():
+    for i in np.flatnonzero(strings.str.contains(_NEEDS_QUOTES_PATTERN, regex=True, na=False).to_numpy(dtype=bool)).tolist():
         fields[i] = _quoted(fields[i])
     return fields
 
@@ -65,9 +67,9 @@ def _column(column: pd.Series) -> list[str] | None:
 def write_csv(fh: TextIO, frame: pd.DataFrame, *, header: bool, line_end: str) -> None:
     """Write `frame` (no index) to `fh` as `frame.to_csv(fh, header=header, index=False,
     lineterminator=line_end)` would."""
-    columns = [_column(frame[name]) for name in frame.columns] if frame.columns.is_unique else [None]
-    if len(frame.columns) < 2 or any(c is None for c in columns):
-        # one column: the csv module quotes an empty field alone on its row
+    # one column is left to pandas: the csv module quotes an empty field alone on its row
+    columns = [_column(frame[name]) for name in frame.columns] if frame.columns.is_unique and len(frame.columns) > 1 else None
+    if columns is None or any(c is None for c in columns):
         frame.to_csv(fh, header=header, index=False, lineterminator=line_end)
         return
     if header:
