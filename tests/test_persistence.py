@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from vaeguard import footprint, scoring
+from vaeguard import footprint, scorer, scoring
 from vaeguard.errors import DataError, ModelFileError
 from vaeguard.estimator import VAEAnomalyDetector, load
 from vaeguard.model import VAE, VAEConfig
@@ -63,6 +63,26 @@ def test_loaded_files_score_bit_identically(fitted, name):
     np.testing.assert_array_equal(again.encode(Q), det.encode(Q))
     assert again.threshold_ == det.threshold_ and again.offset_ == det.offset_
     np.testing.assert_array_equal(again.calibration_scores_, det.calibration_scores_)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_scoring_in_chunks_gives_the_scores_of_one_pass(fitted, name, monkeypatch):
+    """Scorer prepares and scores CHUNK_VALUES values at a time, in whole blocks, so that
+    chunking changes no row's score or feature scores."""
+    _, Q, path = fitted[name]
+    many = np.tile(Q, (70, 1))  # 2,800 rows
+    monkeypatch.setattr(scorer, "CHUNK_VALUES", 1 << 40)
+    one_pass = Scorer.load(path)
+    assert one_pass.chunk_rows >= len(many)
+    monkeypatch.setattr(scorer, "CHUNK_VALUES", 1)  # one block a chunk
+    chunked = Scorer.load(path)
+    assert chunked.chunk_rows < len(many) and chunked.chunk_rows % chunked.rows == 0
+    if chunked.score_type == "iwae":
+        assert chunked.chunk_rows % scoring.iwae_rows(chunked.n_importance_samples) == 0
+    scores, features = chunked.score_and_explain(many)
+    expected_scores, expected_features = one_pass.score_and_explain(many)
+    np.testing.assert_array_equal(scores, expected_scores)
+    np.testing.assert_array_equal(features, expected_features)
 
 
 def test_the_vae_holds_no_score_state_and_the_file_keeps_its_layout(fitted):

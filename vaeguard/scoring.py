@@ -49,6 +49,11 @@ BLOCK_ROWS = None  # None: block_rows(cfg); an int forces that block size (bench
 IWAE_BLOCK = 4096
 
 
+def iwae_rows(n_samples: int) -> int:
+    """Rows per block of the iwae score with K = n_samples importance samples."""
+    return max(1, IWAE_BLOCK // n_samples)
+
+
 def block_rows(cfg, extra_values: int = 0) -> int:
     """Rows per scoring block for this architecture: a power of two from 64 to 1024.
 
@@ -73,7 +78,7 @@ def scoring_rows(cfg, score_type: str, n_samples: int = 64, state: "ScoreState |
     rows = block_rows(cfg, extra)
     if score_type == "iwae":
         check_importance_samples(n_samples)
-        check_model_size(cfg, rows=max(1, IWAE_BLOCK // n_samples), samples=n_samples, extra_values=extra)
+        check_model_size(cfg, rows=iwae_rows(n_samples), samples=n_samples, extra_values=extra)
     else:
         check_model_size(cfg, rows=rows, extra_values=extra)
     return rows
@@ -252,9 +257,17 @@ def fit_latent_neighbours(
     state.neighbours.set_scales(both[:, 0], both[:, 1])
 
 
-def _fused_columns(state: ScoreState, terms) -> torch.Tensor:
-    """The fused score's two parts for a block, (n, 2): reconstruction NLL and latent distance."""
-    return torch.stack([terms.recon, state.neighbours.distance(terms.mu)], dim=1)
+def _fused_columns(terms: ELBOTerms) -> torch.Tensor:
+    """What the fused score reads of a block, (n, 1 + latent_dim): the reconstruction NLL and
+    the code. The codes' distances are found after the blocks, over all the rows at once
+    (`_fused_parts`): a ranking of many rows costs less per row than one of a block."""
+    return torch.cat([terms.recon[:, None], terms.mu], dim=1)
+
+
+def _fused_parts(state: ScoreState, columns: torch.Tensor) -> torch.Tensor:
+    """The fused score's two parts, (n, 2), from `_fused_columns` of the rows: reconstruction
+    NLL and latent distance."""
+    return torch.stack([columns[:, 0], state.neighbours.distance(columns[:, 1:])], dim=1)
 
 
 def _corrected(recon: torch.Tensor, state: ScoreState, code_lengths: np.ndarray | None) -> torch.Tensor:
@@ -279,10 +292,10 @@ def fused_parts(model: VAE, X: np.ndarray, state: ScoreState, code_lengths: np.n
     check_score_type("fused", state)
     model.eval()
 
-    both = _run(model, X, lambda x: _fused_columns(state, state.terms(model, x)), block_rows(model.cfg, state.n_values()))
-    if both is None:
+    columns = _run(model, X, lambda x: _fused_columns(state.terms(model, x)), block_rows(model.cfg, state.n_values()))
+    if columns is None:
         return np.empty((0, 2))
-    both = both.double()
+    both = _fused_parts(state, columns).double()
     both[:, 0] = _corrected(both[:, 0], state, code_lengths)
     return both.cpu().numpy()
 
@@ -333,7 +346,7 @@ def score_and_explain(
         device = next(model.parameters()).device
         generator = torch.Generator().manual_seed(seed)
         eps = torch.randn(n_samples, model.cfg.latent_dim, generator=generator).to(device)
-        scores = _run(model, X, lambda x: _iwae_nll(model, x, eps, state), rows=max(1, IWAE_BLOCK // n_samples))
+        scores = _run(model, X, lambda x: _iwae_nll(model, x, eps, state), rows=iwae_rows(n_samples))
         features = _run(model, X, lambda x: _terms(model, x, state).feature_nll, rows) if explain else None
     else:
 
@@ -341,17 +354,18 @@ def score_and_explain(
             terms = _terms(model, x, state)
             if score_type == "ratio":
                 score = (terms.recon + terms.kl - state.context.nll(x))[:, None]
-            elif score_type == "fused":  # its parts; fused below, with the code lengths of the whole X
-                score = _fused_columns(state, terms)
+            elif score_type == "fused":  # what it reads; fused below, with the code lengths of the whole X
+                score = _fused_columns(terms)
             else:
                 score = {"elbo": terms.recon + terms.kl, "recon": terms.recon, "kl": terms.kl}[score_type][:, None]
             return torch.cat([score, terms.feature_nll], dim=1) if explain else score
 
         both = _run(model, X, score_and_features, rows)
-        width = 2 if score_type == "fused" else 1
+        width = 1 + model.cfg.latent_dim if score_type == "fused" else 1
         scores = None if both is None else both[:, 0]
         if both is not None and score_type == "fused":
-            scores = state.neighbours.fuse(_corrected(both[:, 0], state, code_lengths), both[:, 1])
+            parts = _fused_parts(state, both[:, :width])
+            scores = state.neighbours.fuse(_corrected(parts[:, 0], state, code_lengths), parts[:, 1])
         features = None if both is None or not explain else both[:, width:]
     score_array = scores.double().cpu().numpy() if scores is not None else np.empty(0, dtype=np.float64)
     if not explain:
