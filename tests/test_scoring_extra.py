@@ -87,7 +87,7 @@ def test_context_model_config_is_checked():
 
 
 def test_auto_score_is_ratio_for_near_binary_images_and_fused_for_grey_levels_and_tables():
-    """And architecture="auto": conv only for grey-level images. Images are declared (input_shape)."""
+    """And architecture="auto": the MLP for every input. Images are declared (input_shape)."""
     det = VAEAnomalyDetector(**FAST, input_shape=(1, 16, 16)).fit(_stripes(60))
     assert det.likelihood_ == "bernoulli" and det.score_type_ == "ratio" and det.score_state_.context is not None
     assert det.config_.architecture == "mlp"
@@ -98,8 +98,9 @@ def test_auto_score_is_ratio_for_near_binary_images_and_fused_for_grey_levels_an
     grey_det = VAEAnomalyDetector(**FAST, input_shape=(1, 16, 16)).fit(grey)
     assert grey_det.likelihood_ == "gaussian" and grey_det.score_type_ == "fused"
     assert grey_det.score_state_.context is None and grey_det.score_state_.config()["latent_neighbours"] > 0
-    assert grey_det.config_.architecture == "conv" and grey_det.config_.input_shape == (1, 16, 16)
-    assert VAEAnomalyDetector(**FAST, input_shape=(1, 16, 16), architecture="mlp").fit(grey).config_.architecture == "mlp"
+    assert grey_det.config_.architecture == "mlp" and grey_det.config_.input_shape is None
+    conv = VAEAnomalyDetector(**FAST, input_shape=(1, 16, 16), architecture="conv").fit(grey)
+    assert conv.config_.architecture == "conv" and conv.config_.input_shape == (1, 16, 16)
     table = VAEAnomalyDetector(**FAST).fit(np.random.default_rng(0).random((60, 10)))
     assert table.score_type_ == "fused" and table.score_state_.context is None and table.config_.architecture == "mlp"
     binary_table = VAEAnomalyDetector(**FAST).fit((np.random.default_rng(0).random((60, 10)) > 0.5) * 1.0)
@@ -121,7 +122,7 @@ def test_a_square_table_is_a_table_unless_declared_an_image(make):
     image = VAEAnomalyDetector(**FAST, input_shape=(1, 16, 16)).fit(X)
     assert image.input_spec_ == ImageInput((1, 16, 16))
     assert image.score_type_ == ("ratio" if image.likelihood_ == "bernoulli" else "fused")
-    assert image.config_.architecture == ("mlp" if image.likelihood_ == "bernoulli" else "conv")
+    assert image.config_.architecture == "mlp"
     with pytest.raises(ValueError, match="architecture='conv' needs images: pass input_shape"):
         VAEAnomalyDetector(**FAST, architecture="conv").fit(X)
     with pytest.raises(ValueError, match=r"input_shape \(1, 8, 8\) holds 64 values, but X has 256 features"):

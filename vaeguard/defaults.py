@@ -121,16 +121,17 @@ def score_type(option: str, likelihood: str, spec: InputSpec) -> str:
     return option
 
 
-def architecture(option: str, likelihood: str, spec: InputSpec) -> str:
-    """"conv" for grey-level images (gaussian) with "auto", else "mlp"; or `option` itself."""
-    if option != "auto":
-        return option
-    return "conv" if spec.image_shape is not None and likelihood == "gaussian" else "mlp"
+def architecture(option: str) -> str:
+    """`option` itself, or "mlp" for "auto", whatever the input. The convolutional network is
+    more accurate on grey-level images (Fashion-MNIST one-class 0.9603 against 0.9547) and
+    4-6 times slower on a CPU, which put a default fit and its scoring behind PyOD's VAE; the
+    MLP meets both and stays above every peer (README, "Which network")."""
+    return "mlp" if option == "auto" else option
 
 
 def network(params: dict, n_features: int, likelihood: str, spec: InputSpec) -> VAEConfig:
     """The VAE's configuration from the estimator's parameters and the resolved input."""
-    arch = architecture(params["architecture"], likelihood, spec)
+    arch = architecture(params["architecture"])
     shape = image_shape(spec)
     if arch == "conv" and shape is None:
         raise ValueError(

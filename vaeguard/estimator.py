@@ -60,9 +60,9 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         (mean of 4·x·(1 - x) at most 0.15, see `defaults.grey_spread`: MNIST-like strokes), otherwise
         gaussian (with standardisation: grey-level images such as Fashion-MNIST, tables).
     architecture : "mlp", "conv" (images given as flat rows of `input_shape` (C, H, W)) or
-        "auto": conv for grey-level images (an image input with the gaussian likelihood, e.g.
-        Fashion-MNIST), mlp otherwise (tables; near-binary images such as MNIST, which the
-        MLP with the "ratio" score models well). The resolved one is `config_.architecture`.
+        "auto": the MLP, for every input. The convolutional network is the choice for accuracy
+        on grey-level images (Fashion-MNIST one-class 0.9603 against the MLP's 0.9547) at 4-6
+        times the CPU time. The resolved one is `config_.architecture`.
     input_shape : (C, H, W) of image rows. Rows are images only when declared so: by
         `input_shape`, by fitting on an image folder, or by `fit(X, input_spec=ImageInput(...))`;
         otherwise X is a table, whatever its number of columns or range.
