@@ -1,7 +1,7 @@
 """Train and score MNIST and Fashion-MNIST on a CUDA GPU, and check that CPU scoring agrees.
 
-For each case (MNIST one-class digit 0: the MLP; Fashion-MNIST class 0: the convolutional
-model), with the default estimator and `random_state=0`:
+For each case (MNIST one-class digit 0 and Fashion-MNIST class 0 with the default estimator,
+the MLP, and Fashion-MNIST class 0 with `architecture="conv"`), with `random_state=0`:
 1. fit on `--device` (default cuda) and time it; score the test set there (samples/s, median
    of `--repeats`);
 2. save the model, load it on the CPU, score the same test set there, and compare: the largest
@@ -30,19 +30,23 @@ from sklearn.metrics import roc_auc_score
 from _common import REPO_ROOT, finish, log, markdown_table, median, publish, resolve_dir, run_header
 
 
-def _cases(data_dir: Path, max_train: int | None) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int, int]]]:
+def _cases(data_dir: Path, max_train: int | None) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, dict]]:
+    """name: (training images, test images, test labels, estimator parameters beyond the defaults)."""
     from vaeguard.mnist import load_mnist
 
     out = {}
     x_train, y_train = load_mnist("train", data_dir / "mnist", download=False)
     x_test, y_test = load_mnist("test", data_dir / "mnist", download=False)
-    out["mnist digit 0 (mlp)"] = (x_train[y_train == 0][:max_train], x_test, (y_test != 0).astype(int), (1, 28, 28))
+    image = {"input_shape": (1, 28, 28)}
+    out["mnist digit 0 (mlp)"] = (x_train[y_train == 0][:max_train], x_test, (y_test != 0).astype(int), image)
     fashion = np.load(data_dir / "fashion-oneclass" / "fashion0.npz")
     x, y = fashion["x"].astype(np.float32) / 255.0, fashion["y"]
     order = np.random.default_rng(0).permutation(np.flatnonzero(y == 0))
     n_train = int(0.7 * len(order))
     test = np.r_[order[n_train:], np.flatnonzero(y == 1)]
-    out["fashion class 0 (conv)"] = (x[order[:n_train]][:max_train], x[test], y[test].astype(int), (1, 28, 28))
+    fashion_case = (x[order[:n_train]][:max_train], x[test], y[test].astype(int))
+    out["fashion class 0 (mlp)"] = (*fashion_case, image)
+    out["fashion class 0 (conv)"] = (*fashion_case, image | {"architecture": "conv"})
     return out
 
 
@@ -70,8 +74,8 @@ def main() -> int:
     data_dir = resolve_dir(args.data_dir, "VAEGUARD_DATA_DIR", REPO_ROOT.parent / "shared" / "data")
     results = run_header("cuda_check") | {"settings": vars(args), "cases": {}}
     rows, failed = [], False
-    for name, (X_train, X_test, labels, shape) in _cases(data_dir, args.max_train).items():
-        params = dict(random_state=0, device=args.device, input_shape=shape) | ({"epochs": args.epochs} if args.epochs else {})
+    for name, (X_train, X_test, labels, case_params) in _cases(data_dir, args.max_train).items():
+        params = dict(random_state=0, device=args.device, **case_params) | ({"epochs": args.epochs} if args.epochs else {})
         log(f"{name}: fitting on {len(X_train):,} images on {args.device}")
         start = time.perf_counter()
         detector = VAEAnomalyDetector(**params).fit(X_train)

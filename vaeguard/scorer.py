@@ -303,9 +303,14 @@ class Scorer:
         step = self.chunk_rows
         if len(X) <= step:
             return self._score_chunk(X, explain)
-        parts = [self._score_chunk(X[start : start + step], explain) for start in range(0, len(X), step)]
-        scores = np.concatenate([p[0] for p in parts])
-        return scores, np.concatenate([p[1] for p in parts]) if explain else None
+        scores = np.empty(len(X))
+        features = np.empty(X.shape) if explain else None  # filled in place: no second copy to concatenate
+        for start in range(0, len(X), step):
+            part, part_features = self._score_chunk(X[start : start + step], explain)
+            scores[start : start + step] = part
+            if explain:
+                features[start : start + step] = part_features
+        return scores, features
 
     def _score_chunk(self, X: np.ndarray, explain: bool) -> tuple[np.ndarray, np.ndarray | None]:
         code_length = self.score_state.code_length
