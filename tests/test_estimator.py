@@ -41,7 +41,7 @@ def digits_detector(digits):
 def test_separates_held_out_digits_well_above_chance(digits, digits_detector):
     is_anomaly = digits.y_test >= 5
     auroc = roc_auc_score(is_anomaly, digits_detector.anomaly_score(digits.X_test))
-    assert auroc > 0.85  # measured 0.915 with this configuration (0.919 before the pixel range, 0.898 before the pixel floor)
+    assert auroc > 0.85  # measured 0.917 with this configuration (the conv, the default before #23: 0.915; 0.919 before the pixel range, 0.898 before the pixel floor)
 
 
 def test_score_conventions_are_consistent(digits, digits_detector):

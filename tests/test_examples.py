@@ -74,4 +74,4 @@ def test_generate_writes_pngs(tmp_path, run_example):
 
 def test_estimator_basics(run_example):
     out = run_example("estimator_basics.py")
-    assert out.startswith("AUROC ") and _aurocs(out)[0] > 0.8  # measured 0.915
+    assert out.startswith("AUROC ") and _aurocs(out)[0] > 0.8  # measured 0.917 (0.915 with the conv default before #23)
