@@ -36,8 +36,8 @@ from .scoring import ScoreState, iwae_rows, score_and_explain, scoring_rows
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Values (rows x features) prepared and scored at a time by `Scorer.score_and_explain`.
 # Standardising and the image code length over all of X at once made float64 copies of X,
-# and on a virtual machine their fresh pages cost more than the arithmetic (README, "Where
-# the time goes").
+# and on a virtual machine their fresh pages cost more than the arithmetic (README, "Which
+# network": Fashion-MNIST MLP scoring 1.32x, a 200,000-row table 1.39x).
 CHUNK_VALUES = 1 << 18
 
 
