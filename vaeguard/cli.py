@@ -341,7 +341,7 @@ def train(
     label_column: Annotated[Optional[str], typer.Option(help="CSV: column holding labels; never a feature, stored in the model so evaluate and calibrate read it.")] = None,
     image_size: Annotated[Optional[str], typer.Option(help="Images: resize to HEIGHTxWIDTH, e.g. 28x28 (default: the size every image shares; mixed sizes need this).")] = None,
     channels: Annotated[Optional[int], typer.Option(help="Images: 1 (grayscale) or 3 (RGB).", callback=_check_channels)] = None,
-    architecture: Annotated[Optional[str], typer.Option(help="auto (mlp), mlp, or conv for images: more accurate on grey-level images, 4-6x the CPU time.", callback=_detector_option("architecture"))] = None,
+    architecture: Annotated[Optional[str], typer.Option(help="auto (mlp), mlp, or conv for images: more accurate on grey-level images, 4-5x the CPU time.", callback=_detector_option("architecture"))] = None,
     latent_dim: Annotated[Optional[int], typer.Option(help="Size of the latent code (at most the width limit, vaeguard.limits.MAX_WIDTH).", callback=_detector_option("latent_dim"))] = None,
     hidden_dims: Annotated[Optional[str], typer.Option(help="Comma-separated hidden layer sizes, e.g. 256,128 (each at most the width limit).", callback=_parse_hidden_dims)] = None,
     likelihood: Annotated[Optional[str], typer.Option(help="bernoulli (data in [0, 1]), gaussian, or auto (bernoulli for near-binary data in [0, 1], else gaussian).", callback=_detector_option("likelihood"))] = None,

@@ -124,7 +124,7 @@ def score_type(option: str, likelihood: str, spec: InputSpec) -> str:
 def architecture(option: str) -> str:
     """`option` itself, or "mlp" for "auto", whatever the input. The convolutional network is
     more accurate on grey-level images (Fashion-MNIST one-class 0.9603 against 0.9547) and
-    4-6 times slower on a CPU, which put a default fit and its scoring behind PyOD's VAE; the
+    4-5 times slower on a CPU, which put a default fit and its scoring behind PyOD's VAE; the
     MLP meets both and stays above every peer (README, "Which network")."""
     return "mlp" if option == "auto" else option
 

@@ -61,7 +61,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         gaussian (with standardisation: grey-level images such as Fashion-MNIST, tables).
     architecture : "mlp", "conv" (images given as flat rows of `input_shape` (C, H, W)) or
         "auto": the MLP, for every input. The convolutional network is the choice for accuracy
-        on grey-level images (Fashion-MNIST one-class 0.9603 against the MLP's 0.9547) at 4-6
+        on grey-level images (Fashion-MNIST one-class 0.9603 against the MLP's 0.9547) at 4-5
         times the CPU time. The resolved one is `config_.architecture`.
     input_shape : (C, H, W) of image rows. Rows are images only when declared so: by
         `input_shape`, by fitting on an image folder, or by `fit(X, input_spec=ImageInput(...))`;
