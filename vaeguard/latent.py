@@ -82,13 +82,14 @@ class LatentNeighbours(nn.Module):
         norms = torch.cat([self.norms, self.norms.new_full((pad,), float("inf"))]).to(mu.dtype)[None, :]
         exact_codes = torch.cat([self.codes, self.codes.new_full((pad, dim), float("inf"))]).double()
         n_candidates = min(2 * self.k, n_codes)
-        parts = []
-        for chunk in mu.split(_CHUNK):
+        out = mu.new_empty(len(mu))  # filled in place: no small tensors kept between the large ones
+        for start in range(0, len(mu), _CHUNK):
+            chunk = mu[start : start + _CHUNK]
             ranking = torch.addmm(norms, chunk, codes.T, alpha=-2)
             nearest = _candidates(ranking, n_candidates)
             exact = (exact_codes[nearest] - chunk.double()[:, None, :]).square().sum(dim=-1)
-            parts.append(exact.topk(self.k, dim=1, largest=False).values[:, -1].sqrt().to(mu.dtype))
-        return torch.cat(parts) if parts else mu.new_empty(0)
+            out[start : start + _CHUNK] = exact.topk(self.k, dim=1, largest=False).values[:, -1].sqrt()
+        return out
 
     @torch.no_grad()
     def set_scales(self, recon: torch.Tensor, distance: torch.Tensor) -> "LatentNeighbours":
