@@ -4,6 +4,10 @@ memory estimate per scorer."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
@@ -83,6 +87,22 @@ def test_scoring_in_chunks_gives_the_scores_of_one_pass(fitted, name, monkeypatc
     expected_scores, expected_features = one_pass.score_and_explain(many)
     np.testing.assert_array_equal(scores, expected_scores)
     np.testing.assert_array_equal(features, expected_features)
+
+
+def test_loading_a_model_file_does_not_import_sympy(fitted):
+    """Filling the meta-built model with to_empty went through torch's reference ops, whose
+    first use imports sympy: about 0.5 s of every `vaeguard score` start-up. Loading assigns
+    the file's arrays instead (a fresh process: this one has imported sympy long ago)."""
+    _, Q, path = fitted["digits 8x8 default"]
+    code = (
+        "import sys, numpy as np; from vaeguard.scorer import Scorer; "
+        "assert 'sympy' not in sys.modules; scorer = Scorer.load(sys.argv[1]); "
+        "scorer.anomaly_score(np.load(sys.argv[2])); print('sympy' in sys.modules)"
+    )
+    rows = Path(path).with_suffix(".rows.npy")
+    np.save(rows, Q)
+    out = subprocess.run([sys.executable, "-c", code, str(path), str(rows)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_the_vae_holds_no_score_state_and_the_file_keeps_its_layout(fitted):

@@ -194,7 +194,7 @@ def check_unit_range(X: np.ndarray, likelihood: str, spec: InputSpec | None = No
 def build_model(state: FittedState, path: str | Path, device: str = "auto") -> tuple[VAE, ScoreState]:
     """The VAE and the score state a model file describes, weights loaded, on `device`, in eval
     mode. Each is built once, on the meta device (shapes only), checked against the file's
-    tensors and the memory budget, and only then allocated and filled."""
+    tensors and the memory budget, and only then given the file's arrays (`_filled`)."""
     target = resolve_device(device)
     try:
         cfg = VAEConfig(**state.model_config)
@@ -208,12 +208,21 @@ def build_model(state: FittedState, path: str | Path, device: str = "auto") -> t
         check_tensor_shapes(model, state.weights, cfg)
         check_tensor_shapes(score_state, state.score_tensors, cfg)
         check_model_size(cfg, model=model, extra_values=score_state.n_values())
-        model = model.to_empty(device=target)
-        model.load_state_dict({k: torch.from_numpy(v) for k, v in state.weights.items()})
-        score_state = score_state.to_empty(device=target).load_tensors(state.score_tensors)
+        model = _filled(model, state.weights, target)
+        score_state = _filled(score_state, state.score_tensors, target)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise ModelFileError(f"{path} does not describe a valid vaeguard model: {exc}") from None
     return model.eval(), score_state
+
+
+def _filled(module: torch.nn.Module, tensors: dict[str, np.ndarray], device: torch.device) -> torch.nn.Module:
+    """`module`, built on the meta device, holding `tensors` (its state_dict entries by name, in
+    its dtypes) on `device`. The file's arrays are assigned, not copied into memory allocated by
+    `to_empty`: from the meta device that goes through torch's reference ops, whose first use
+    imports sympy, about 0.5 s of every scoring process's start-up."""
+    dtypes = {k: v.dtype for k, v in module.state_dict().items()}
+    module.load_state_dict({k: torch.from_numpy(v).to(dtypes.get(k, torch.float32)) for k, v in tensors.items()}, assign=True)
+    return module.to(device)
 
 
 @dataclass(frozen=True, eq=False)

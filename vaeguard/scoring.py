@@ -169,10 +169,6 @@ class ScoreState(nn.Module):
         """Its buffers by name ("context.logits", "neighbours.codes", ...), float32 on the CPU."""
         return {k: v.detach().cpu().numpy() for k, v in self.state_dict().items()}
 
-    def load_tensors(self, tensors: dict[str, np.ndarray]) -> "ScoreState":
-        self.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()})
-        return self
-
 
 def _blocks(model: VAE, X: np.ndarray, rows: int):
     """(block, n): X in blocks of exactly `rows` rows, the last padded with zero rows; n are real."""
