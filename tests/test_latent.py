@@ -114,23 +114,33 @@ def test_large_training_sets_keep_a_capped_random_subset_of_codes():
     assert len(small.score_state_.neighbours.codes) == 500 - held_out  # every training row
 
 
-def test_candidate_search_finds_what_topk_finds():
-    """The grouped search (`latent._candidates`) returns the m smallest of each row, as topk
-    does, also for rows tied at the m-th value (duplicated codes) and NaN rows."""
-    from vaeguard.latent import _GROUP, _candidates
+def test_candidate_search_keeps_what_topk_finds():
+    """The grouped search (`latent._candidates`) keeps, in row order, every value at or under a
+    bound on the row's m-th smallest: the m smallest `topk` finds among them, also for rows tied
+    at the m-th value (duplicated codes); a NaN row gets none. Off its ground (half precision,
+    more candidates than sets) the k-th exact distance comes from `topk` itself."""
+    from vaeguard.latent import _GROUP, _SETS, _candidates, _kth_exact
 
     rng = np.random.default_rng(2)
-    ranking = rng.normal(size=(300, 64 * _GROUP)).astype(np.float32)
+    ranking = rng.normal(size=(300, 2 * _GROUP * _SETS)).astype(np.float32)
     ranking[:60, 200:260] = ranking[:60, :60]  # duplicated codes: ties at every rank
     ranking[60:70] = np.round(ranking[60:70], 1)  # many ties
-    ranking[70, 5] = np.nan
+    ranking[70] = np.nan  # the ranking of a NaN code
     ranking = torch.as_tensor(ranking)
-    for m in (1, 10, 40):
-        got = _candidates(ranking, m)
-        assert got.shape == (300, m) and all(len(set(row.tolist())) == m for row in got)
+    for m in (1, 10, _SETS):
+        rows, cols = _candidates(ranking, m)
+        assert np.all(np.diff(rows) >= 0) and 70 not in rows
+        counts = np.bincount(rows, minlength=300)
         want = ranking.topk(m, dim=1, largest=False).values
-        ok = torch.ones(300, dtype=torch.bool)
-        ok[70] = False  # a NaN row: any m columns will do
-        assert torch.equal(ranking.gather(1, got).sort(dim=1).values[ok], want.sort(dim=1).values[ok])
-    half = ranking[80:].bfloat16()  # numpy cannot read it: topk's set
-    assert torch.equal(_candidates(half, 10).sort(dim=1).values, half.topk(10, dim=1, largest=False, sorted=False).indices.sort(dim=1).values)
+        for row in (0, 30, 65, 69, 150, 299):
+            kept = ranking[row, cols[rows == row]]
+            assert len(set(cols[rows == row].tolist())) == counts[row] >= m
+            assert torch.equal(kept.sort().values[:m], want[row])  # the m smallest are kept
+        if m == 10:  # and not many more where nothing ties: the search is a search
+            assert counts[150:].max() < 4 * m
+    codes = torch.as_tensor(rng.normal(size=(ranking.shape[1], 3)))
+    chunk = torch.as_tensor(rng.normal(size=(300, 3)))
+    half = ranking.bfloat16()
+    nearest = half.topk(10, dim=1, largest=False).indices
+    want = (codes[nearest] - chunk[:, None]).square().sum(dim=-1).kthvalue(5, dim=1).values.sqrt()
+    assert torch.equal(_kth_exact(half, chunk, codes, 5, 10), want)

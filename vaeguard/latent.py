@@ -27,15 +27,16 @@ N_NEIGHBOURS = 5
 # accuracy (Zimek et al., 2013). Measured against 20,000 (README, "Which score"): mean
 # AUROC -0.0005 over the 14 tables (worst: mammography -0.004), +0.0002 over 8 Fashion classes.
 MAX_REFERENCE_CODES = 2_048
-# Rows ranked at once: a 256 x 2,048 float32 block (2 MB). Measured on 100,000 rows against
-# 2,048 codes, one thread, two runs each: 64 rows 0.76-0.81 s, 128 0.52-0.53, 256 0.48-0.49,
-# 512 0.50-0.58, 1,024 0.48-0.59 (the candidate search has a fixed cost per block; topk alone
-# was fastest at 64 rows, and takes 0.86-0.88 s: README, "Where a fit's time goes").
-_CHUNK = 256
-# Reference codes per group of the candidate search (`_candidates`): column j of the ranking
-# sits in group j mod (columns / _GROUP). Measured as above, at 256 and 512 rows: 4 0.43-0.81 s,
-# 8 0.40-0.48, 16 0.42-0.52, 32 0.45-0.51.
+# Rows ranked at once: a 1,024 x 2,048 float32 block (8 MB). Measured with the search below on
+# 200,000 rows against 2,048 codes, one thread: 128 rows 0.79 s, 256 0.71, 512 0.64, 1,024 0.59,
+# 2,048 0.58 (each block costs some fixed work in numpy).
+_CHUNK = 1_024
+# The search (`_candidates`) bounds a row's m-th smallest ranking value by the minima of _SETS
+# sets of columns, then keeps every column at or under the bound, group by group (_GROUP
+# columns each). Measured as above, the whole distance in seconds: 4 columns a group 0.60-0.61,
+# 8 0.58-0.59, 16 0.60-0.63; 32 sets 0.59-0.60, 64 sets 0.58-0.59.
 _GROUP = 8
+_SETS = 64
 
 
 class LatentNeighbours(nn.Module):
@@ -71,24 +72,29 @@ class LatentNeighbours(nn.Module):
         """Euclidean distance from each code to its k-th nearest reference code, shape (n,).
 
         A matrix product ranks the reference codes (|r|^2 - 2 mu.r, fast but rounded by the
-        row's place in the block), `_candidates` finds the 2k nearest by that ranking, and they
-        get their distance computed exactly, in float64, from the two codes alone. So the k-th
-        of those is the same number wherever the row sits, and the true k nearest are among the
-        candidates unless the 2k nearest lie within float32 rounding of each other.
+        row's place in the block), `_candidates` keeps at least the 2k nearest by that ranking,
+        and they get their distance computed exactly, in float64, from the two codes alone. So
+        the k-th of those is the same number wherever the row sits, and the true k nearest are
+        among the candidates unless the 2k nearest lie within float32 rounding of each other.
         """
         n_codes, dim = self.codes.shape
-        pad = -n_codes % _GROUP  # whole groups for `_candidates`: padding ranks +inf, lies at +inf
-        codes = torch.cat([self.codes, self.codes.new_zeros(pad, dim)]).to(mu.dtype)
-        norms = torch.cat([self.norms, self.norms.new_full((pad,), float("inf"))]).to(mu.dtype)[None, :]
-        exact_codes = torch.cat([self.codes, self.codes.new_full((pad, dim), float("inf"))]).double()
         n_candidates = min(2 * self.k, n_codes)
+        pad = -n_codes % (_GROUP * _SETS)  # whole groups and sets: padding ranks +inf, lies at +inf
+        # one product ranks: the codes' matrix (-2r) gains a last row |r|^2, each row of mu a 1
+        ranker = torch.cat([
+            torch.cat([-2 * self.codes, self.codes.new_zeros(pad, dim)]).T,
+            torch.cat([self.norms, self.norms.new_full((pad,), float("inf"))])[None],
+        ]).to(mu.dtype)
+        exact_codes = torch.cat([self.codes, self.codes.new_full((pad, dim), float("inf"))]).double()
+        rows = mu.new_ones(min(len(mu), _CHUNK), dim + 1)
+        ranking = mu.new_empty(len(rows), ranker.shape[1])
         out = mu.new_empty(len(mu))  # filled in place: no small tensors kept between the large ones
         for start in range(0, len(mu), _CHUNK):
             chunk = mu[start : start + _CHUNK]
-            ranking = torch.addmm(norms, chunk, codes.T, alpha=-2)
-            nearest = _candidates(ranking, n_candidates)
-            exact = (exact_codes[nearest] - chunk.double()[:, None, :]).square().sum(dim=-1)
-            out[start : start + _CHUNK] = exact.topk(self.k, dim=1, largest=False).values[:, -1].sqrt()
+            n = len(chunk)
+            rows[:n, :dim] = chunk
+            torch.mm(rows[:n], ranker, out=ranking[:n])
+            out[start : start + n] = _kth_exact(ranking[:n], chunk.double(), exact_codes, self.k, n_candidates)
         return out
 
     @torch.no_grad()
@@ -109,44 +115,46 @@ class LatentNeighbours(nn.Module):
         return 0.5 * (z_recon + z_dist)
 
 
-def _candidates(ranking: torch.Tensor, m: int) -> torch.Tensor:
-    """Column indices of the m smallest values in each row of `ranking` (n, width): the values
-    `topk` gives, found about 1.5x faster on a CPU (README, "Where a fit's time goes").
+def _kth_exact(ranking: torch.Tensor, chunk: torch.Tensor, codes: torch.Tensor, k: int, m: int) -> torch.Tensor:
+    """The k-th smallest exact distance from each row of `chunk` (float64) to `codes` (float64,
+    padded at +inf), measured only for the candidates of `ranking`: the m smallest by `topk` off
+    the CPU or in half precision, `_candidates` (a superset of those, found faster) on it."""
+    if ranking.device.type != "cpu" or ranking.dtype not in (torch.float32, torch.float64) or m > _SETS:
+        nearest = ranking.topk(m, dim=1, largest=False, sorted=False).indices
+        return (codes[nearest] - chunk[:, None, :]).square().sum(dim=-1).kthvalue(k, dim=1).values.sqrt()
+    rows, cols = _candidates(ranking, m)
+    x, codes = chunk.numpy(), codes.numpy()
+    diff = np.take(codes, cols, axis=0)
+    diff -= np.take(x, rows, axis=0)
+    squared = np.einsum("ij,ij->i", diff, diff)
+    counts = np.bincount(rows, minlength=len(x))  # rows come in order
+    table = np.full((len(x), max(int(counts.max()), k)), np.inf)
+    table[rows, np.arange(len(rows)) - (np.cumsum(counts) - counts)[rows]] = squared
+    kth = np.partition(table, k - 1, axis=1)[:, k - 1]
+    short = np.flatnonzero(counts < k)  # rows the ranking cannot bound (NaN): every code
+    if len(short):
+        kth[short] = np.partition(((codes[None] - x[short, None]) ** 2).sum(axis=-1), k - 1, axis=1)[:, k - 1]
+    return torch.from_numpy(np.sqrt(kth))
 
-    The m smallest values of a row lie in the m groups (of `_GROUP` columns) with the smallest
-    minima: a group ranked below those m holds no value smaller than m others. So a value-only
-    partition (numpy's is vectorised, where torch's topk sorts row by row) finds the m-th
-    smallest group minimum, the m groups at or under it are kept, and a second partition over
-    their m * _GROUP values keeps the m smallest, by threshold again. Ties at a threshold
-    (duplicated training codes) go to the lower column, as equal values may; NaN rows to topk,
-    and so does a ranking numpy cannot read (off the CPU, or in half precision).
+
+def _candidates(ranking: torch.Tensor, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) of every value of `ranking` (n, width) at or under a bound on its row's
+    m-th smallest, in row order: the m smallest among them, and ties, found about 1.4x faster
+    than `topk` (README, "Where a fit's time goes").
+
+    Column j sits in group j mod (width / _GROUP), and group g in set g mod _SETS. The m-th
+    smallest set minimum bounds the row's m-th smallest value (m sets, m distinct columns at
+    or under it), so a value under the bound lies in a group whose minimum is too: those
+    groups are found first, then their values. Rows with NaN get no bound and no candidates.
     """
     n, width = ranking.shape
     n_groups = width // _GROUP
-    readable = ranking.device.type == "cpu" and ranking.dtype in (torch.float32, torch.float64)
-    if not readable or n_groups <= m or width % _GROUP:
-        return ranking.topk(m, dim=1, largest=False, sorted=False).indices
-    group_min = ranking.view(n, _GROUP, n_groups).amin(dim=1).numpy()  # strided groups: vectorised
-    kept, nan = _smallest(group_min, m)
-    columns = ((kept - (np.arange(n) * n_groups)[:, None])[:, :, None] + np.arange(_GROUP) * n_groups).reshape(n, -1)
-    chosen, nan_again = _smallest(np.take_along_axis(ranking.numpy(), columns, axis=1), m)
-    nearest = torch.from_numpy(columns.ravel()[chosen])
-    redo = torch.from_numpy(np.flatnonzero(nan | nan_again))
-    if len(redo):
-        nearest[redo] = ranking[redo].topk(m, dim=1, largest=False, sorted=False).indices
-    return nearest
-
-
-def _smallest(values: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Flat indices (n, m) of the m smallest values of each row, ties at the m-th broken by
-    column order, and which rows could not be ranked (NaN): those get the first m columns."""
-    kth = np.partition(values, m - 1, axis=1)[:, m - 1 : m]
-    keep = values <= kth
-    unranked = keep.sum(axis=1) != m
-    if unranked.any():  # ties at the m-th value, or NaN
-        rows = np.flatnonzero(unranked)
-        below, at = values[rows] < kth[rows], values[rows] == kth[rows]
-        keep[rows] = below | (at & (np.cumsum(at, axis=1) <= m - below.sum(axis=1, keepdims=True)))
-        unranked = keep.sum(axis=1) != m
-        keep[unranked] = np.arange(values.shape[1]) < m
-    return np.flatnonzero(keep).reshape(len(values), m), unranked
+    group_min = ranking.view(n, _GROUP, n_groups).amin(dim=1)
+    set_min = group_min.view(n, -1, _SETS).amin(dim=1).numpy()
+    bound = np.sort(set_min, axis=1)[:, m - 1 : m]
+    groups = np.flatnonzero(group_min.numpy() <= bound)
+    group_rows, group_cols = np.divmod(groups, n_groups)
+    values = ranking.numpy().reshape(n, _GROUP, n_groups)[group_rows, :, group_cols]  # (groups, _GROUP)
+    kept = np.flatnonzero(values <= bound[group_rows])
+    group, member = np.divmod(kept, _GROUP)
+    return group_rows[group], group_cols[group] + member * n_groups
