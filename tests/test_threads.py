@@ -55,28 +55,42 @@ def test_resolve_and_use(monkeypatch):
         torch.set_num_threads(before)
 
 
-def test_the_estimator_and_the_cli_set_the_threads_they_are_given(tmp_path):
+def test_the_estimator_and_the_cli_set_the_threads_they_are_given(tmp_path, monkeypatch):
+    """A detector computes with its `threads` and gives the caller's count back after each call
+    (fit, scoring, its scorer, the generative methods); the CLI sets it for the process."""
     import numpy as np
     from sklearn.utils._param_validation import InvalidParameterError
     from typer.testing import CliRunner
 
-    from vaeguard import VAEAnomalyDetector, load
+    from vaeguard import VAEAnomalyDetector, bulk, load, scorer, training
     from vaeguard.cli import app
 
+    seen = []  # torch's thread count inside training and scoring
+    train, score = training.train_vae, scorer.Scorer._score_chunk
+    monkeypatch.setattr("vaeguard.estimator.train_vae", lambda *a, **k: seen.append(("train", torch.get_num_threads())) or train(*a, **k))
+    monkeypatch.setattr(scorer.Scorer, "_score_chunk", lambda *a, **k: seen.append(("score", torch.get_num_threads())) or score(*a, **k))
     X = np.random.default_rng(0).normal(size=(60, 3))
     before = torch.get_num_threads()
     try:
         with pytest.raises(InvalidParameterError, match="threads"):
             VAEAnomalyDetector(threads=0).fit(X)
+        torch.set_num_threads(1)
         detector = VAEAnomalyDetector(latent_dim=2, hidden_dims=(4,), epochs=1, random_state=0, threads=2).fit(X)
-        assert torch.get_num_threads() == 2
+        assert seen[0] == ("train", 2) and ("score", 2) in seen and torch.get_num_threads() == 1
+        seen.clear()
+        detector.predict(X), detector.scorer().anomaly_score(X)
+        bulk.score_frame(detector, __import__("pandas").DataFrame(X, columns=["x0", "x1", "x2"]))
+        assert seen == [("score", 2)] * 3 and torch.get_num_threads() == 1
+        inside = []
+        monkeypatch.setattr("vaeguard.estimator.encode_means", lambda m, rows, n: inside.append(torch.get_num_threads()) or np.zeros((len(rows), 2)))
+        detector.encode(X[:1]), detector.interpolate(X[0], X[1], steps=2)
+        assert inside == [2, 2] and torch.get_num_threads() == 1
         detector.save(tmp_path / "m.vgm")
         assert load(tmp_path / "m.vgm").threads == 2  # a parameter like any other: saved with the model
-        torch.set_num_threads(1)
         np.savetxt(tmp_path / "d.csv", X, delimiter=",", header="x0,x1,x2", comments="")
         result = CliRunner().invoke(app, ["-q", "score", str(tmp_path / "m.vgm"), str(tmp_path / "d.csv"), "-o", str(tmp_path / "s.csv"), "--threads", "3"])
         assert result.exit_code == 0, result.output
-        assert torch.get_num_threads() == 3
+        assert torch.get_num_threads() == 3  # the command line's process: set once, for the run
         result = CliRunner().invoke(app, ["-q", "score", str(tmp_path / "m.vgm"), str(tmp_path / "d.csv"), "-o", str(tmp_path / "s.csv"), "--threads", "many"])
         assert result.exit_code == 2 and "must be auto or a positive integer" in result.output
     finally:

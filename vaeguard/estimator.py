@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import warnings
@@ -37,11 +38,23 @@ from .model import VAE, VAEConfig
 from .scorer import Scorer, check_finite, column_moments, feature_scales, material_steps, output_logvar_floor, standardize, tail_compression
 from .scoring import SCORE_TYPES, ScoreState, encode_means, fit_latent_neighbours, fit_level_offsets, reconstruct, score_and_explain, scoring_rows
 from .streaming import Levels
-from .threads import use_threads
+from .threads import threads_for
 from .training import TrainConfig, train_vae, train_vae_batches
 
 _POSITIVE_INT = [Interval(Integral, 1, None, closed="left")]
 
+
+
+def _threaded(method):
+    """`method` run with torch's thread count from the detector's `threads`, the caller's
+    restored after it (vaeguard.threads.threads_for)."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with threads_for(self.threads):
+            return method(self, *args, **kwargs)
+
+    return run
 
 class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     """Anomaly detector that trains a VAE on normal data and flags unlikely samples.
@@ -88,6 +101,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     random_state, device ("auto", "cpu", "cuda"), verbose.
     threads : torch's thread count for fitting and scoring on the CPU; "auto": the cores this
         process may use less those other processes keep busy (vaeguard.threads, issue #23).
+        It holds while a method runs; the caller's count is restored after it.
 
     `fit` also records what the model reads (`input_spec_`): a table's columns, or an image
     shape; bulk scoring of files goes through it (see vaeguard.bulk). As in PyOD, it sets
@@ -189,19 +203,22 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         A NaN, infinite or beyond-float32 value is a DataError naming its row and column.
         """
         self._validate_params()
-        use_threads(self.threads)
+        with threads_for(self.threads):
+            return self._fit(X, input_spec)
+
+    def _fit(self, X, input_spec: InputSpec | None) -> "VAEAnomalyDetector":
         if isinstance(X, (str, os.PathLike)):
             from .sources import read_training_data
 
             data = read_training_data(X, image_shape=self.input_shape)
             for note in data.notes:  # the columns left out, and why
-                warnings.warn(f"{X}: {note}", UserWarning, stacklevel=2)
+                warnings.warn(f"{X}: {note}", UserWarning, stacklevel=3)
             X, input_spec = data.X, data.input_spec
         elif hasattr(X, "columns") and hasattr(X, "dtypes"):  # a DataFrame
             from .tabular import role_warnings
 
             for warning in role_warnings(X):
-                warnings.warn(warning, UserWarning, stacklevel=2)
+                warnings.warn(warning, UserWarning, stacklevel=3)
             if any(dtype.kind not in "iuf" for dtype in X.dtypes):  # text, true/false, category: categorical columns
                 from .sources import FrameSource
                 from .tabular import ColumnRoles
@@ -335,7 +352,10 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         Only contamination="auto" (a threshold from the calibration rows) is supported.
         """
         self._validate_params()
-        use_threads(self.threads)
+        with threads_for(self.threads):
+            return self._fit_stream(stream)
+
+    def _fit_stream(self, stream) -> "VAEAnomalyDetector":
         if self.contamination != "auto":
             raise ValueError("out-of-core training sets the threshold from calibration rows: use contamination='auto'")
         from .distributed import world
@@ -472,9 +492,9 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         return standardize(X, self.mean_, self.scale_, self.input_spec_)
 
     def _front_end(self) -> Scorer:
-        """The scoring front-end over the fitted state (also inside fit, before the threshold)."""
-        use_threads(self.threads)
-        return Scorer.from_fitted(self.model_, self.score_state_, self.n_importance_samples, persistence.learned(self))
+        """The scoring front-end over the fitted state (also inside fit, before the threshold);
+        it scores with this detector's `threads`."""
+        return Scorer.from_fitted(self.model_, self.score_state_, self.n_importance_samples, persistence.learned(self), self.threads)
 
     def anomaly_score(self, X) -> np.ndarray:
         """Higher = more anomalous (PyOD's convention): the fitted score_type per sample."""
@@ -509,6 +529,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         scores = self.anomaly_score(X)  # first: NotFittedError before fit
         return p_values(self.calibration_scores_, scores)
 
+    @_threaded
     def feature_scores(self, X, *, as_frame: bool = False):
         """Per-feature reconstruction NLL (n, d); rows sum to the reconstruction part of the score.
 
@@ -525,11 +546,13 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
 
         return pd.DataFrame(scores, columns=self.get_feature_names_out(), index=getattr(X, "index", None))
 
+    @_threaded
     def encode(self, X) -> np.ndarray:
         """Posterior means of the latent code, shape (n, latent_dim)."""
         Xs, rows = self._validated(X)  # first: NotFittedError before fit
         return encode_means(self.model_, Xs, rows)
 
+    @_threaded
     def reconstruct(self, X) -> np.ndarray:
         """Reconstructions at the posterior mean, in the units of X."""
         Xs, rows = self._validated(X)  # first: NotFittedError before fit
@@ -616,6 +639,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             raise DataError(f"Z holds {int((~np.isfinite(Z)).sum())} NaN or infinite values")
         return self._to_units(generative.decode(self.model_, Z))
 
+    @_threaded
     def interpolate(self, x_a, x_b, steps: int = 8, method: str = "slerp") -> np.ndarray:
         """`steps` decoded points on the latent path from x_a to x_b, shape (steps, n_features).
 
@@ -635,6 +659,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             raise ValueError(f"method must be one of {generative.INTERPOLATIONS}, got {method!r}")
         return self._to_units(generative.decode(self.model_, generative.interpolate_codes(za, zb, int(steps), method)))
 
+    @_threaded
     def traverse(self, x, dim: int, values=None) -> np.ndarray:
         """Decodings of x's code with latent coordinate `dim` set to each of `values`.
 
@@ -652,6 +677,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             raise DataError(f"values must be a non-empty 1-D sequence of finite numbers, got shape {values.shape}")
         return self._to_units(generative.decode(self.model_, generative.traverse_codes(z, int(dim), values)))
 
+    @_threaded
     def active_dims(self, X, k: int | None = None) -> np.ndarray:
         """Latent dimensions ranked by their mean KL to the prior on X, most used first (k of them)."""
         Xs = self._validated(X)[0]

@@ -17,6 +17,7 @@ same object for itself with `.scorer()`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from .inputs import NO_CELL, InputSpec
 from .model import LOGVAR_MIN, VAE, VAEConfig
 from .modelfile import FittedState, is_standardizing
 from .scoring import ScoreState, iwae_rows, score_and_explain, scoring_rows
+from .threads import threads_for
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Values (rows x features) prepared and scored at a time by `Scorer.score_and_explain`.
@@ -244,6 +246,9 @@ class Scorer:
     scale: np.ndarray
     calibration_scores: np.ndarray | None
     threshold: float | None
+    # torch's thread count while scoring (vaeguard.threads.threads_for); None: the process's as
+    # it is, which `vaeguard score` sets once for the whole run
+    threads: int | str | None = None
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> Scorer:
@@ -253,7 +258,9 @@ class Scorer:
         return cls.from_fitted(model, score_state, state.params["n_importance_samples"], vars(state))
 
     @classmethod
-    def from_fitted(cls, model: VAE, score_state: ScoreState, n_importance_samples: int, learned) -> Scorer:
+    def from_fitted(
+        cls, model: VAE, score_state: ScoreState, n_importance_samples: int, learned, threads: int | str | None = None
+    ) -> Scorer:
         """The scorer of a network and score state with `learned`, the learned fields by their
         FittedState names (a FittedState's, or a detector's by vaeguard.persistence.learned)."""
         threshold = learned["threshold"]
@@ -269,6 +276,7 @@ class Scorer:
             scale=learned["scale"],
             calibration_scores=learned["calibration_scores"],
             threshold=None if threshold is None else float(threshold),
+            threads=threads,
         )
 
     @functools.cached_property
@@ -309,6 +317,10 @@ class Scorer:
         """The scoring front-end: anomaly scores of raw rows (float64, higher = more anomalous)
         and, with `explain`, the per-feature reconstruction NLL, from one forward pass."""
         X = self._checked(X)
+        with contextlib.nullcontext() if self.threads is None else threads_for(self.threads):
+            return self._score_chunks(X, explain)
+
+    def _score_chunks(self, X: np.ndarray, explain: bool) -> tuple[np.ndarray, np.ndarray | None]:
         step = self.chunk_rows
         if len(X) <= step:
             return self._score_chunk(X, explain)

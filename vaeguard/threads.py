@@ -8,12 +8,19 @@ and at least one. "Right now" is measured over a tenth of a second from /proc/st
 cores of the affinity mask only, less this process's own CPU time (so a fit that follows a fit
 does not count itself); where /proc/stat is missing, the one-minute load average stands in.
 An OMP_NUM_THREADS set in the environment is taken as the user's choice and used instead.
+
+torch's thread count belongs to the whole process. The command line sets it once
+(`use_threads`); a detector's methods and a detector's scorer set it for their own duration
+and then give the caller's back (`threads_for`): fitting a detector inside someone's
+program leaves that program's torch as it found it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 
 AUTO = "auto"
 SAMPLE_SECONDS = 0.1
@@ -100,3 +107,17 @@ def use_threads(threads: int | str | None) -> int:
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
+
+
+@contextlib.contextmanager
+def threads_for(threads: int | str | None) -> Iterator[int]:
+    """torch's intra-op thread count from `threads` (see `resolve_threads`) inside the block,
+    and the caller's again after it; yields the count used."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        yield use_threads(threads)
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
