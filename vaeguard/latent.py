@@ -29,14 +29,14 @@ N_NEIGHBOURS = 5
 # Fewer cost more: 1,024 and 512 codes gave the 14 tables 0.9044 and 0.9040 (2,048: 0.9051),
 # and their mean recall at the threshold 0.474 and 0.469 (0.490).
 MAX_REFERENCE_CODES = 2_048
-# Rows ranked at once: a 1,024 x 2,048 float32 block (8 MB). Measured with the search below on
-# 200,000 rows against 2,048 codes, one thread: 128 rows 0.79 s, 256 0.71, 512 0.64, 1,024 0.59,
-# 2,048 0.58 (each block costs some fixed work in numpy).
+# Rows ranked at once: a 1,024 x 2,048 float32 block (8 MB). Measured on 200,000 rows of 8
+# dimensions against 2,048 codes, one thread, the whole distance: 256 rows 0.49-0.50 s, 512 0.46,
+# 1,024 0.44, 2,048 0.42 (each block costs some fixed work in numpy; 2,048 rows take 16 MB).
 _CHUNK = 1_024
 # The search (`_candidates`) bounds a row's m-th smallest ranking value by the minima of _SETS
 # sets of columns, then keeps every column at or under the bound, group by group (_GROUP
-# columns each). Measured as above, the whole distance in seconds: 4 columns a group 0.60-0.61,
-# 8 0.58-0.59, 16 0.60-0.63; 32 sets 0.59-0.60, 64 sets 0.58-0.59.
+# columns each). Measured as above: 4 columns a group 0.47-0.48 s, 8 0.43-0.45, 16 0.45-0.47;
+# 32 sets 0.44-0.45, 64 sets 0.43-0.44. Candidates from `topk` instead: 1.02-1.04 s.
 _GROUP = 8
 _SETS = 64
 
@@ -141,8 +141,8 @@ def _kth_exact(ranking: torch.Tensor, chunk: torch.Tensor, codes: torch.Tensor, 
 
 def _candidates(ranking: torch.Tensor, m: int) -> tuple[np.ndarray, np.ndarray]:
     """(row, column) of every value of `ranking` (n, width) at or under a bound on its row's
-    m-th smallest, in row order: the m smallest among them, and ties, found about 1.4x faster
-    than `topk` (README, "Where a fit's time goes").
+    m-th smallest, in row order: the m smallest among them, and ties, found in less than half
+    the time `topk` takes (README, "Then a faster exact neighbour search").
 
     Column j sits in group j mod (width / _GROUP), and group g in set g mod _SETS. The m-th
     smallest set minimum bounds the row's m-th smallest value (m sets, m distinct columns at
