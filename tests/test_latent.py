@@ -25,6 +25,11 @@ def test_distance_is_the_kth_nearest_reference_code():
     got = model.distance(torch.as_tensor(queries, dtype=torch.float32)).numpy()
     np.testing.assert_allclose(got, brute, rtol=1e-6)
     assert LatentNeighbours(3, 2).k == 3  # fewer codes than neighbours: the farthest one
+    odd = torch.as_tensor(queries[:200], dtype=torch.float32)
+    odd[:130] = float("nan")  # more rows than one pass over every code takes
+    odd[130, 1] = float("inf")  # an overflowed code: infinitely far
+    got = model.distance(odd).numpy()
+    assert np.isnan(got[:130]).all() and got[130] == np.inf and np.array_equal(got[131:], model.distance(odd[131:]).numpy())
 
 
 def test_distance_of_a_row_does_not_depend_on_the_rows_beside_it():

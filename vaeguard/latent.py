@@ -134,8 +134,10 @@ def _kth_exact(ranking: torch.Tensor, chunk: torch.Tensor, codes: torch.Tensor, 
     table[rows, np.arange(len(rows)) - (np.cumsum(counts) - counts)[rows]] = squared
     kth = np.partition(table, k - 1, axis=1)[:, k - 1]
     short = np.flatnonzero(counts < k)  # rows the ranking cannot bound (NaN): every code
-    if len(short):
-        kth[short] = np.partition(((codes[None] - x[short, None]) ** 2).sum(axis=-1), k - 1, axis=1)[:, k - 1]
+    with np.errstate(invalid="ignore"):  # an infinite code less the padding (+inf): NaN, ranked last
+        for start in range(0, len(short), 64):  # 64 rows x every code at a time
+            part = short[start : start + 64]
+            kth[part] = np.partition(((codes[None] - x[part, None]) ** 2).sum(axis=-1), k - 1, axis=1)[:, k - 1]
     return torch.from_numpy(np.sqrt(kth))
 
 
