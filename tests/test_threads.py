@@ -59,6 +59,7 @@ def test_the_estimator_and_the_cli_set_the_threads_they_are_given(tmp_path, monk
     """A detector computes with its `threads` and gives the caller's count back after each call
     (fit, scoring, its scorer, the generative methods); the CLI sets it for the process."""
     import numpy as np
+    import pandas as pd
     from sklearn.utils._param_validation import InvalidParameterError
     from typer.testing import CliRunner
 
@@ -79,7 +80,7 @@ def test_the_estimator_and_the_cli_set_the_threads_they_are_given(tmp_path, monk
         assert seen[0] == ("train", 2) and ("score", 2) in seen and torch.get_num_threads() == 1
         seen.clear()
         detector.predict(X), detector.scorer().anomaly_score(X)
-        bulk.score_frame(detector, __import__("pandas").DataFrame(X, columns=["x0", "x1", "x2"]))
+        bulk.score_frame(detector, pd.DataFrame(X, columns=["x0", "x1", "x2"]))
         assert seen == [("score", 2)] * 3 and torch.get_num_threads() == 1
         inside = []
         monkeypatch.setattr("vaeguard.estimator.encode_means", lambda m, rows, n: inside.append(torch.get_num_threads()) or np.zeros((len(rows), 2)))

@@ -44,7 +44,6 @@ from .training import TrainConfig, train_vae, train_vae_batches
 _POSITIVE_INT = [Interval(Integral, 1, None, closed="left")]
 
 
-
 def _threaded(method):
     """`method` run with torch's thread count from the detector's `threads`, the caller's
     restored after it (vaeguard.threads.threads_for)."""
@@ -55,6 +54,7 @@ def _threaded(method):
             return method(self, *args, **kwargs)
 
     return run
+
 
 class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     """Anomaly detector that trains a VAE on normal data and flags unlikely samples.

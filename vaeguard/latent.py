@@ -82,20 +82,20 @@ class LatentNeighbours(nn.Module):
         n_codes, dim = self.codes.shape
         n_candidates = min(2 * self.k, n_codes)
         pad = -n_codes % (_GROUP * _SETS)  # whole groups and sets: padding ranks +inf, lies at +inf
-        # one product ranks: the codes' matrix (-2r) gains a last row |r|^2, each row of mu a 1
+        # one product ranks: the codes' matrix (-2r) gains a last row |r|^2, each code of mu a 1
         ranker = torch.cat([
             torch.cat([-2 * self.codes, self.codes.new_zeros(pad, dim)]).T,
             torch.cat([self.norms, self.norms.new_full((pad,), float("inf"))])[None],
         ]).to(mu.dtype)
         exact_codes = torch.cat([self.codes, self.codes.new_full((pad, dim), float("inf"))]).double()
-        rows = mu.new_ones(min(len(mu), _CHUNK), dim + 1)
-        ranking = mu.new_empty(len(rows), ranker.shape[1])
+        lifted = mu.new_ones(min(len(mu), _CHUNK), dim + 1)  # [mu, 1]
+        ranking = mu.new_empty(len(lifted), ranker.shape[1])
         out = mu.new_empty(len(mu))  # filled in place: no small tensors kept between the large ones
         for start in range(0, len(mu), _CHUNK):
             chunk = mu[start : start + _CHUNK]
             n = len(chunk)
-            rows[:n, :dim] = chunk
-            torch.mm(rows[:n], ranker, out=ranking[:n])
+            lifted[:n, :dim] = chunk
+            torch.mm(lifted[:n], ranker, out=ranking[:n])
             out[start : start + n] = _kth_exact(ranking[:n], chunk.double(), exact_codes, self.k, n_candidates)
         return out
 
