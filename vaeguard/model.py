@@ -8,6 +8,7 @@ reshape to (n, C, H, W) internally, so the rest of the package never has to care
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 
@@ -215,9 +216,10 @@ class ELBOTerms:
     kl: torch.Tensor  # (n,): KL(q(z | x) || N(0, I))
     mu: torch.Tensor  # (n, latent_dim): the posterior mean, where the encoder puts each row
 
-    @property
+    @functools.cached_property
     def recon(self) -> torch.Tensor:
-        """Per-sample reconstruction negative log-likelihood, shape (n,)."""
+        """Per-sample reconstruction negative log-likelihood, shape (n,); summed once (a training
+        step reads it for the loss and for the epoch's sums)."""
         return self.feature_nll.sum(dim=-1)
 
     def loss(self, beta: float = 1.0) -> torch.Tensor:

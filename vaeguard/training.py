@@ -87,6 +87,24 @@ def kl_weight(epoch: int, cfg: TrainConfig) -> float:
     return cfg.beta * min(1.0, (epoch + 1) / (cfg.kl_warmup_epochs + 1))
 
 
+def clip_gradients(parameters: list[torch.Tensor], max_norm: float) -> None:
+    """torch.nn.utils.clip_grad_norm_: every gradient scaled by max_norm / (total norm + 1e-6)
+    when that is below 1. torch multiplies by the clamped factor, 1.0 included, so as not to
+    read the norm back from an accelerator; on the CPU reading it costs nothing, and the
+    gradients are left alone below the limit (the same numbers: x * 1.0 is x). With torch's
+    grouping of the tensors left out too, an epoch of a small table model takes about 8% less
+    time (README, "Where a fit's time goes")."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads or grads[0].device.type != "cpu":
+        torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+        return
+    total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    factor = max_norm / (total + 1e-6)
+    if not factor >= 1.0:  # below the limit, or NaN: scaled as torch scales them
+        for g in grads:
+            g.mul_(factor)
+
+
 def _check_finite(loss: torch.Tensor, epoch: int, cfg: TrainConfig) -> None:
     """TrainingError when `loss` (a running sum of the epoch's losses) is not finite."""
     if not torch.isfinite(loss):
@@ -137,7 +155,7 @@ def train_vae(
     def epoch_batches(epoch: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
         order = torch.randperm(len(train), generator=generator, device=device)
         for idx in order.split(batch_size):
-            yield train[idx]
+            yield train.index_select(0, idx)  # the rows train[idx] gives, copied faster
 
     return train_vae_batches(model, epoch_batches, X_val, cfg, seed, device, jitter)
 
@@ -198,7 +216,7 @@ def train_vae_batches(
             loss = terms.loss(weight).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(parameters, cfg.grad_clip)
+            clip_gradients(parameters, cfg.grad_clip)
             optimizer.step()
             sums += torch.stack([terms.recon.detach().sum(), terms.kl.detach().sum(), loss.detach()]).double()
             n_seen += len(batch)
