@@ -166,3 +166,27 @@ def test_training_takes_adams_fused_kernel_and_the_plain_loop_where_torch_has_no
     X = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
     history = train_vae(model, X, None, TrainConfig(epochs=2), seed=0, device=torch.device("cpu"))
     assert len(history["train_loss"]) == 2 and np.isfinite(history["train_loss"]).all()
+
+
+def test_clip_gradients_scales_as_clip_grad_norm_and_leaves_gradients_under_the_limit():
+    """training.clip_gradients gives the gradients torch's clip_grad_norm_ gives, bit for bit:
+    above the limit (scaled), under it (untouched: torch's x * 1.0), near a tiny limit (the
+    1e-6 in the factor counts) and with a NaN gradient (every gradient scaled by NaN, as in torch)."""
+    from vaeguard.training import clip_gradients
+
+    rng = np.random.default_rng(0)
+    cases = {"above": (10.0, 1.0), "under": (1e-3, 1.0), "tiny limit": (4e-8, 1e-6), "NaN": (1.0, 1.0)}
+    for case, (scale, max_norm) in cases.items():  # the three gradients' total norm is about 27 * scale
+        grads = [scale * torch.as_tensor(rng.normal(size=shape), dtype=torch.float32) for shape in ((30, 20), (20,), (5, 30))]
+        if case == "NaN":
+            grads[1][3] = float("nan")
+        ours, theirs = ([torch.zeros_like(g, requires_grad=True) for g in grads] for _ in range(2))
+        for params in (ours, theirs):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+        clip_gradients(ours, max_norm)
+        torch.nn.utils.clip_grad_norm_(theirs, max_norm)
+        for a, b in zip(ours, theirs):
+            assert torch.equal(a.grad, b.grad) or (case == "NaN" and a.grad.isnan().all() and b.grad.isnan().all()), case
+        untouched = all(torch.equal(p.grad, g) for p, g in zip(ours, grads))
+        assert untouched == (case == "under"), case
