@@ -12,10 +12,10 @@ Only full batches run, so a compiled step meets one input shape. Three ways, one
 
 "first step s" is the first step's wall time, compile included (in a fresh inductor cache, as a
 user's first fit meets it; the first compiled way of the run also pays the compiler's start-up
-in the process, so it goes first); "epoch s" the median of the epochs after the first. Compiled kernels fuse and reorder the arithmetic, so weights differ from
-eager in the last bits.
+in the process, so it goes first); "epoch s" the median of the epochs after the first.
+Compiled kernels fuse and reorder the arithmetic, so weights differ from eager in the last bits.
 
-    python benchmarks/compiled_step.py --threads 1 --markdown benchmarks/results/compiled_step.md
+    python benchmarks/compiled_step.py --threads 1 --epochs 6 --markdown benchmarks/results/compiled_step.md
 """
 
 from __future__ import annotations
