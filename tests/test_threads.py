@@ -63,7 +63,7 @@ def test_the_estimator_and_the_cli_set_the_threads_they_are_given(tmp_path, monk
     from sklearn.utils._param_validation import InvalidParameterError
     from typer.testing import CliRunner
 
-    from vaeguard import VAEAnomalyDetector, bulk, load, scorer, training
+    from vaeguard import VAEAnomalyDetector, bulk, generative, load, scorer, training
     from vaeguard.cli import app
 
     seen = []  # torch's thread count inside training and scoring
@@ -86,6 +86,10 @@ def test_the_estimator_and_the_cli_set_the_threads_they_are_given(tmp_path, monk
         monkeypatch.setattr("vaeguard.estimator.encode_means", lambda m, rows, n: inside.append(torch.get_num_threads()) or np.zeros((len(rows), 2)))
         detector.encode(X[:1]), detector.interpolate(X[0], X[1], steps=2)
         assert inside == [2, 2] and torch.get_num_threads() == 1
+        decoded, decode = [], generative.decode
+        monkeypatch.setattr(generative, "decode", lambda *a, **k: decoded.append(torch.get_num_threads()) or decode(*a, **k))
+        detector.sample(2), detector.decode(np.zeros((1, 2)))
+        assert decoded == [2, 2] and torch.get_num_threads() == 1
         detector.save(tmp_path / "m.vgm")
         assert load(tmp_path / "m.vgm").threads == 2  # a parameter like any other: saved with the model
         np.savetxt(tmp_path / "d.csv", X, delimiter=",", header="x0,x1,x2", comments="")

@@ -608,6 +608,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     def _latent_width(self) -> int:
         return int(self.config_.latent_dim)
 
+    @_threaded
     def sample(self, n: int = 16, *, random_state=None, mean: bool = True) -> np.ndarray:
         """n new samples, shape (n, n_features), in the units of X.
 
@@ -626,6 +627,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         _, Xs = generative.sample(self.model_, int(n), self._seed_for(random_state), mean=bool(mean))
         return self._to_units(Xs)
 
+    @_threaded
     def decode(self, Z) -> np.ndarray:
         """E[x | z] for each latent code (rows of Z, shape (n, latent_dim)), in the units of X."""
         check_is_fitted(self)
